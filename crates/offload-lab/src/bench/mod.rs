@@ -1,0 +1,37 @@
+//! `offload-lab bench <suite>`: each suite runs ours and its peers in the
+//! same process, alternately, and reports [`BenchLine`]s.
+
+mod threads;
+
+use crate::report::{self, BenchLine};
+use clap::{Args, ValueEnum};
+
+/// Arguments of `offload-lab bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Which suite to run.
+    #[arg(value_enum)]
+    pub(crate) suite: Suite,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Shrink every measurement (for smoke tests); figures are then noisy.
+    #[arg(long)]
+    pub(crate) quick: bool,
+}
+
+/// The benchmark suites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Suite {
+    /// Thread pools: ours against spawn_blocking, blocking::unblock, rayon.
+    Threads,
+}
+
+/// Runs the chosen suite and prints its lines.
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let lines: Vec<BenchLine> = match args.suite {
+        Suite::Threads => threads::run(args)?,
+    };
+    report::print(&lines, args.json);
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `offload-lab`: the seed's experiments, measured, and benchmarks of every
+//! executor against its peers.
+//!
+//! Benchmarks print a human table, or with `--json` one object per line in
+//! the format of [`report::BenchLine`].
+
+mod bench;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+/// The offload laboratory.
+#[derive(Debug, Parser)]
+#[command(name = "offload-lab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Benchmarks: ours against peers, measured in the same process, alternately.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bench(args) => bench::run(&args),
+    }
+}

@@ -1,0 +1,1 @@
+//! Cooperative yielding (placeholder: filled in by the coop work).

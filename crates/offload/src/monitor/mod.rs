@@ -1,0 +1,1 @@
+//! Loop monitoring (placeholder: filled in by the monitor work).
