@@ -1,6 +1,87 @@
 //! Run blocking I/O and CPU-heavy work from async Rust without stalling the
 //! event loop.
+//!
+//! # The problem
+//!
+//! An async runtime runs many tasks on a few threads. A task that blocks a
+//! thread (a sync database driver, a file or image library, an SDK with no
+//! async API, a long parse of a multi-megabyte document) stops every other
+//! task on that thread: timers fire late, requests queue up, health checks
+//! fail. Python's asyncio has the same problem, and
+//! `loop.run_in_executor(executor, f)` as its answer; this crate is that
+//! answer for Rust, with the sharp edges filed off:
+//!
+//! - [`run`]: run a blocking closure on the lazily created default pool
+//!   (`run_in_executor(None, f)`).
+//! - [`ThreadPool`]: a pool you size and name, with a bounded queue
+//!   (backpressure), cancellation of queued work, panics delivered to the
+//!   caller, three shutdown modes, and metrics.
+//! - [`Dedicated`]: one thread that owns a non-thread-safe resource.
+//! - [`Executor`] + [`run_in_executor`]: bring your own executor by
+//!   implementing one method.
+//! - [`coop`]: yield to the scheduler from CPU-bound loops instead.
+//! - [`monitor`]: find out when, where and why the loop stalls.
+//!
+//! The futures need no particular runtime: tokio, smol and
+//! `futures::executor::block_on` all drive them.
+//!
+//! # Examples
+//!
+//! ```
+//! # futures::executor::block_on(async {
+//! // The default pool, like `loop.run_in_executor(None, f)`:
+//! let text = offload::run(|| std::fs::read_to_string("/etc/hosts")).await?;
+//!
+//! // A pool of your own:
+//! let pool = offload::ThreadPool::builder().name("img").threads(4).build()?;
+//! let sum: u64 = pool.run(|| (0..1_000_000u64).sum()).await?;
+//! assert_eq!(sum, 499_999_500_000);
+//!
+//! // Panics come back as errors; the pool keeps its threads.
+//! let err = pool.run(|| -> u8 { panic!("bad pixel") }).await.unwrap_err();
+//! assert!(err.is_panic());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # The seed's pitfall, caught at compile time
+//!
+//! Python lets you pass an `async def` to `run_in_executor`: the executor
+//! builds a coroutine and never runs it. Here a closure that returns a
+//! future does not compile (see [`Blocking`]):
+//!
+//! ```compile_fail
+//! # futures::executor::block_on(async {
+//! let pool = offload::ThreadPool::builder().build().unwrap();
+//! pool.run(|| async { 42 }).await; // error: cannot infer `OutputIsNotAFuture`
+//! # });
+//! ```
+//!
+//! # Cancellation
+//!
+//! Dropping a future returned by this crate before its job starts means the
+//! job never runs. After it starts, a thread cannot be stopped: the job
+//! runs to completion, detached, and keeps its thread until then.
 #![deny(unsafe_code)]
+
+mod dedicated;
+mod default_pool;
+mod error;
+mod executor;
+mod histogram;
+mod job;
+mod pool;
 
 pub mod coop;
 pub mod monitor;
+
+pub use dedicated::{Dedicated, DedicatedBuilder};
+pub use default_pool::{THREADS_ENV, default_pool, run, set_default_pool};
+pub use error::{BuildError, Error, TryRunError};
+pub use executor::{Blocking, Executor, IsAFuture, NotAFuture, Run, Submit, run_in_executor};
+pub use histogram::LatencySummary;
+pub use job::{Job, JobHandle};
+pub use pool::{
+    PoolMetrics, RunningJob, Shutdown, ShutdownReport, ShutdownTimeout, ThreadPool,
+    ThreadPoolBuilder,
+};

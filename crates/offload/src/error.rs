@@ -1,0 +1,244 @@
+//! Error types: one opaque [`Error`] for everything that can happen to a job,
+//! [`BuildError`] for invalid configurations, and [`TryRunError`], which
+//! hands the closure back when a non-waiting submission fails.
+
+use std::any::Any;
+use std::fmt;
+
+/// Why a job failed: returned by every future that runs work in an executor.
+///
+/// The error is opaque on purpose: ask it what happened with the `is_*`
+/// predicates, print it, or walk [`source()`](std::error::Error::source).
+/// New failure kinds (for example those of the process pool) add
+/// predicates without breaking matches in user code.
+///
+/// # Examples
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// let err = offload::run(|| panic!("disk on fire")).await.unwrap_err();
+/// assert!(err.is_panic());
+/// assert_eq!(err.panic_message(), Some("disk on fire"));
+/// # });
+/// ```
+pub struct Error {
+    kind: Kind,
+}
+
+/// What went wrong. Private so that kinds can grow.
+#[derive(Debug)]
+enum Kind {
+    /// The job panicked; the message is the panic payload when it was a string.
+    Panic(String),
+    /// The job never ran: its submission was cancelled.
+    Cancelled(CancelReason),
+    /// The executor is shut down and takes no more work.
+    Shutdown,
+    /// The executor's queue was full and the submission could not wait.
+    Rejected,
+    /// A worker thread could not be started.
+    Spawn(std::io::Error),
+}
+
+/// Why a job that never ran was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelReason {
+    /// The executor dropped the job without running it.
+    Dropped,
+    /// `shutdown_now` (or a shutdown deadline) removed it from the queue.
+    Shutdown,
+}
+
+impl Error {
+    pub(crate) fn panic(payload: Box<dyn Any + Send>) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "Box<dyn Any>".to_owned()
+        };
+        Error {
+            kind: Kind::Panic(message),
+        }
+    }
+
+    pub(crate) fn cancelled(reason: CancelReason) -> Self {
+        Error {
+            kind: Kind::Cancelled(reason),
+        }
+    }
+
+    pub(crate) fn shutdown() -> Self {
+        Error {
+            kind: Kind::Shutdown,
+        }
+    }
+
+    pub(crate) fn rejected() -> Self {
+        Error {
+            kind: Kind::Rejected,
+        }
+    }
+
+    pub(crate) fn spawn(err: std::io::Error) -> Self {
+        Error {
+            kind: Kind::Spawn(err),
+        }
+    }
+
+    /// The job panicked. The worker survived; see [`panic_message`](Self::panic_message).
+    pub fn is_panic(&self) -> bool {
+        matches!(self.kind, Kind::Panic(_))
+    }
+
+    /// The job never ran: it was cancelled while queued (by
+    /// `shutdown_now`, a shutdown deadline, or an executor that dropped it).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.kind, Kind::Cancelled(_))
+    }
+
+    /// The executor was shut down before the job could be queued.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self.kind, Kind::Shutdown)
+    }
+
+    /// The executor's queue was full and this submission path does not wait
+    /// (only [`Executor::execute`](crate::Executor::execute) called directly on a
+    /// full [`ThreadPool`](crate::ThreadPool) does this; `run` waits instead).
+    pub fn is_rejected(&self) -> bool {
+        matches!(self.kind, Kind::Rejected)
+    }
+
+    /// No worker thread could be started (the OS refused to create one).
+    pub fn is_spawn(&self) -> bool {
+        matches!(self.kind, Kind::Spawn(_))
+    }
+
+    /// The panic message, when the job panicked with a string payload
+    /// (`"Box<dyn Any>"` for any other payload).
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Panic(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error").field("kind", &self.kind).finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Panic(m) => write!(f, "job panicked: {m}"),
+            Kind::Cancelled(CancelReason::Dropped) => {
+                f.write_str("job cancelled: the executor dropped it without running it")
+            }
+            Kind::Cancelled(CancelReason::Shutdown) => {
+                f.write_str("job cancelled: the pool was shut down before it started")
+            }
+            Kind::Shutdown => f.write_str("executor is shut down and accepts no more jobs"),
+            Kind::Rejected => f.write_str("executor queue is full; job rejected"),
+            Kind::Spawn(_) => f.write_str("could not start a worker thread"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            Kind::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A configuration that cannot be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting is out of range; the message names it.
+    Invalid(&'static str),
+    /// The default pool was already created, so it can no longer be configured.
+    DefaultPoolExists,
+    /// A worker thread could not be started.
+    Spawn(std::io::Error),
+    /// A dedicated executor's initialiser failed or panicked; the message says how.
+    Init(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Invalid(what) => write!(f, "invalid configuration: {what}"),
+            BuildError::DefaultPoolExists => {
+                f.write_str("the default pool is already running and can no longer be configured")
+            }
+            BuildError::Spawn(_) => f.write_str("could not start a worker thread"),
+            BuildError::Init(m) => write!(f, "initialiser failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A submission that could not be queued at once; the closure is handed back.
+///
+/// Returned by [`ThreadPool::try_run`](crate::ThreadPool::try_run) and
+/// [`Dedicated::try_run`](crate::Dedicated::try_run).
+pub enum TryRunError<F> {
+    /// The queue is full. Retry later, or use `run`, which waits for a slot.
+    Full(F),
+    /// The pool is shut down.
+    Shutdown(F),
+}
+
+impl<F> TryRunError<F> {
+    /// The closure that was not queued.
+    pub fn into_inner(self) -> F {
+        match self {
+            TryRunError::Full(f) | TryRunError::Shutdown(f) => f,
+        }
+    }
+
+    /// The queue was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, TryRunError::Full(_))
+    }
+
+    /// The pool was shut down.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self, TryRunError::Shutdown(_))
+    }
+}
+
+impl<F> fmt::Debug for TryRunError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRunError::Full(_) => f.write_str("Full(..)"),
+            TryRunError::Shutdown(_) => f.write_str("Shutdown(..)"),
+        }
+    }
+}
+
+impl<F> fmt::Display for TryRunError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRunError::Full(_) => f.write_str("queue is full"),
+            TryRunError::Shutdown(_) => f.write_str("pool is shut down"),
+        }
+    }
+}
+
+impl<F> std::error::Error for TryRunError<F> {}

@@ -1,0 +1,170 @@
+//! [`ThreadPoolBuilder`]: every knob of a [`ThreadPool`], validated once.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ThreadPool;
+use crate::error::BuildError;
+
+/// A hook run on each new worker thread before it takes any job.
+pub(crate) type StartHook = Arc<dyn Fn() + Send + Sync>;
+
+/// The validated configuration a pool runs with.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) name: String,
+    pub(crate) max_threads: usize,
+    pub(crate) queue_capacity: usize,
+    /// `None`: idle threads never exit.
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) stack_size: Option<usize>,
+    pub(crate) on_start: Option<StartHook>,
+}
+
+/// Python's default for `ThreadPoolExecutor`: `min(32, cpus + 4)`.
+pub(crate) fn default_thread_count() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    (cpus + 4).min(32)
+}
+
+/// Builds a [`ThreadPool`]. Create one with [`ThreadPool::builder`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`threads`](Self::threads) | `min(32, cpus + 4)`, like Python's `ThreadPoolExecutor` |
+/// | [`queue_capacity`](Self::queue_capacity) | 1024 |
+/// | [`name`](Self::name) | `"offload"`: threads are `offload-0`, `offload-1`, … |
+/// | [`keep_alive`](Self::keep_alive) | 10 s |
+/// | [`stack_size`](Self::stack_size) | the Rust default (2 MiB) |
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let pool = offload::ThreadPool::builder()
+///     .name("io")
+///     .threads(8)
+///     .queue_capacity(1024)
+///     .keep_alive(Duration::from_secs(30))
+///     .build()?;
+/// # Ok::<(), offload::BuildError>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ThreadPoolBuilder {
+    config: Config,
+}
+
+impl Default for ThreadPoolBuilder {
+    fn default() -> Self {
+        ThreadPoolBuilder {
+            config: Config {
+                name: "offload".to_owned(),
+                max_threads: default_thread_count(),
+                queue_capacity: 1024,
+                keep_alive: Some(Duration::from_secs(10)),
+                stack_size: None,
+                on_start: None,
+            },
+        }
+    }
+}
+
+impl ThreadPoolBuilder {
+    /// The most threads the pool runs at once. Threads start on demand and
+    /// exit after [`keep_alive`](Self::keep_alive) without work.
+    ///
+    /// Must be at least 1 ([`build`](Self::build) fails otherwise).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.config.max_threads = n;
+        self
+    }
+
+    /// How many jobs may wait for a thread. When the queue is full,
+    /// [`ThreadPool::run`] waits for a slot and [`ThreadPool::try_run`]
+    /// fails, handing the closure back. Must be at least 1.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.config.queue_capacity = n;
+        self
+    }
+
+    /// Thread name prefix: threads are called `{name}-{n}`. Keep it short:
+    /// Linux shows only the first 15 bytes of a thread name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// How long an idle thread waits for work before it exits (`None`:
+    /// threads never exit until the pool shuts down).
+    pub fn keep_alive(mut self, keep_alive: impl Into<Option<Duration>>) -> Self {
+        self.config.keep_alive = keep_alive.into();
+        self
+    }
+
+    /// Stack size of each worker thread, in bytes.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.config.stack_size = Some(bytes);
+        self
+    }
+
+    /// Runs `hook` on each new worker thread before it takes its first job
+    /// (to set thread-locals, priorities, or a tracing span).
+    ///
+    /// A panic in the hook is caught and logged; the thread still serves jobs.
+    pub fn on_start(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.config.on_start = Some(Arc::new(hook));
+        self
+    }
+
+    /// Checks the settings and creates the pool. No thread starts until the
+    /// first job arrives.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Invalid`] if `threads` or `queue_capacity` is 0, or the
+    /// name contains a NUL byte.
+    pub fn build(self) -> Result<ThreadPool, BuildError> {
+        let c = &self.config;
+        if c.max_threads == 0 {
+            return Err(BuildError::Invalid("threads must be at least 1"));
+        }
+        if c.queue_capacity == 0 {
+            return Err(BuildError::Invalid("queue_capacity must be at least 1"));
+        }
+        if c.name.contains('\0') {
+            return Err(BuildError::Invalid("name must not contain NUL bytes"));
+        }
+        if c.keep_alive == Some(Duration::ZERO) {
+            return Err(BuildError::Invalid(
+                "keep_alive must be positive (or None for threads that never exit)",
+            ));
+        }
+        Ok(ThreadPool::from_config(self.config))
+    }
+
+    pub(crate) fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("name", &self.name)
+            .field("max_threads", &self.max_threads)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("keep_alive", &self.keep_alive)
+            .field("stack_size", &self.stack_size)
+            .field("on_start", &self.on_start.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Debug for ThreadPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.config.fmt(f)
+    }
+}

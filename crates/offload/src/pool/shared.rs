@@ -1,0 +1,287 @@
+//! The state every handle and worker of one pool shares, and the operations
+//! on it. One mutex guards the queue and all gauges; see `README.md` in this
+//! folder for the protocol.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use super::builder::Config;
+use super::metrics::Counters;
+use crate::error::{CancelReason, Error};
+use crate::job::{Job, QueueOwner};
+
+/// Where the pool is in its life. Moves forward only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Accepting jobs.
+    Open,
+    /// Shut down: no new jobs; queued ones still run (drain) unless
+    /// `shutdown_now` emptied the queue. Workers exit when the queue is empty.
+    Closed,
+}
+
+/// A job waiting for a thread, with when it was queued (for metrics).
+pub(crate) struct Queued {
+    pub(crate) job: Job,
+    pub(crate) since: Instant,
+}
+
+/// What a worker is doing, for shutdown reports.
+pub(crate) struct WorkerSlot {
+    pub(crate) name: String,
+    /// When its current job started; `None` while idle.
+    pub(crate) busy_since: Option<Instant>,
+}
+
+pub(crate) struct State {
+    pub(crate) phase: Phase,
+    pub(crate) queue: VecDeque<Queued>,
+    /// Live worker threads.
+    pub(crate) threads: usize,
+    /// Workers blocked on the condvar.
+    pub(crate) sleeping: usize,
+    /// Wake-ups sent to sleeping workers and not yet consumed; a new job
+    /// wakes a worker only if `sleeping > notified`, so a burst of jobs does
+    /// not issue a futex wake per job.
+    pub(crate) notified: usize,
+    /// Jobs being run right now.
+    pub(crate) running: usize,
+    /// Per-worker slots, indexed by a worker's slot number; `None` = free.
+    pub(crate) workers: Vec<Option<WorkerSlot>>,
+    /// Counter for thread names.
+    pub(crate) next_thread: usize,
+    /// Callers of `run` waiting for a queue slot, in arrival order.
+    pub(crate) submit_waiters: VecDeque<(u64, Waker)>,
+    pub(crate) next_waiter: u64,
+    /// Futures waiting for the pool to become idle after shutdown.
+    pub(crate) idle_waiters: Vec<Waker>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<State>,
+    /// Workers sleep here waiting for jobs.
+    pub(crate) work: Condvar,
+    /// Signalled when the last worker exits (blocking waits in `Drop`).
+    pub(crate) exited: Condvar,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    /// Handed to each queued job so that a cancelling caller can remove it.
+    pub(crate) me: Weak<Shared>,
+}
+
+/// Why a job could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    Full,
+    Shutdown,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Arc<Self> {
+        Arc::new_cyclic(|me| Shared {
+            state: Mutex::new(State {
+                phase: Phase::Open,
+                queue: VecDeque::with_capacity(config.queue_capacity.min(4096)),
+                threads: 0,
+                sleeping: 0,
+                notified: 0,
+                running: 0,
+                workers: Vec::new(),
+                next_thread: 0,
+                submit_waiters: VecDeque::new(),
+                next_waiter: 0,
+                idle_waiters: Vec::new(),
+            }),
+            work: Condvar::new(),
+            exited: Condvar::new(),
+            config,
+            counters: Counters::new(),
+            me: me.clone(),
+        })
+    }
+
+    /// Locks the state. User code never runs under this lock, so poisoning
+    /// cannot come from a job; recover rather than propagate a panic.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `job` if there is room, starting or waking a worker for it.
+    /// On failure the job comes back untouched.
+    pub(crate) fn try_push(&self, job: Job) -> Result<(), (Job, PushError)> {
+        let owner: Weak<dyn QueueOwner> = self.me.clone();
+        job.set_owner(owner);
+        let mut st = self.lock();
+        if st.phase != Phase::Open {
+            return Err((job, PushError::Shutdown));
+        }
+        if st.queue.len() >= self.config.queue_capacity {
+            return Err((job, PushError::Full));
+        }
+        st.queue.push_back(Queued {
+            job,
+            since: Instant::now(),
+        });
+        Counters::add(&self.counters.submitted, 1);
+        let spawn = if st.sleeping > st.notified {
+            st.notified += 1;
+            self.work.notify_one();
+            false
+        } else if st.threads < self.config.max_threads {
+            // Be eager: nobody is idle, so a new thread is the quickest way
+            // to start this job.
+            st.threads += 1;
+            true
+        } else {
+            false
+        };
+        drop(st);
+        if spawn {
+            super::worker::spawn(self);
+        }
+        Ok(())
+    }
+
+    /// Registers `waker` to be woken when a queue slot frees up. Returns
+    /// `false` (and registers nothing) if there is room already or the pool
+    /// is shut down: the caller should retry at once.
+    pub(crate) fn wait_for_slot(&self, id: &mut Option<u64>, waker: &Waker) -> bool {
+        let mut st = self.lock();
+        if st.phase != Phase::Open || st.queue.len() < self.config.queue_capacity {
+            return false;
+        }
+        match id {
+            Some(id) => match st.submit_waiters.iter_mut().find(|(i, _)| i == id) {
+                Some((_, w)) => w.clone_from(waker),
+                None => st.submit_waiters.push_back((*id, waker.clone())),
+            },
+            None => {
+                let new = st.next_waiter;
+                st.next_waiter += 1;
+                st.submit_waiters.push_back((new, waker.clone()));
+                *id = Some(new);
+            }
+        }
+        true
+    }
+
+    /// A waiting submitter gave up. If it had been woken for a slot it did
+    /// not use, pass the wake-up on so no other waiter is stranded.
+    pub(crate) fn forget_waiter(&self, id: u64) {
+        let mut st = self.lock();
+        if let Some(pos) = st.submit_waiters.iter().position(|(i, _)| *i == id) {
+            st.submit_waiters.remove(pos);
+        } else if st.queue.len() < self.config.queue_capacity {
+            let next = next_submitter(&mut st);
+            drop(st);
+            if let Some(w) = next {
+                w.wake();
+            }
+        }
+    }
+
+    /// A waiting submitter got its slot: drop its registration, if any is
+    /// left, without passing a wake-up on.
+    pub(crate) fn remove_waiter(&self, id: u64) {
+        let mut st = self.lock();
+        if let Some(pos) = st.submit_waiters.iter().position(|(i, _)| *i == id) {
+            st.submit_waiters.remove(pos);
+        }
+    }
+
+    /// Closes the pool: no new jobs. With `cancel_queued`, also empties the
+    /// queue, failing each job with a cancelled error. Returns how many
+    /// queued jobs were cancelled.
+    pub(crate) fn close(&self, cancel_queued: bool) -> usize {
+        let mut st = self.lock();
+        st.phase = Phase::Closed;
+        let drained: Vec<Queued> = if cancel_queued {
+            st.queue.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        let submitters: Vec<Waker> = st.submit_waiters.drain(..).map(|(_, w)| w).collect();
+        let idle = self.take_idle_waiters_if_done(&mut st);
+        drop(st);
+        // Wake sleeping workers so they see the new phase and exit once the
+        // queue is empty.
+        self.work.notify_all();
+        // Fail jobs outside the lock: their wakers are user code.
+        let mut cancelled = 0;
+        for q in drained {
+            if q.job.abandon(Error::cancelled(CancelReason::Shutdown)) {
+                cancelled += 1;
+            }
+        }
+        Counters::add(&self.counters.cancelled, cancelled as u64);
+        submitters.into_iter().for_each(Waker::wake);
+        idle.into_iter().for_each(Waker::wake);
+        cancelled
+    }
+
+    /// The pool is closed and every job has finished or been cancelled.
+    pub(crate) fn is_done(st: &State) -> bool {
+        st.phase == Phase::Closed && st.queue.is_empty() && st.running == 0
+    }
+
+    /// Takes the shutdown waiters if the pool is done; wake them after
+    /// unlocking.
+    pub(crate) fn take_idle_waiters_if_done(&self, st: &mut State) -> Vec<Waker> {
+        if Self::is_done(st) {
+            std::mem::take(&mut st.idle_waiters)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Blocks the calling thread until every worker has exited, or until
+    /// `deadline` if one is given. Returns whether all exited.
+    pub(crate) fn wait_exited(&self, deadline: Option<Duration>) -> bool {
+        let start = Instant::now();
+        let mut st = self.lock();
+        while st.threads > 0 {
+            match deadline {
+                None => st = self.exited.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let Some(left) = d.checked_sub(start.elapsed()) else {
+                        return false;
+                    };
+                    st = self
+                        .exited
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The longest-waiting submitter, to wake (after unlocking) because a
+/// queue slot just freed.
+pub(crate) fn next_submitter(st: &mut State) -> Option<Waker> {
+    st.submit_waiters.pop_front().map(|(_, w)| w)
+}
+
+impl QueueOwner for Shared {
+    fn remove_cancelled(&self, cell: *const ()) {
+        let mut st = self.lock();
+        // Search from the back: a caller that gives up quickly usually
+        // cancels a recent job.
+        let Some(pos) = st.queue.iter().rposition(|q| q.job.cell_ptr() == cell) else {
+            // A worker took it first; it will see the cancellation and skip it.
+            return;
+        };
+        let removed = st.queue.remove(pos);
+        Counters::add(&self.counters.cancelled, 1);
+        let next = next_submitter(&mut st);
+        let idle = self.take_idle_waiters_if_done(&mut st);
+        drop(st);
+        // Already cancelled, so this only releases the cell.
+        drop(removed);
+        next.into_iter().chain(idle).for_each(Waker::wake);
+    }
+}
