@@ -1,7 +1,203 @@
-//! Thread-pool benchmark (placeholder).
-use super::BenchArgs;
-use crate::report::BenchLine;
+//! `bench threads`: our thread pools against the blocking pools of tokio,
+//! smol (`blocking`) and rayon, on trivial jobs, so that what is measured is
+//! the pool's own overhead: hand-over, wake-up, result delivery.
+//!
+//! Every contender runs in the same process on the same tokio runtime
+//! (2 worker threads), in alternating rounds, so that a noisy neighbour or
+//! a frequency change hits all of them alike.
 
-pub(crate) fn run(_args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
-    Ok(Vec::new())
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::join_all;
+use offload::ThreadPool;
+
+use super::BenchArgs;
+use crate::report::{BenchLine, Better, percentiles};
+
+/// A contender: submits a trivial job and resolves when it has run.
+type Submit = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = u64> + Send>> + Send + Sync>;
+
+struct Contender {
+    name: &'static str,
+    ours: bool,
+    submit: Submit,
+}
+
+/// The job every contender runs: trivial, but not optimised away.
+fn trivial(x: u64) -> u64 {
+    std::hint::black_box(x).wrapping_mul(3)
+}
+
+fn contenders() -> anyhow::Result<Vec<Contender>> {
+    let pool = Arc::new(ThreadPool::builder().name("bench").threads(2).build()?);
+    Ok(vec![
+        Contender {
+            name: "offload_threadpool_2",
+            ours: true,
+            submit: Arc::new(move |x| {
+                let run = pool.run(move || trivial(x));
+                Box::pin(async move { run.await.expect("trivial job") })
+            }),
+        },
+        Contender {
+            name: "offload_default_pool",
+            ours: true,
+            submit: Arc::new(|x| {
+                let run = offload::run(move || trivial(x));
+                Box::pin(async move { run.await.expect("trivial job") })
+            }),
+        },
+        Contender {
+            name: "tokio_spawn_blocking",
+            ours: false,
+            submit: Arc::new(|x| {
+                let h = tokio::task::spawn_blocking(move || trivial(x));
+                Box::pin(async move { h.await.expect("trivial job") })
+            }),
+        },
+        Contender {
+            name: "blocking_unblock",
+            ours: false,
+            submit: Arc::new(|x| Box::pin(blocking::unblock(move || trivial(x)))),
+        },
+        Contender {
+            name: "rayon_spawn_oneshot",
+            ours: false,
+            submit: Arc::new(|x| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                rayon::spawn(move || {
+                    let _ = tx.send(trivial(x));
+                });
+                Box::pin(async move { rx.await.expect("trivial job") })
+            }),
+        },
+    ])
+}
+
+/// Round trips awaited one at a time from one task, in microseconds.
+async fn round_trips(c: &Contender, n: usize, out: &mut Vec<f64>) {
+    for i in 0..n as u64 {
+        let t = Instant::now();
+        let r = (c.submit)(i).await;
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(r, trivial(i));
+    }
+}
+
+/// `jobs` trivial jobs submitted from `tasks` concurrent tokio tasks, each
+/// submitting its share at once and awaiting them all; jobs per second.
+async fn throughput(c: &Contender, jobs: usize, tasks: usize) -> f64 {
+    let per_task = jobs / tasks;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let submit = c.submit.clone();
+            tokio::spawn(async move {
+                let futs = (0..per_task as u64).map(|i| submit(t as u64 * 1_000_000 + i));
+                join_all(futs).await.len()
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for h in handles {
+        done += h.await.expect("throughput task");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(done, per_task * tasks);
+    done as f64 / secs
+}
+
+/// Threads of this process right now (Linux; 0 elsewhere).
+fn process_threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:").map(|v| v.trim().parse().ok()))
+                .flatten()
+        })
+        .unwrap_or(0)
+}
+
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (rounds, trips_per_round, jobs) = if args.quick {
+        (2, 500, 10_000)
+    } else {
+        (5, 5_000, 100_000)
+    };
+    const TASKS: usize = 64;
+
+    rt.block_on(async {
+        let contenders = contenders()?;
+        // Warm-up: start every pool's threads, fault in allocations. The
+        // process's thread count before and after tells how many threads
+        // each pool started (they outlive the warm-up: keep-alive ≥ 10 s).
+        let mut started_threads = Vec::new();
+        for c in &contenders {
+            let before = process_threads();
+            let mut sink = Vec::new();
+            round_trips(c, 1_000, &mut sink).await;
+            throughput(c, jobs, TASKS).await;
+            started_threads.push(process_threads().saturating_sub(before));
+        }
+        let mut trips: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+        for round in 0..rounds {
+            // Alternate the order too, so nobody always runs first.
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..contenders.len()).collect()
+            } else {
+                (0..contenders.len()).rev().collect()
+            };
+            for &i in &order {
+                round_trips(&contenders[i], trips_per_round, &mut trips[i]).await;
+                rates[i].push(throughput(&contenders[i], jobs, TASKS).await);
+            }
+        }
+
+        let stats: Vec<(f64, f64, f64)> = (0..contenders.len())
+            .map(|i| {
+                let (median, p99) = percentiles(&mut trips[i]);
+                let (rate, _) = percentiles(&mut rates[i]);
+                (median, p99, rate)
+            })
+            .collect();
+        if !args.json {
+            println!(
+                "{} round trips per contender, throughput = median of {} runs of {} jobs from {} tasks",
+                trips_per_round * rounds,
+                rounds,
+                jobs,
+                TASKS
+            );
+            println!(
+                "{:<22} {:>12} {:>12} {:>14} {:>16}",
+                "contender", "median µs", "p99 µs", "jobs/s", "threads started"
+            );
+            for (c, ((m, p, r), t)) in contenders.iter().zip(stats.iter().zip(&started_threads)) {
+                println!("{:<22} {:>12.2} {:>12.2} {:>14.0} {:>16}", c.name, m, p, r, t);
+            }
+            println!();
+        }
+        let mut lines = Vec::new();
+        for (i, ours) in contenders.iter().enumerate().filter(|(_, c)| c.ours) {
+            for (j, peer) in contenders.iter().enumerate().filter(|(_, c)| !c.ours) {
+                let (o, p) = (stats[i], stats[j]);
+                let line = |case, unit, a, b, better| {
+                    BenchLine::new("threads", case, ours.name, peer.name, unit, a, b, better)
+                };
+                lines.push(line("round_trip_median", "us", o.0, p.0, Better::Lower));
+                lines.push(line("round_trip_p99", "us", o.1, p.1, Better::Lower));
+                lines.push(line("throughput", "jobs/s", o.2, p.2, Better::Higher));
+            }
+        }
+        Ok(lines)
+    })
 }

@@ -3,6 +3,7 @@
 //! folder for the protocol.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -67,6 +68,12 @@ pub(crate) struct Shared {
     pub(crate) exited: Condvar,
     pub(crate) config: Config,
     pub(crate) counters: Counters,
+    /// `queue.len()`, mirrored outside the lock so that a worker can spin on
+    /// it briefly before going to sleep (see `worker::spin_for_work`).
+    pub(crate) queued_hint: AtomicUsize,
+    /// Workers spinning for work right now; a new job that such a worker
+    /// will pick up needs no futex wake-up.
+    pub(crate) spinning: AtomicUsize,
     /// Handed to each queued job so that a cancelling caller can remove it.
     pub(crate) me: Weak<Shared>,
 }
@@ -98,6 +105,8 @@ impl Shared {
             exited: Condvar::new(),
             config,
             counters: Counters::new(),
+            queued_hint: AtomicUsize::new(0),
+            spinning: AtomicUsize::new(0),
             me: me.clone(),
         })
     }
@@ -124,8 +133,13 @@ impl Shared {
             job,
             since: Instant::now(),
         });
+        self.sync_hint(&st);
         Counters::add(&self.counters.submitted, 1);
-        let spawn = if st.sleeping > st.notified {
+        let spawn = if st.queue.len() <= self.spinning.load(Ordering::SeqCst) {
+            // A spinning worker will see it (it re-checks the queue under
+            // the lock before it sleeps, so this cannot be missed).
+            false
+        } else if st.sleeping > st.notified {
             st.notified += 1;
             self.work.notify_one();
             false
@@ -142,6 +156,12 @@ impl Shared {
             super::worker::spawn(self);
         }
         Ok(())
+    }
+
+    /// Mirrors the queue length into [`Shared::queued_hint`]; call after
+    /// every change to the queue, under the lock.
+    pub(crate) fn sync_hint(&self, st: &State) {
+        self.queued_hint.store(st.queue.len(), Ordering::Release);
     }
 
     /// Registers `waker` to be woken when a queue slot frees up. Returns
@@ -202,6 +222,7 @@ impl Shared {
         } else {
             Vec::new()
         };
+        self.sync_hint(&st);
         let submitters: Vec<Waker> = st.submit_waiters.drain(..).map(|(_, w)| w).collect();
         let idle = self.take_idle_waiters_if_done(&mut st);
         drop(st);
@@ -276,6 +297,7 @@ impl QueueOwner for Shared {
             return;
         };
         let removed = st.queue.remove(pos);
+        self.sync_hint(&st);
         Counters::add(&self.counters.cancelled, 1);
         let next = next_submitter(&mut st);
         let idle = self.take_idle_waiters_if_done(&mut st);

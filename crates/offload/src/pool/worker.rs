@@ -3,6 +3,7 @@
 //! and drained.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
@@ -76,6 +77,7 @@ pub(crate) fn spawn(shared: &Shared) {
         } else {
             Vec::new()
         };
+        shared.sync_hint(&st);
         let idle = shared.take_idle_waiters_if_done(&mut st);
         let last = st.threads == 0;
         drop(st);
@@ -136,8 +138,11 @@ fn run(shared: &Shared, slot: usize) -> MutexGuard<'_, State> {
     }
     let counters = &shared.counters;
     let mut st = shared.lock();
+    // Whether this worker already spun since it last found work.
+    let mut spun = false;
     loop {
         if let Some(queued) = st.queue.pop_front() {
+            shared.sync_hint(&st);
             st.running += 1;
             let started = Instant::now();
             if let Some(w) = st.workers[slot].as_mut() {
@@ -145,6 +150,7 @@ fn run(shared: &Shared, slot: usize) -> MutexGuard<'_, State> {
             }
             let next = next_submitter(&mut st);
             drop(st);
+            spun = false;
             if let Some(w) = next {
                 w.wake();
             }
@@ -178,6 +184,17 @@ fn run(shared: &Shared, slot: usize) -> MutexGuard<'_, State> {
         if st.phase == Phase::Closed {
             return st;
         }
+        if !spun {
+            // Before paying for a sleep and a futex wake-up, look for work
+            // for a few microseconds: a caller awaiting jobs one at a time
+            // submits the next one right after it gets a result.
+            drop(st);
+            spin_for_work(shared);
+            spun = true;
+            st = shared.lock();
+            continue;
+        }
+        spun = false;
         st.sleeping += 1;
         let timed_out = match shared.config.keep_alive {
             None => {
@@ -199,4 +216,30 @@ fn run(shared: &Shared, slot: usize) -> MutexGuard<'_, State> {
             return st;
         }
     }
+}
+
+/// How long an idle worker looks for new work before it sleeps: a few
+/// busy-wait rounds, then rounds that yield the CPU (on a machine with
+/// fewer cores than threads, the thread that would submit the next job may
+/// need this one's core).
+const SPIN_ROUNDS: u32 = 8;
+const YIELD_ROUNDS: u32 = 32;
+
+/// Spins until a job is queued or the rounds run out. Lock-free: reads the
+/// queue-length hint only.
+fn spin_for_work(shared: &Shared) {
+    shared.spinning.fetch_add(1, Ordering::SeqCst);
+    for round in 0..SPIN_ROUNDS + YIELD_ROUNDS {
+        if shared.queued_hint.load(Ordering::Acquire) > 0 {
+            break;
+        }
+        if round < SPIN_ROUNDS {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    shared.spinning.fetch_sub(1, Ordering::SeqCst);
 }
