@@ -18,6 +18,10 @@ pub(crate) struct BenchArgs {
     /// Shrink every measurement (for smoke tests); figures are then noisy.
     #[arg(long)]
     pub(crate) quick: bool,
+    /// `bench threads`: queue capacity of our 2-thread pool (default: the
+    /// pool's default, 1024).
+    #[arg(long)]
+    pub(crate) queue_capacity: Option<usize>,
 }
 
 /// The benchmark suites.

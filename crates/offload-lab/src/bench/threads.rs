@@ -31,8 +31,12 @@ fn trivial(x: u64) -> u64 {
     std::hint::black_box(x).wrapping_mul(3)
 }
 
-fn contenders() -> anyhow::Result<Vec<Contender>> {
-    let pool = Arc::new(ThreadPool::builder().name("bench").threads(2).build()?);
+fn contenders(queue_capacity: Option<usize>) -> anyhow::Result<Vec<Contender>> {
+    let mut builder = ThreadPool::builder().name("bench").threads(2);
+    if let Some(cap) = queue_capacity {
+        builder = builder.queue_capacity(cap);
+    }
+    let pool = Arc::new(builder.build()?);
     Ok(vec![
         Contender {
             name: "offload_threadpool_2",
@@ -135,7 +139,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     const TASKS: usize = 64;
 
     rt.block_on(async {
-        let contenders = contenders()?;
+        let contenders = contenders(args.queue_capacity)?;
         // Warm-up: start every pool's threads, fault in allocations. The
         // process's thread count before and after tells how many threads
         // each pool started (they outlive the warm-up: keep-alive ≥ 10 s).

@@ -2,7 +2,7 @@
 //! on it. One mutex guards the queue and all gauges; see `README.md` in this
 //! folder for the protocol.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
@@ -53,8 +53,11 @@ pub(crate) struct State {
     pub(crate) workers: Vec<Option<WorkerSlot>>,
     /// Counter for thread names.
     pub(crate) next_thread: usize,
-    /// Callers of `run` waiting for a queue slot, in arrival order.
-    pub(crate) submit_waiters: VecDeque<(u64, Waker)>,
+    /// Callers of `run` waiting for a queue slot, keyed by a ticket taken
+    /// on arrival: the first entry is the longest waiting. A map, not a
+    /// list, because tens of thousands may wait and each must be found,
+    /// updated or removed in O(log n).
+    pub(crate) submit_waiters: BTreeMap<u64, Waker>,
     pub(crate) next_waiter: u64,
     /// Futures waiting for the pool to become idle after shutdown.
     pub(crate) idle_waiters: Vec<Waker>,
@@ -97,7 +100,7 @@ impl Shared {
                 running: 0,
                 workers: Vec::new(),
                 next_thread: 0,
-                submit_waiters: VecDeque::new(),
+                submit_waiters: BTreeMap::new(),
                 next_waiter: 0,
                 idle_waiters: Vec::new(),
             }),
@@ -120,19 +123,54 @@ impl Shared {
     /// Queues `job` if there is room, starting or waking a worker for it.
     /// On failure the job comes back untouched.
     pub(crate) fn try_push(&self, job: Job) -> Result<(), (Job, PushError)> {
+        self.push(job, None)
+    }
+
+    /// Like [`try_push`](Self::try_push), but when the queue is full,
+    /// registers `waker` under ticket `ticket` (taking one if it has none)
+    /// to be woken when a slot frees, in the same critical section, so a
+    /// slot freed in between cannot be missed. On success, any registration
+    /// left is removed.
+    pub(crate) fn push_or_wait(
+        &self,
+        job: Job,
+        ticket: &mut Option<u64>,
+        waker: &Waker,
+    ) -> Result<(), (Job, PushError)> {
+        self.push(job, Some((ticket, waker)))
+    }
+
+    fn push(&self, job: Job, waiter: Option<(&mut Option<u64>, &Waker)>) -> Result<(), (Job, PushError)> {
         let owner: Weak<dyn QueueOwner> = self.me.clone();
         job.set_owner(owner);
+        let since = Instant::now();
         let mut st = self.lock();
         if st.phase != Phase::Open {
             return Err((job, PushError::Shutdown));
         }
         if st.queue.len() >= self.config.queue_capacity {
+            if let Some((ticket, waker)) = waiter {
+                // A waiter woken for a slot that someone else took re-enters
+                // with its old ticket, so it keeps its place in line.
+                let t = *ticket.get_or_insert_with(|| {
+                    st.next_waiter += 1;
+                    st.next_waiter
+                });
+                match st.submit_waiters.get_mut(&t) {
+                    Some(w) => w.clone_from(waker),
+                    None => {
+                        st.submit_waiters.insert(t, waker.clone());
+                    }
+                }
+            }
             return Err((job, PushError::Full));
         }
-        st.queue.push_back(Queued {
-            job,
-            since: Instant::now(),
-        });
+        if let Some((ticket, _)) = waiter {
+            if let Some(t) = ticket.take() {
+                st.submit_waiters.remove(&t);
+            }
+        }
+        st.queue.push_back(Queued { job, since });
         self.sync_hint(&st);
         Counters::add(&self.counters.submitted, 1);
         let spawn = if st.queue.len() <= self.spinning.load(Ordering::SeqCst) {
@@ -164,50 +202,18 @@ impl Shared {
         self.queued_hint.store(st.queue.len(), Ordering::Release);
     }
 
-    /// Registers `waker` to be woken when a queue slot frees up. Returns
-    /// `false` (and registers nothing) if there is room already or the pool
-    /// is shut down: the caller should retry at once.
-    pub(crate) fn wait_for_slot(&self, id: &mut Option<u64>, waker: &Waker) -> bool {
-        let mut st = self.lock();
-        if st.phase != Phase::Open || st.queue.len() < self.config.queue_capacity {
-            return false;
-        }
-        match id {
-            Some(id) => match st.submit_waiters.iter_mut().find(|(i, _)| i == id) {
-                Some((_, w)) => w.clone_from(waker),
-                None => st.submit_waiters.push_back((*id, waker.clone())),
-            },
-            None => {
-                let new = st.next_waiter;
-                st.next_waiter += 1;
-                st.submit_waiters.push_back((new, waker.clone()));
-                *id = Some(new);
-            }
-        }
-        true
-    }
-
     /// A waiting submitter gave up. If it had been woken for a slot it did
     /// not use, pass the wake-up on so no other waiter is stranded.
     pub(crate) fn forget_waiter(&self, id: u64) {
         let mut st = self.lock();
-        if let Some(pos) = st.submit_waiters.iter().position(|(i, _)| *i == id) {
-            st.submit_waiters.remove(pos);
+        if st.submit_waiters.remove(&id).is_some() {
+            // Still waiting: it held no wake-up to pass on.
         } else if st.queue.len() < self.config.queue_capacity {
             let next = next_submitter(&mut st);
             drop(st);
             if let Some(w) = next {
                 w.wake();
             }
-        }
-    }
-
-    /// A waiting submitter got its slot: drop its registration, if any is
-    /// left, without passing a wake-up on.
-    pub(crate) fn remove_waiter(&self, id: u64) {
-        let mut st = self.lock();
-        if let Some(pos) = st.submit_waiters.iter().position(|(i, _)| *i == id) {
-            st.submit_waiters.remove(pos);
         }
     }
 
@@ -223,7 +229,7 @@ impl Shared {
             Vec::new()
         };
         self.sync_hint(&st);
-        let submitters: Vec<Waker> = st.submit_waiters.drain(..).map(|(_, w)| w).collect();
+        let submitters: Vec<Waker> = std::mem::take(&mut st.submit_waiters).into_values().collect();
         let idle = self.take_idle_waiters_if_done(&mut st);
         drop(st);
         // Wake sleeping workers so they see the new phase and exit once the
@@ -284,7 +290,7 @@ impl Shared {
 /// The longest-waiting submitter, to wake (after unlocking) because a
 /// queue slot just freed.
 pub(crate) fn next_submitter(st: &mut State) -> Option<Waker> {
-    st.submit_waiters.pop_front().map(|(_, w)| w)
+    st.submit_waiters.pop_first().map(|(_, w)| w)
 }
 
 impl QueueOwner for Shared {

@@ -28,28 +28,20 @@ impl Future for SlotWait {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        loop {
-            let Some(job) = this.job.take() else {
-                return Poll::Ready(Ok(()));
-            };
-            match this.shared.try_push(job) {
-                Ok(()) => {
-                    if let Some(id) = this.waiter.take() {
-                        this.shared.remove_waiter(id);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Err((_job, PushError::Shutdown)) => {
-                    this.waiter = None;
-                    Counters::add(&this.shared.counters.rejected, 1);
-                    return Poll::Ready(Err(Error::shutdown()));
-                }
-                Err((job, PushError::Full)) => {
-                    this.job = Some(job);
-                    if this.shared.wait_for_slot(&mut this.waiter, cx.waker()) {
-                        return Poll::Pending;
-                    }
-                }
+        let Some(job) = this.job.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        match this.shared.push_or_wait(job, &mut this.waiter, cx.waker()) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err((_job, PushError::Shutdown)) => {
+                this.waiter = None;
+                Counters::add(&this.shared.counters.rejected, 1);
+                Poll::Ready(Err(Error::shutdown()))
+            }
+            Err((job, PushError::Full)) => {
+                // Registered under the lock that saw the queue full.
+                this.job = Some(job);
+                Poll::Pending
             }
         }
     }
