@@ -38,6 +38,43 @@ enum Kind {
     Rejected,
     /// A worker thread could not be started.
     Spawn(std::io::Error),
+    /// A process call ran past its deadline; its worker was killed.
+    Timeout(std::time::Duration),
+    /// The worker process died while running the call.
+    WorkerLost(WorkerExit),
+    /// The task panicked inside the worker process; the worker survived.
+    RemotePanic {
+        message: String,
+        location: Option<String>,
+    },
+    /// Input or output bytes could not be (de)serialised.
+    Codec(String),
+    /// The worker does not know the task.
+    UnknownTask(String),
+    /// The worker broke the protocol: bad handshake, version or build
+    /// mismatch, corrupt or oversized frame, no hello in time.
+    Protocol(String),
+    /// Workers cannot be started (they die at start-up); the pool backs off.
+    WorkerStart(String),
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkerExit {
+    pub(crate) worker: String,
+    pub(crate) code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+}
+
+impl WorkerExit {
+    pub(crate) fn from_status(worker: &str, status: Option<std::process::ExitStatus>) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        WorkerExit {
+            worker: worker.to_owned(),
+            code: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| s.signal()),
+        }
+    }
 }
 
 /// Why a job that never ran was cancelled.
@@ -87,6 +124,115 @@ impl Error {
         }
     }
 
+    pub(crate) fn timeout(after: std::time::Duration) -> Self {
+        Error {
+            kind: Kind::Timeout(after),
+        }
+    }
+
+    pub(crate) fn worker_lost(exit: WorkerExit) -> Self {
+        Error {
+            kind: Kind::WorkerLost(exit),
+        }
+    }
+
+    pub(crate) fn remote_panic(message: String, location: Option<String>) -> Self {
+        Error {
+            kind: Kind::RemotePanic { message, location },
+        }
+    }
+
+    pub(crate) fn codec(what: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Codec(what.into()),
+        }
+    }
+
+    pub(crate) fn unknown_task(name: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::UnknownTask(name.into()),
+        }
+    }
+
+    pub(crate) fn protocol(what: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Protocol(what.into()),
+        }
+    }
+
+    pub(crate) fn worker_start(what: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::WorkerStart(what.into()),
+        }
+    }
+
+    /// A process call ran past its deadline and its worker was killed
+    /// (the work really stopped); a fresh worker takes its place.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::Timeout(_))
+    }
+
+    /// The worker process died while running this call (crash, `exit`,
+    /// a signal from outside, the OOM killer). See
+    /// [`exit_code`](Self::exit_code) and [`signal`](Self::signal).
+    pub fn is_worker_lost(&self) -> bool {
+        matches!(self.kind, Kind::WorkerLost(_))
+    }
+
+    /// The task panicked inside its worker process; the worker survived.
+    /// See [`panic_message`](Self::panic_message) and
+    /// [`panic_location`](Self::panic_location).
+    pub fn is_remote_panic(&self) -> bool {
+        matches!(self.kind, Kind::RemotePanic { .. })
+    }
+
+    /// The call's input or output could not be (de)serialised.
+    pub fn is_codec(&self) -> bool {
+        matches!(self.kind, Kind::Codec(_))
+    }
+
+    /// The worker has no task of that name (an older or different build).
+    pub fn is_unknown_task(&self) -> bool {
+        matches!(self.kind, Kind::UnknownTask(_))
+    }
+
+    /// The worker broke the protocol: version or build mismatch, a corrupt
+    /// or oversized frame, or no handshake in time.
+    pub fn is_protocol(&self) -> bool {
+        matches!(self.kind, Kind::Protocol(_))
+    }
+
+    /// Workers die at start-up, so the pool stopped starting them for a
+    /// while (it retries with growing back-off).
+    pub fn is_worker_start(&self) -> bool {
+        matches!(self.kind, Kind::WorkerStart(_))
+    }
+
+    /// The exit code of a lost worker that exited on its own.
+    pub fn exit_code(&self) -> Option<i32> {
+        match &self.kind {
+            Kind::WorkerLost(e) => e.code,
+            _ => None,
+        }
+    }
+
+    /// The signal that killed a lost worker (9 for SIGKILL, 6 for an
+    /// abort, 11 for a segfault).
+    pub fn signal(&self) -> Option<i32> {
+        match &self.kind {
+            Kind::WorkerLost(e) => e.signal,
+            _ => None,
+        }
+    }
+
+    /// Where a remote panic happened (`file:line:column`), when known.
+    pub fn panic_location(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::RemotePanic { location, .. } => location.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The job panicked. The worker survived; see [`panic_message`](Self::panic_message).
     pub fn is_panic(&self) -> bool {
         matches!(self.kind, Kind::Panic(_))
@@ -120,6 +266,7 @@ impl Error {
     pub fn panic_message(&self) -> Option<&str> {
         match &self.kind {
             Kind::Panic(m) => Some(m),
+            Kind::RemotePanic { message, .. } => Some(message),
             _ => None,
         }
     }
@@ -144,6 +291,26 @@ impl fmt::Display for Error {
             Kind::Shutdown => f.write_str("executor is shut down and accepts no more jobs"),
             Kind::Rejected => f.write_str("executor queue is full; job rejected"),
             Kind::Spawn(_) => f.write_str("could not start a worker thread"),
+            Kind::Timeout(d) => write!(f, "call timed out after {d:?}; its worker was killed"),
+            Kind::WorkerLost(e) => {
+                write!(f, "worker {} died while running the call", e.worker)?;
+                match (e.code, e.signal) {
+                    (Some(c), _) => write!(f, " (exit code {c})"),
+                    (_, Some(s)) => write!(f, " (killed by signal {s})"),
+                    _ => Ok(()),
+                }
+            }
+            Kind::RemotePanic { message, location } => {
+                write!(f, "task panicked in its worker process: {message}")?;
+                match location {
+                    Some(l) => write!(f, " at {l}"),
+                    None => Ok(()),
+                }
+            }
+            Kind::Codec(m) => write!(f, "could not (de)serialise: {m}"),
+            Kind::UnknownTask(t) => write!(f, "the worker has no task named {t:?}"),
+            Kind::Protocol(m) => write!(f, "worker protocol error: {m}"),
+            Kind::WorkerStart(m) => write!(f, "workers cannot be started: {m}"),
         }
     }
 }

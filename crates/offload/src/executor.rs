@@ -196,6 +196,14 @@ where
     }
 }
 
+/// A [`Run`] for a job that is already queued.
+pub(crate) fn run_from_handle<T>(handle: JobHandle<T>) -> Run<T> {
+    Run {
+        submit: None,
+        handle: Some(handle),
+    }
+}
+
 /// The future of [`run_in_executor`], [`run`](crate::run) and
 /// [`ThreadPool::run`](crate::ThreadPool::run): resolves to the closure's
 /// result.

@@ -19,6 +19,7 @@
 //! - [`Dedicated`]: one thread that owns a non-thread-safe resource.
 //! - [`Executor`] + [`run_in_executor`]: bring your own executor by
 //!   implementing one method.
+//! - [`proc`]: worker processes for isolation and hard timeouts.
 //! - [`coop`]: yield to the scheduler from CPU-bound loops instead.
 //! - [`monitor`]: find out when, where and why the loop stalls.
 //!
@@ -74,6 +75,8 @@ mod pool;
 
 pub mod coop;
 pub mod monitor;
+#[cfg(unix)]
+pub mod proc;
 
 pub use dedicated::{Dedicated, DedicatedBuilder};
 pub use default_pool::{THREADS_ENV, default_pool, run, set_default_pool};

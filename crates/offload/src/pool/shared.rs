@@ -140,7 +140,11 @@ impl Shared {
         self.push(job, Some((ticket, waker)))
     }
 
-    fn push(&self, job: Job, waiter: Option<(&mut Option<u64>, &Waker)>) -> Result<(), (Job, PushError)> {
+    fn push(
+        &self,
+        job: Job,
+        waiter: Option<(&mut Option<u64>, &Waker)>,
+    ) -> Result<(), (Job, PushError)> {
         let owner: Weak<dyn QueueOwner> = self.me.clone();
         job.set_owner(owner);
         let since = Instant::now();
@@ -229,7 +233,9 @@ impl Shared {
             Vec::new()
         };
         self.sync_hint(&st);
-        let submitters: Vec<Waker> = std::mem::take(&mut st.submit_waiters).into_values().collect();
+        let submitters: Vec<Waker> = std::mem::take(&mut st.submit_waiters)
+            .into_values()
+            .collect();
         let idle = self.take_idle_waiters_if_done(&mut st);
         drop(st);
         // Wake sleeping workers so they see the new phase and exit once the

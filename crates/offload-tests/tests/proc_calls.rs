@@ -1,0 +1,105 @@
+//! Typed calls: results, remote panics, codec errors, unknown tasks, frame
+//! limits, the init hook, and the current executable re-executed.
+
+mod common;
+
+use common::{block, fixture};
+use offload_tests::*;
+
+#[test]
+fn smoke() {
+    let pool = fixture().workers(1).build().unwrap();
+    assert_eq!(block(pool.call::<Sum>(vec![1, 2, 3])).unwrap(), 6);
+}
+
+#[test]
+fn many_calls_in_flight() {
+    let pool = fixture().workers(2).build().unwrap();
+    let calls = (0..300u64).map(|i| pool.call::<Sum>(vec![i, i]));
+    let results = block(futures::future::join_all(calls));
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), 2 * i as u64);
+    }
+    assert_eq!(block(pool.call::<Echo>("héllo".into())).unwrap(), "héllo");
+}
+
+#[test]
+fn remote_panic_fails_the_call_and_the_worker_survives() {
+    let pool = fixture().workers(1).build().unwrap();
+    let before = block(pool.call::<Pid>(())).unwrap();
+    let err = block(pool.call::<Panic>("it broke".into())).unwrap_err();
+    assert!(err.is_remote_panic(), "{err}");
+    assert_eq!(err.panic_message(), Some("it broke"));
+    let location = err.panic_location().expect("location");
+    assert!(location.contains("lib.rs"), "{location}");
+    assert_eq!(block(pool.call::<Pid>(())).unwrap(), before, "same worker");
+}
+
+#[test]
+fn init_hook_runs_in_each_worker() {
+    let pool = fixture().workers(2).build().unwrap();
+    for _ in 0..4 {
+        assert!(block(pool.call::<InitRan>(())).unwrap());
+    }
+}
+
+#[test]
+fn codec_errors_fail_only_their_call() {
+    let pool = fixture().workers(1).build().unwrap();
+    let err = block(pool.call::<BadOutput>(())).unwrap_err();
+    assert!(err.is_codec(), "{err}");
+    assert_eq!(block(pool.call::<Sum>(vec![2])).unwrap(), 2);
+}
+
+#[test]
+fn unknown_task_is_a_typed_error() {
+    let pool = fixture().workers(1).build().unwrap();
+    let err = block(pool.call::<NotRegistered>(())).unwrap_err();
+    assert!(err.is_unknown_task(), "{err}");
+    assert_eq!(block(pool.call::<Sum>(vec![3])).unwrap(), 3);
+}
+
+#[test]
+fn frame_limit_applies_both_ways() {
+    let pool = fixture().workers(1).max_frame_bytes(4096).build().unwrap();
+    let err = block(pool.call::<Echo>("x".repeat(10_000))).unwrap_err();
+    assert!(err.is_codec(), "input over the limit: {err}");
+    let err = block(pool.call::<Bytes>(100_000)).unwrap_err();
+    assert!(err.is_codec(), "output over the limit: {err}");
+    assert_eq!(block(pool.call::<Bytes>(100)).unwrap().len(), 100);
+}
+
+#[test]
+fn large_payloads_round_trip() {
+    let pool = fixture().workers(1).build().unwrap();
+    let out = block(pool.call::<Bytes>(4 << 20)).unwrap();
+    assert_eq!(out.len(), 4 << 20);
+    assert!(out.iter().all(|&b| b == 7));
+}
+
+#[test]
+fn the_current_executable_re_executed_serves_tasks() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proc_fixture"))
+        .arg("self-call")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sum 42");
+}
+
+#[test]
+fn worker_output_is_forwarded_not_lost() {
+    // A panic message goes to the worker's stderr, which the parent drains;
+    // a worker that writes a lot must never block. 200 panics, each with
+    // a multi-line report, would fill an undrained 64 KiB pipe.
+    let pool = fixture().workers(1).build().unwrap();
+    for i in 0..200 {
+        let err = block(pool.call::<Panic>(format!("noise {i} {}", "z".repeat(400)))).unwrap_err();
+        assert!(err.is_remote_panic());
+    }
+    assert_eq!(block(pool.call::<Sum>(vec![1])).unwrap(), 1);
+}

@@ -1,0 +1,86 @@
+//! Hard timeouts really stop the work, and dropping a running call kills
+//! its worker unless told to let it finish.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{block, eventually, fixture};
+use offload::proc::{CallOptions, OnDrop};
+use offload_tests::*;
+
+#[test]
+fn smoke() {
+    let pool = fixture()
+        .workers(1)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert_eq!(block(pool.call::<Sum>(vec![4])).unwrap(), 4);
+}
+
+#[test]
+fn a_runaway_task_is_killed_at_its_timeout() {
+    let pool = fixture().workers(1).build().unwrap();
+    let before = block(pool.call::<Pid>(())).unwrap();
+    let start = Instant::now();
+    let err =
+        block(pool.call_with::<Spin>((), CallOptions::new().timeout(Duration::from_millis(200))))
+            .unwrap_err();
+    let took = start.elapsed();
+    assert!(err.is_timeout(), "{err}");
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(!alive(before), "the spinning worker was killed");
+    let after = block(pool.call::<Pid>(())).unwrap();
+    assert_ne!(after, before, "a fresh worker took its place");
+    assert_eq!(pool.metrics().timeouts, 1);
+}
+
+#[test]
+fn the_pool_default_timeout_applies() {
+    let pool = fixture()
+        .workers(1)
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    assert!(block(pool.call::<SleepMs>(5_000)).unwrap_err().is_timeout());
+    assert!(block(pool.call::<SleepMs>(1)).is_ok());
+}
+
+#[test]
+fn dropping_a_running_call_kills_its_worker() {
+    let pool = fixture().workers(1).build().unwrap();
+    let pid = block(pool.call::<Pid>(())).unwrap();
+    let mut call = pool.call::<SleepMs>(60_000);
+    assert!(futures::FutureExt::now_or_never(&mut call).is_none());
+    assert!(eventually(Duration::from_secs(10), || pool
+        .metrics()
+        .calls
+        .running
+        == 1));
+    drop(call);
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(pid)),
+        "killed on drop"
+    );
+    let next = block(pool.call::<Pid>(())).unwrap();
+    assert_ne!(next, pid);
+}
+
+#[test]
+fn a_detached_call_finishes_in_its_worker() {
+    let pool = fixture().workers(1).build().unwrap();
+    let pid = block(pool.call::<Pid>(())).unwrap();
+    let mut call = pool.call_with::<SleepMs>(300, CallOptions::new().on_drop(OnDrop::Detach));
+    assert!(futures::FutureExt::now_or_never(&mut call).is_none());
+    assert!(eventually(Duration::from_secs(10), || pool
+        .metrics()
+        .calls
+        .running
+        == 1));
+    drop(call);
+    assert!(alive(pid), "not killed");
+    // The next call waits for the detached one, then runs on the same worker.
+    assert_eq!(block(pool.call::<Pid>(())).unwrap(), pid);
+}
