@@ -24,9 +24,20 @@ pub(crate) fn capture(tid: i32, timeout: std::time::Duration) -> Result<Vec<usiz
 }
 
 /// Loads the debug information ahead of the first report, so the first
-/// stall is not reported late by the symbolizer's start-up cost.
-pub(crate) fn warm_up() {
-    imp::warm_up();
+/// stall is not reported late by the symbolizer's start-up cost (hundreds
+/// of milliseconds in a debug build): resolves `ips` (a stack like the ones
+/// reports will show) on a short-lived thread of its own, so the watchdog
+/// keeps watching meanwhile.
+pub(crate) fn warm_up(ips: Vec<usize>) {
+    let _ = std::thread::Builder::new()
+        .name("offload-stall-warmup".to_owned())
+        .spawn(move || imp::warm_up(&ips));
+}
+
+/// The calling thread's own stack (outside any signal handler), to warm
+/// the symbolizer up with.
+pub(crate) fn own_stack() -> Vec<usize> {
+    imp::own_stack()
 }
 
 /// A resolved frame: (ip, function name, file, line).
@@ -244,12 +255,21 @@ mod imp {
         }
     }
 
-    pub(super) fn warm_up() {
-        // Resolving one of our own addresses loads the binary's debug info.
-        backtrace::resolve(warm_up as *const () as *mut c_void, |_| {});
-        // Walking our own stack once initialises the unwinder's caches
+    pub(super) fn warm_up(ips: &[usize]) {
+        // Resolving addresses loads the binary's debug info and the units
+        // these frames live in.
+        let _ = resolve(ips);
+    }
+
+    pub(super) fn own_stack() -> Vec<usize> {
+        // Walking a stack once also initialises the unwinder's caches
         // outside of any signal handler.
-        backtrace::trace(|_| true);
+        let mut ips = Vec::new();
+        backtrace::trace(|frame| {
+            ips.push(frame.ip() as usize);
+            ips.len() < MAX_FRAMES
+        });
+        ips
     }
 
     pub(super) fn resolve(ips: &[usize]) -> Vec<RawFrame> {
@@ -298,7 +318,11 @@ mod imp {
         Err("stack capture is implemented on Linux only".to_owned())
     }
 
-    pub(super) fn warm_up() {}
+    pub(super) fn warm_up(_ips: &[usize]) {}
+
+    pub(super) fn own_stack() -> Vec<usize> {
+        Vec::new()
+    }
 
     pub(super) fn resolve(_ips: &[usize]) -> Vec<RawFrame> {
         Vec::new()

@@ -69,6 +69,15 @@ impl Shared {
         self.config.threshold
     }
 
+    /// Warms the symbolizer up with the stack of a task running on a
+    /// worker (tokio's poll path), so the first report is not late.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn warm_up_from_here(&self) {
+        if self.config.backtraces {
+            capture::warm_up(capture::own_stack());
+        }
+    }
+
     pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -275,6 +284,7 @@ impl StallDetector {
         WorkerHooks {
             shared: Arc::clone(&self.shared),
             group: self.shared.next_group.fetch_add(1, Ordering::Relaxed),
+            started: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -335,7 +345,7 @@ where
             sleep(offset).await;
         }
         while alive(&weak) {
-            thread::beat();
+            thread::heartbeat_polled();
             sleep(interval).await;
         }
     }
@@ -391,6 +401,8 @@ impl Drop for WatchGuard {
 pub struct WorkerHooks {
     pub(crate) shared: Arc<Shared>,
     pub(crate) group: u64,
+    /// Threads started so far through these hooks.
+    pub(crate) started: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for WorkerHooks {
@@ -405,7 +417,19 @@ impl fmt::Debug for WorkerHooks {
 impl WorkerHooks {
     /// Call on thread start: registers the thread, idle until it unparks.
     pub fn on_thread_start(&self) {
+        self.register_thread(0);
+    }
+
+    /// Registers the current thread. The first `workers` threads started
+    /// through these hooks are known runtime workers: watched at once,
+    /// busy from now.
+    pub(crate) fn register_thread(&self, workers: u64) {
+        let worker = self.started.fetch_add(1, Ordering::Relaxed) < workers;
         if let Some(slot) = thread::register(self.shared.id, self.group, &self.shared.clock, true) {
+            if worker {
+                slot.mark_worker();
+                slot.set_parked(false);
+            }
             self.shared.add_slot(slot);
         }
     }
@@ -448,6 +472,13 @@ impl WorkerHooks {
 /// The watchdog's private view of one slot.
 #[derive(Default)]
 struct Track {
+    /// The raw stamp seen at the previous tick.
+    seen: Option<u64>,
+    /// When the last progress happened, as far as the watchdog can tell:
+    /// the stamp itself, or the time the watchdog saw it change if the
+    /// watchdog was late (threads stamp with the coarse clock, which stands
+    /// still while the watchdog does not run).
+    effective: u64,
     /// CPU reading taken half-way to the threshold, and the progress stamp
     /// it belongs to.
     baseline: Option<(u64, CpuSample)>,
@@ -482,6 +513,8 @@ struct Watchdog {
     tokens: u64,
     last_refill: u64,
     suppressed: u64,
+    /// The time of the previous tick.
+    prev_now: u64,
 }
 
 const TOKEN: u64 = 1_000_000;
@@ -497,17 +530,19 @@ impl Watchdog {
             tokens: burst * TOKEN,
             last_refill: 0,
             suppressed: 0,
+            prev_now: 0,
         }
     }
 
     fn run(mut self) {
         if self.shared.config.backtraces {
-            capture::warm_up();
+            capture::warm_up(capture::own_stack());
         }
         while !self.shared.stopped() {
             let now = self.shared.clock.advance();
             self.poll_probes(now);
             self.check(now);
+            self.prev_now = now;
             std::thread::park_timeout(self.shared.config.tick);
         }
     }
@@ -531,21 +566,25 @@ impl Watchdog {
         }
     }
 
-    /// Whether a runtime's own counters prove that no core of `group` has
-    /// been stuck since `since`: every core that did not move is explained
-    /// by a worker parked since then.
-    fn group_all_clear(&self, group: u64, since: u64) -> bool {
+    /// Whether a runtime's own counters prove that no worker of `group` is
+    /// stuck: over the last half threshold, every core whose counter did
+    /// not move is explained by a worker parked throughout. (A stuck core
+    /// has not moved since the stall began, a threshold ago; the margins
+    /// only ever make the answer "not proven".)
+    fn group_all_clear(&self, group: u64, now: u64) -> bool {
         let Some(g) = self.groups.get(&group) else {
             return false;
         };
-        let unmoved = g.changed_at.iter().filter(|&&t| t <= since).count();
+        let window_start = now.saturating_sub(duration_us(self.shared.config.threshold) / 2);
+        let tick = duration_us(self.shared.config.tick);
+        let unmoved = g.changed_at.iter().filter(|&&t| t <= window_start).count();
         let parked = self
             .tracks
             .values()
             .filter(|(s, _)| s.group == group && s.is_worker() && !s.is_dead())
             .filter(|(s, _)| {
                 let (parked, stamp) = s.read();
-                parked && stamp <= since
+                parked && stamp + 2 * tick <= window_start
             })
             .count();
         unmoved <= parked
@@ -553,6 +592,7 @@ impl Watchdog {
 
     fn check(&mut self, now: u64) {
         let threshold = duration_us(self.shared.config.threshold);
+        let late = now.saturating_sub(self.prev_now) > 2 * duration_us(self.shared.config.tick);
         {
             let mut threads = self.shared.threads.lock().unwrap_or_else(|e| e.into_inner());
             for slot in threads.iter() {
@@ -568,19 +608,31 @@ impl Watchdog {
                 continue;
             };
             let dead = slot.is_dead();
-            self.step(&slot, &mut track, now, threshold, dead);
+            self.step(&slot, &mut track, (now, late), threshold, dead);
             if !(dead && track.episode.is_none()) {
                 self.tracks.insert(key, (slot, track));
             }
         }
     }
 
-    fn step(&mut self, slot: &Arc<Slot>, track: &mut Track, now: u64, threshold: u64, dead: bool) {
+    fn step(
+        &mut self,
+        slot: &Arc<Slot>,
+        track: &mut Track,
+        (now, late): (u64, bool),
+        threshold: u64,
+        dead: bool,
+    ) {
         let (parked, stamp) = slot.read();
-        let age = now.saturating_sub(stamp);
+        let progressed = track.seen.is_some_and(|seen| seen != stamp);
+        if track.seen.is_none() || progressed {
+            track.effective = if progressed && late { now } else { stamp };
+            track.seen = Some(stamp);
+        }
+        let age = now.saturating_sub(track.effective);
         if let Some(ep) = &mut track.episode {
-            if parked || dead || stamp != ep.start {
-                let end = if dead { now } else { stamp.max(ep.start) };
+            if parked || dead || progressed {
+                let end = if dead { now } else { track.effective.max(ep.start) };
                 let ep = track.episode.take().expect("checked above");
                 if ep.reports > 0 {
                     let report = (StallPhase::Ended, end - ep.start, ep.cause, ep.backtrace);
@@ -606,12 +658,12 @@ impl Watchdog {
             return;
         }
         if age >= threshold {
-            if self.group_all_clear(slot.group, stamp) {
+            if self.group_all_clear(slot.group, now) {
                 return;
             }
             let allowed = self.take_token(now);
             let mut ep = Episode {
-                start: stamp,
+                start: track.effective,
                 reports: 0,
                 next_at: threshold.saturating_mul(2),
                 cause: StallCause::unknown(),
@@ -664,9 +716,9 @@ impl Watchdog {
         let backtrace = if !self.shared.config.backtraces {
             StallBacktrace::unavailable("backtraces disabled")
         } else {
-            match capture::capture(tid, Duration::from_millis(50)) {
-                Ok(ips) => StallBacktrace {
-                    frames: capture::resolve(&ips)
+            match capture::capture(tid, Duration::from_millis(50)).map(|ips| capture::resolve(&ips)) {
+                Ok(frames) => StallBacktrace {
+                    frames: frames
                         .into_iter()
                         .map(|(ip, function, file, line)| Frame {
                             ip,

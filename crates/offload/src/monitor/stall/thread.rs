@@ -220,6 +220,20 @@ pub fn beat() {
     });
 }
 
+/// A heartbeat task is being polled on this thread: the thread is a
+/// runtime worker (only workers poll tasks), busy right now, and making
+/// progress. This is how a worker that has never parked yet gets watched.
+pub(crate) fn heartbeat_polled() {
+    let _ = LOCAL.try_with(|local| {
+        if let Ok(slots) = local.slots.try_borrow() {
+            for s in slots.iter() {
+                s.mark_worker();
+                s.set_parked(false);
+            }
+        }
+    });
+}
+
 /// Sets the label of the task polled on this thread (0: none), returns the
 /// previous one, and beats.
 pub(crate) fn swap_label(label: u64) -> u64 {

@@ -13,10 +13,21 @@ impl WorkerHooks {
     /// `on_thread_stop`, `on_thread_park` and `on_thread_unpark` (replacing
     /// hooks set before). Then build the runtime and [`attach`](Self::attach)
     /// it.
+    ///
+    /// On a multi-thread runtime, the first `worker_threads` threads to
+    /// start are its workers (tokio launches them while building), so they
+    /// are watched from their first instant; later threads (the blocking
+    /// pool) only once they unpark, which blocking-pool threads never do.
     pub fn install<'b>(&self, builder: &'b mut Builder) -> &'b mut Builder {
         let (a, b, c, d) = (self.clone(), self.clone(), self.clone(), self.clone());
         builder
-            .on_thread_start(move || a.on_thread_start())
+            .on_thread_start(move || {
+                let workers = Handle::try_current()
+                    .ok()
+                    .filter(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+                    .map_or(0, |h| h.metrics().num_workers());
+                a.register_thread(u64::try_from(workers).unwrap_or(0));
+            })
             .on_thread_stop(move || b.on_thread_stop())
             .on_thread_park(move || c.on_thread_park())
             .on_thread_unpark(move || d.on_thread_unpark())
@@ -44,6 +55,14 @@ impl WorkerHooks {
                 tokio::time::sleep,
             ));
         }
+        // One task that records its own stack (cheap), and hands it to a
+        // warm-up thread to resolve (slow, once).
+        let shared = Arc::downgrade(&self.shared);
+        handle.spawn(async move {
+            if let Some(shared) = shared.upgrade() {
+                shared.warm_up_from_here();
+            }
+        });
         #[cfg(target_has_atomic = "64")]
         if handle.runtime_flavor() == RuntimeFlavor::MultiThread {
             let metrics = handle.metrics();
