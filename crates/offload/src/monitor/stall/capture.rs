@@ -263,12 +263,20 @@ mod imp {
 
     pub(super) fn own_stack() -> Vec<usize> {
         // Walking a stack once also initialises the unwinder's caches
-        // outside of any signal handler.
+        // outside of any signal handler. Not `backtrace::trace`: it takes
+        // the crate's global lock, which symbol resolution holds for long
+        // stretches, and this runs on a runtime worker.
         let mut ips = Vec::new();
-        backtrace::trace(|frame| {
-            ips.push(frame.ip() as usize);
-            ips.len() < MAX_FRAMES
-        });
+        // SAFETY: on Linux the unwinder (libgcc's `_Unwind_Backtrace`) is
+        // thread-safe; the crate's lock exists for platforms whose
+        // unwinders are not (Windows' dbghelp). The closure only pushes to
+        // a local vector.
+        unsafe {
+            backtrace::trace_unsynchronized(|frame| {
+                ips.push(frame.ip() as usize);
+                ips.len() < MAX_FRAMES
+            });
+        }
         ips
     }
 

@@ -69,6 +69,17 @@ impl Shared {
         self.config.threshold
     }
 
+    /// The live threads registered by hooks of `group`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn group_threads(&self, group: u64) -> Vec<Arc<Slot>> {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        threads
+            .iter()
+            .filter(|s| s.group == group && !s.is_dead())
+            .cloned()
+            .collect()
+    }
+
     /// Warms the symbolizer up with the stack of a task running on a
     /// worker (tokio's poll path), so the first report is not late.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
@@ -284,7 +295,6 @@ impl StallDetector {
         WorkerHooks {
             shared: Arc::clone(&self.shared),
             group: self.shared.next_group.fetch_add(1, Ordering::Relaxed),
-            started: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -295,6 +305,7 @@ impl StallDetector {
     /// while parked, and run a [`heartbeat`](Self::heartbeat) on it.
     pub fn enter(&self) -> WatchGuard {
         if let Some(slot) = thread::register(self.shared.id, 0, &self.shared.clock, false) {
+            slot.mark_worker();
             slot.set_parked(false);
             self.shared.add_slot(slot);
         }
@@ -394,15 +405,15 @@ impl Drop for WatchGuard {
 /// `Builder::on_thread_start` (or let `install` do it, with the `tokio`
 /// feature).
 ///
-/// A thread is registered at start but watched only from its first unpark:
 /// tokio also starts its blocking-pool threads with `on_thread_start`, and
-/// those may block as long as they like; only workers park and unpark.
+/// those may block as long as they like, so a thread started through these
+/// hooks is watched only once it is known to be a worker: from its first
+/// unpark or heartbeat, or at once for the workers of a multi-thread
+/// runtime [attached](WorkerHooks::attach) right after it was built.
 #[derive(Clone)]
 pub struct WorkerHooks {
     pub(crate) shared: Arc<Shared>,
     pub(crate) group: u64,
-    /// Threads started so far through these hooks.
-    pub(crate) started: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for WorkerHooks {
@@ -417,19 +428,9 @@ impl fmt::Debug for WorkerHooks {
 impl WorkerHooks {
     /// Call on thread start: registers the thread, idle until it unparks.
     pub fn on_thread_start(&self) {
-        self.register_thread(0);
-    }
-
-    /// Registers the current thread. The first `workers` threads started
-    /// through these hooks are known runtime workers: watched at once,
-    /// busy from now.
-    pub(crate) fn register_thread(&self, workers: u64) {
-        let worker = self.started.fetch_add(1, Ordering::Relaxed) < workers;
-        if let Some(slot) = thread::register(self.shared.id, self.group, &self.shared.clock, true) {
-            if worker {
-                slot.mark_worker();
-                slot.set_parked(false);
-            }
+        // Registered busy but unconfirmed: the watchdog watches it once it
+        // is known to be a worker (`Slot::mark_worker`).
+        if let Some(slot) = thread::register(self.shared.id, self.group, &self.shared.clock, false) {
             self.shared.add_slot(slot);
         }
     }
@@ -654,7 +655,7 @@ impl Watchdog {
             }
             return;
         }
-        if parked || dead {
+        if parked || dead || !slot.is_worker() {
             return;
         }
         if age >= threshold {

@@ -5,7 +5,7 @@
 use super::detector::{self, WorkerHooks};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::runtime::{Builder, Handle, RuntimeFlavor};
 
 impl WorkerHooks {
@@ -13,21 +13,10 @@ impl WorkerHooks {
     /// `on_thread_stop`, `on_thread_park` and `on_thread_unpark` (replacing
     /// hooks set before). Then build the runtime and [`attach`](Self::attach)
     /// it.
-    ///
-    /// On a multi-thread runtime, the first `worker_threads` threads to
-    /// start are its workers (tokio launches them while building), so they
-    /// are watched from their first instant; later threads (the blocking
-    /// pool) only once they unpark, which blocking-pool threads never do.
     pub fn install<'b>(&self, builder: &'b mut Builder) -> &'b mut Builder {
         let (a, b, c, d) = (self.clone(), self.clone(), self.clone(), self.clone());
         builder
-            .on_thread_start(move || {
-                let workers = Handle::try_current()
-                    .ok()
-                    .filter(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
-                    .map_or(0, |h| h.metrics().num_workers());
-                a.register_thread(u64::try_from(workers).unwrap_or(0));
-            })
+            .on_thread_start(move || a.on_thread_start())
             .on_thread_stop(move || b.on_thread_stop())
             .on_thread_park(move || c.on_thread_park())
             .on_thread_unpark(move || d.on_thread_unpark())
@@ -40,11 +29,30 @@ impl WorkerHooks {
     /// but never from inside a stuck poll, so "every core's counter moved,
     /// except those of parked workers" proves no worker is stuck, whichever
     /// worker the heartbeats landed on.
+    ///
+    /// Call it right after `build()`, before the runtime runs blocking work:
+    /// it waits (up to a second) for the workers to start and marks the
+    /// threads started so far as workers, watched from now on.
     pub fn attach(&self, handle: &Handle) {
         let workers = match handle.runtime_flavor() {
             RuntimeFlavor::CurrentThread => 1,
             _ => handle.metrics().num_workers().max(1),
         };
+        if handle.runtime_flavor() == RuntimeFlavor::MultiThread {
+            // tokio spawns its workers while building; their start hooks
+            // may still be running.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let mut threads = self.shared.group_threads(self.group);
+            while threads.len() < workers && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+                threads = self.shared.group_threads(self.group);
+            }
+            // Workers were spawned first: the lowest thread ids.
+            threads.sort_by_key(|s| s.tid);
+            for slot in threads.iter().take(workers) {
+                slot.mark_worker();
+            }
+        }
         let interval = self.shared.threshold() / 8;
         for i in 0..workers {
             let offset = interval * u32::try_from(i).unwrap_or(0) / u32::try_from(workers).unwrap_or(1);
