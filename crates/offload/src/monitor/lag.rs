@@ -90,7 +90,7 @@ struct LagShared {
 ///
 /// let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
 /// let lag = LagMonitor::builder().interval(Duration::from_millis(10)).start(rt.handle());
-/// rt.block_on(tokio::time::sleep(Duration::from_millis(100)));
+/// rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
 /// let snapshot = lag.snapshot();
 /// assert!(snapshot.count() > 0);
 /// println!("{snapshot}");
