@@ -89,7 +89,9 @@ fn runtime_agnostic_ticker_and_stop() {
 #[test]
 fn dropping_every_handle_ends_the_ticker() {
     let rt = runtime();
-    let lag = LagMonitor::builder().interval(Duration::from_millis(2)).build();
+    let lag = LagMonitor::builder()
+        .interval(Duration::from_millis(2))
+        .build();
     let ticker = rt.spawn(lag.ticker(tokio::time::sleep));
     drop(lag);
     rt.block_on(async {

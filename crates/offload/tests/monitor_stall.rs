@@ -114,10 +114,7 @@ fn check_stall(
     let (at, first) = reports
         .wait_for(StallPhase::Started, Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no stall report; got:\n{}", describe(&reports.all())));
-    assert!(
-        at < ended,
-        "reported after the stall ended:\n{first}"
-    );
+    assert!(at < ended, "reported after the stall ended:\n{first}");
     assert!(
         at.duration_since(started) < THRESHOLD + MARGIN,
         "reported {:?} after the stall began",
@@ -173,7 +170,13 @@ fn cpu_stall_on_multi_thread_runtime() {
         let _ = tx.send((started, Instant::now()));
     });
     let (started, ended) = rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
-    check_stall(&reports, started, ended, "spin_in_named_function", StallKind::CpuBound);
+    check_stall(
+        &reports,
+        started,
+        ended,
+        "spin_in_named_function",
+        StallKind::CpuBound,
+    );
     if std::env::var_os("SHOW_REPORTS").is_some() {
         eprintln!("{}", describe(&reports.all()));
     }
@@ -191,8 +194,16 @@ fn sleep_stall_on_multi_thread_runtime() {
         let _ = tx.send((started, Instant::now()));
     });
     let (started, ended) = rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
-    check_stall(&reports, started, ended, "sleep_in_named_function", StallKind::Blocking);
-    let (_, first) = reports.wait_for(StallPhase::Started, Duration::ZERO).unwrap();
+    check_stall(
+        &reports,
+        started,
+        ended,
+        "sleep_in_named_function",
+        StallKind::Blocking,
+    );
+    let (_, first) = reports
+        .wait_for(StallPhase::Started, Duration::ZERO)
+        .unwrap();
     if let Some(name) = first.cause().syscall_name() {
         assert!(name.contains("sleep"), "{first}");
     }
@@ -215,7 +226,13 @@ fn cpu_stall_on_current_thread_runtime() {
     });
     drop(rt);
     drop(guard);
-    check_stall(&reports, started, ended, "spin_in_named_function", StallKind::CpuBound);
+    check_stall(
+        &reports,
+        started,
+        ended,
+        "spin_in_named_function",
+        StallKind::CpuBound,
+    );
 }
 
 #[test]
@@ -232,7 +249,13 @@ fn sleep_stall_on_current_thread_runtime() {
     });
     drop(rt);
     drop(guard);
-    check_stall(&reports, started, ended, "sleep_in_named_function", StallKind::Blocking);
+    check_stall(
+        &reports,
+        started,
+        ended,
+        "sleep_in_named_function",
+        StallKind::Blocking,
+    );
 }
 
 #[test]
@@ -252,7 +275,10 @@ fn named_task_appears_in_the_report() {
         .expect("a report");
     let task = first.task().expect("task label");
     assert_eq!(task.name(), Some("the-spinner"));
-    assert!(task.location().file().ends_with("monitor_stall.rs"), "{task}");
+    assert!(
+        task.location().file().ends_with("monitor_stall.rs"),
+        "{task}"
+    );
     rt.block_on(handle).unwrap();
 }
 
@@ -278,7 +304,11 @@ fn long_stall_repeats_with_growing_intervals() {
         .collect();
     // 100, 200, 400, 800 ms: at most a handful, each due after twice the
     // previous one's age.
-    assert!(durations.len() >= 2 && durations.len() <= 5, "{}", describe(&all));
+    assert!(
+        durations.len() >= 2 && durations.len() <= 5,
+        "{}",
+        describe(&all)
+    );
     for pair in durations.windows(2) {
         assert!(pair[1] >= pair[0] * 2 - THRESHOLD / 10, "{durations:?}");
     }

@@ -60,7 +60,11 @@ fn workload(rt: &tokio::runtime::Runtime, tasks: usize, yields: usize) -> f64 {
 }
 
 fn overhead(args: &BenchArgs) -> anyhow::Result<BenchLine> {
-    let (rounds, tasks, yields) = if args.quick { (3, 2_000, 20) } else { (21, 50_000, 50) };
+    let (rounds, tasks, yields) = if args.quick {
+        (3, 2_000, 20)
+    } else {
+        (21, 50_000, 50)
+    };
     let plain = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

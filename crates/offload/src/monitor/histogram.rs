@@ -119,7 +119,20 @@ mod tests {
 
     #[test]
     fn buckets_cover_their_values() {
-        for us in [0, 1, 15, 16, 17, 31, 32, 100, 1_000, 65_535, 1 << 40, u64::MAX] {
+        for us in [
+            0,
+            1,
+            15,
+            16,
+            17,
+            31,
+            32,
+            100,
+            1_000,
+            65_535,
+            1 << 40,
+            u64::MAX,
+        ] {
             let i = index(us);
             assert!(i < BUCKETS);
             assert!(upper(i) >= us, "{us} above bucket {i} upper {}", upper(i));

@@ -133,7 +133,12 @@ mod imp {
             && BUFFER.target.load(Ordering::Relaxed) == me
             && BUFFER
                 .state
-                .compare_exchange(state, (state & !3) | WRITING, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(
+                    state,
+                    (state & !3) | WRITING,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             let mut n = 0;
@@ -322,7 +327,10 @@ mod imp {
         None
     }
 
-    pub(super) fn capture(_tid: i32, _timeout: std::time::Duration) -> Result<Vec<usize>, Unavailable> {
+    pub(super) fn capture(
+        _tid: i32,
+        _timeout: std::time::Duration,
+    ) -> Result<Vec<usize>, Unavailable> {
         Err("stack capture is implemented on Linux only".to_owned())
     }
 

@@ -212,7 +212,8 @@ impl StallDetectorBuilder {
         }
         // The tick bounds both the detection delay and the precision of
         // the coarse clock threads stamp their progress with.
-        let tick = (self.threshold / 20).clamp(Duration::from_micros(500), Duration::from_millis(50));
+        let tick =
+            (self.threshold / 20).clamp(Duration::from_micros(500), Duration::from_millis(50));
         let shared = Arc::new(Shared {
             id: NEXT_DETECTOR.fetch_add(1, Ordering::Relaxed),
             clock: Arc::new(Clock::new()),
@@ -430,7 +431,8 @@ impl WorkerHooks {
     pub fn on_thread_start(&self) {
         // Registered busy but unconfirmed: the watchdog watches it once it
         // is known to be a worker (`Slot::mark_worker`).
-        if let Some(slot) = thread::register(self.shared.id, self.group, &self.shared.clock, false) {
+        if let Some(slot) = thread::register(self.shared.id, self.group, &self.shared.clock, false)
+        {
             self.shared.add_slot(slot);
         }
     }
@@ -595,7 +597,11 @@ impl Watchdog {
         let threshold = duration_us(self.shared.config.threshold);
         let late = now.saturating_sub(self.prev_now) > 2 * duration_us(self.shared.config.tick);
         {
-            let mut threads = self.shared.threads.lock().unwrap_or_else(|e| e.into_inner());
+            let mut threads = self
+                .shared
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             for slot in threads.iter() {
                 self.tracks
                     .entry(Arc::as_ptr(slot) as usize)
@@ -633,7 +639,11 @@ impl Watchdog {
         let age = now.saturating_sub(track.effective);
         if let Some(ep) = &mut track.episode {
             if parked || dead || progressed {
-                let end = if dead { now } else { track.effective.max(ep.start) };
+                let end = if dead {
+                    now
+                } else {
+                    track.effective.max(ep.start)
+                };
                 let ep = track.episode.take().expect("checked above");
                 if ep.reports > 0 {
                     let report = (StallPhase::Ended, end - ep.start, ep.cause, ep.backtrace);
@@ -680,7 +690,12 @@ impl Watchdog {
                 ep.backtrace = backtrace.clone();
                 let suppressed = std::mem::take(&mut self.suppressed);
                 let task = ep.task.clone();
-                self.emit(slot, (StallPhase::Started, age, cause, backtrace), task, suppressed);
+                self.emit(
+                    slot,
+                    (StallPhase::Started, age, cause, backtrace),
+                    task,
+                    suppressed,
+                );
             } else {
                 self.suppressed += 1;
             }
@@ -717,7 +732,8 @@ impl Watchdog {
         let backtrace = if !self.shared.config.backtraces {
             StallBacktrace::unavailable("backtraces disabled")
         } else {
-            match capture::capture(tid, Duration::from_millis(50)).map(|ips| capture::resolve(&ips)) {
+            match capture::capture(tid, Duration::from_millis(50)).map(|ips| capture::resolve(&ips))
+            {
                 Ok(frames) => StallBacktrace {
                     frames: frames
                         .into_iter()

@@ -218,7 +218,11 @@ impl fmt::Display for StallReport {
         write!(f, "\n  cause: {}", self.cause)?;
         write!(f, "\n  advice: {}", self.advice())?;
         if self.suppressed > 0 {
-            write!(f, "\n  ({} other stalls not reported: rate limit)", self.suppressed)?;
+            write!(
+                f,
+                "\n  ({} other stalls not reported: rate limit)",
+                self.suppressed
+            )?;
         }
         if self.phase != StallPhase::Ended {
             write!(f, "\n  backtrace:\n{}", self.backtrace)?;

@@ -55,7 +55,8 @@ impl WorkerHooks {
         }
         let interval = self.shared.threshold() / 8;
         for i in 0..workers {
-            let offset = interval * u32::try_from(i).unwrap_or(0) / u32::try_from(workers).unwrap_or(1);
+            let offset =
+                interval * u32::try_from(i).unwrap_or(0) / u32::try_from(workers).unwrap_or(1);
             let offset = offset.max(Duration::from_millis(1));
             handle.spawn(detector::heartbeat(
                 Arc::downgrade(&self.shared),
