@@ -81,9 +81,16 @@ fn overhead(args: &BenchArgs) -> anyhow::Result<BenchLine> {
     workload(&plain, tasks / 10, yields);
     workload(&watched, tasks / 10, yields);
     let (mut ours, mut peer) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        peer.push(workload(&plain, tasks, yields));
-        ours.push(workload(&watched, tasks, yields));
+    // Alternate, swapping which goes first every round, so neither side
+    // always runs right after the other's burst.
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            peer.push(workload(&plain, tasks, yields));
+            ours.push(workload(&watched, tasks, yields));
+        } else {
+            ours.push(workload(&watched, tasks, yields));
+            peer.push(workload(&plain, tasks, yields));
+        }
     }
     let (ours_median, _) = report::percentiles(&mut ours);
     let (peer_median, _) = report::percentiles(&mut peer);
