@@ -1,6 +1,7 @@
 //! `offload-lab bench <suite>`: each suite runs ours and its peers in the
 //! same process, alternately, and reports [`BenchLine`]s.
 
+mod monitor;
 mod threads;
 
 use crate::report::{self, BenchLine};
@@ -29,12 +30,16 @@ pub(crate) struct BenchArgs {
 pub(crate) enum Suite {
     /// Thread pools: ours against spawn_blocking, blocking::unblock, rayon.
     Threads,
+    /// Loop monitor: overhead of the stall detector and lag monitor, and
+    /// stall detection latency.
+    Monitor,
 }
 
 /// Runs the chosen suite and prints its lines.
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let lines: Vec<BenchLine> = match args.suite {
         Suite::Threads => threads::run(args)?,
+        Suite::Monitor => monitor::run(args)?,
     };
     report::print(&lines, args.json);
     Ok(())

@@ -1,0 +1,346 @@
+//! Where a stalled thread is: a real-time signal sent with `tgkill` to that
+//! thread, whose handler records raw instruction pointers into a
+//! preallocated, process-global buffer. The watchdog resolves the symbols.
+//!
+//! This is the only file of the crate with `unsafe` code: thread ids,
+//! `tgkill`, `sigaction` and the signal handler itself.
+#![allow(unsafe_code)]
+
+/// Why a backtrace could not be captured (shown in reports).
+pub(crate) type Unavailable = String;
+
+/// The id the kernel gives the calling thread (`gettid`), or `None` where
+/// there is no such notion.
+pub(crate) fn current_tid() -> Option<i32> {
+    imp::current_tid()
+}
+
+/// Captures the stack of thread `tid` of this process, waiting at most
+/// `timeout` for the thread to run the signal handler. Returns the raw
+/// instruction pointers, innermost first, the handler's own frames removed
+/// later by [`resolve`].
+pub(crate) fn capture(tid: i32, timeout: std::time::Duration) -> Result<Vec<usize>, Unavailable> {
+    imp::capture(tid, timeout)
+}
+
+/// Loads the debug information ahead of the first report, so the first
+/// stall is not reported late by the symbolizer's start-up cost (hundreds
+/// of milliseconds in a debug build): resolves `ips` (a stack like the ones
+/// reports will show) on a short-lived thread of its own, so the watchdog
+/// keeps watching meanwhile.
+pub(crate) fn warm_up(ips: Vec<usize>) {
+    let _ = std::thread::Builder::new()
+        .name("offload-stall-warmup".to_owned())
+        .spawn(move || imp::warm_up(&ips));
+}
+
+/// The calling thread's own stack (outside any signal handler), to warm
+/// the symbolizer up with.
+pub(crate) fn own_stack() -> Vec<usize> {
+    imp::own_stack()
+}
+
+/// A resolved frame: (ip, function name, file, line).
+pub(crate) type RawFrame = (usize, Option<String>, Option<String>, Option<u32>);
+
+/// Resolves instruction pointers to symbols (may allocate: call it on the
+/// watchdog, never in the handler), dropping the handler's frames and the
+/// kernel's signal trampoline from the top.
+pub(crate) fn resolve(ips: &[usize]) -> Vec<RawFrame> {
+    imp::resolve(ips)
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use super::{RawFrame, Unavailable};
+    use std::ffi::c_void;
+    use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    /// Deepest stack we record; deeper frames are cut (the top is what
+    /// matters: where the thread is now).
+    const MAX_FRAMES: usize = 128;
+
+    /// Offset from `SIGRTMIN` of the signal we use. glibc keeps the first
+    /// two real-time signals for itself (they are already excluded from
+    /// `SIGRTMIN()`); profilers commonly use `SIGPROF`, and a few libraries
+    /// use `SIGRTMIN` itself, so we stay clear of both.
+    const SIGNAL_OFFSET: i32 = 6;
+
+    // Phases of a capture, in the low two bits of `Buffer::state`; the
+    // generation of the request fills the other bits so a late handler can
+    // never write into a newer request's buffer.
+    const IDLE: u64 = 0;
+    const REQUESTED: u64 = 1;
+    const WRITING: u64 = 2;
+    const DONE: u64 = 3;
+
+    /// The process-global capture buffer. One capture runs at a time
+    /// (`LOCK`), so one buffer is enough, and it is preallocated so the
+    /// handler never allocates.
+    struct Buffer {
+        /// `generation << 2 | phase`.
+        state: AtomicU64,
+        /// The thread that must answer the current request.
+        target: AtomicI32,
+        /// Number of valid entries of `ips`.
+        len: AtomicUsize,
+        /// Raw instruction pointers, innermost first.
+        ips: [AtomicUsize; MAX_FRAMES],
+    }
+
+    static BUFFER: Buffer = Buffer {
+        state: AtomicU64::new(IDLE),
+        target: AtomicI32::new(0),
+        len: AtomicUsize::new(0),
+        ips: [const { AtomicUsize::new(0) }; MAX_FRAMES],
+    };
+
+    /// Serialises captures across every detector of the process; holds the
+    /// last generation used. Poisoned-for-good is modelled by `BROKEN`.
+    static LOCK: Mutex<u64> = Mutex::new(0);
+
+    /// Set when a handler was seen stuck mid-capture: the buffer may still
+    /// be written to, so we stop capturing rather than race it.
+    static BROKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// The signal in use, or why none could be installed.
+    static INSTALLED: OnceLock<Result<i32, String>> = OnceLock::new();
+
+    pub(super) fn current_tid() -> Option<i32> {
+        // SAFETY: `gettid` takes no arguments, cannot fail and touches no
+        // memory of ours.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        i32::try_from(tid).ok()
+    }
+
+    /// The handler. Async-signal-safety: it touches only atomics and the
+    /// static buffer, saves and restores `errno`, and never allocates. The
+    /// unwinder (`_Unwind_Backtrace`) is not formally async-signal-safe; see
+    /// the design note for that limit.
+    extern "C" fn offload_stall_signal_handler(
+        _signal: libc::c_int,
+        _info: *mut libc::siginfo_t,
+        _context: *mut c_void,
+    ) {
+        // SAFETY: `__errno_location` returns this thread's errno slot, valid
+        // for the thread's whole life.
+        let errno = unsafe { *libc::__errno_location() };
+        let state = BUFFER.state.load(Ordering::Acquire);
+        let me = current_tid().unwrap_or(-1);
+        if state & 3 == REQUESTED
+            && BUFFER.target.load(Ordering::Relaxed) == me
+            && BUFFER
+                .state
+                .compare_exchange(
+                    state,
+                    (state & !3) | WRITING,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            let mut n = 0;
+            // SAFETY: the closure only stores into preallocated atomics; no
+            // other thread unwinds concurrently through this buffer, because
+            // the WRITING phase is owned by this handler alone.
+            unsafe {
+                backtrace::trace_unsynchronized(|frame| {
+                    BUFFER.ips[n].store(frame.ip() as usize, Ordering::Relaxed);
+                    n += 1;
+                    n < MAX_FRAMES
+                });
+            }
+            BUFFER.len.store(n, Ordering::Relaxed);
+            BUFFER.state.store((state & !3) | DONE, Ordering::Release);
+        }
+        // SAFETY: as above; restoring errno keeps the interrupted code's view.
+        unsafe { *libc::__errno_location() = errno };
+    }
+
+    /// Installs the handler once per process. Refuses to replace a handler
+    /// someone else installed on the same signal.
+    fn install() -> Result<i32, Unavailable> {
+        INSTALLED
+            .get_or_init(|| {
+                let signal = libc::SIGRTMIN() + SIGNAL_OFFSET;
+                if signal > libc::SIGRTMAX() {
+                    return Err("no free real-time signal".to_owned());
+                }
+                // SAFETY: an all-zero `sigaction` is a valid "no handler"
+                // value that the kernel fills in.
+                let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+                // SAFETY: a null new action only queries; `old` is writable.
+                if unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) } != 0 {
+                    return Err(format!("sigaction({signal}) failed"));
+                }
+                if old.sa_sigaction != libc::SIG_DFL {
+                    return Err(format!(
+                        "signal {signal} (SIGRTMIN+{SIGNAL_OFFSET}) already has a handler"
+                    ));
+                }
+                // SAFETY: zeroed is valid (see above); we fill every field we use.
+                let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+                action.sa_sigaction = offload_stall_signal_handler as *const () as usize;
+                // SA_RESTART: most interrupted syscalls resume by themselves.
+                // No SA_ONSTACK: Rust's alternate stacks are too small to unwind on.
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+                // SAFETY: `sa_mask` is a valid sigset inside `action`.
+                unsafe { libc::sigemptyset(&mut action.sa_mask) };
+                // SAFETY: `action` is fully initialised; the handler is an
+                // `extern "C"` fn with the SA_SIGINFO signature.
+                if unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) } != 0 {
+                    return Err(format!("sigaction({signal}) failed"));
+                }
+                Ok(signal)
+            })
+            .clone()
+    }
+
+    pub(super) fn capture(tid: i32, timeout: Duration) -> Result<Vec<usize>, Unavailable> {
+        let signal = install()?;
+        if BROKEN.load(Ordering::Relaxed) {
+            return Err("capture disabled: an earlier handler never finished".to_owned());
+        }
+        let mut generation = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        *generation += 1;
+        let base = *generation << 2;
+        BUFFER.target.store(tid, Ordering::Relaxed);
+        BUFFER.len.store(0, Ordering::Relaxed);
+        BUFFER.state.store(base | REQUESTED, Ordering::Release);
+
+        // SAFETY: plain syscall on integers; a stale tid yields ESRCH, never UB.
+        let sent = unsafe {
+            libc::syscall(
+                libc::SYS_tgkill,
+                libc::c_long::from(libc::getpid()),
+                libc::c_long::from(tid),
+                libc::c_long::from(signal),
+            )
+        };
+        if sent != 0 {
+            BUFFER.state.store(IDLE, Ordering::Release);
+            return Err(format!("tgkill to thread {tid} failed (thread gone?)"));
+        }
+
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = BUFFER.state.load(Ordering::Acquire);
+            if state == base | DONE {
+                let n = BUFFER.len.load(Ordering::Relaxed);
+                let ips = BUFFER.ips[..n]
+                    .iter()
+                    .map(|ip| ip.load(Ordering::Relaxed))
+                    .collect();
+                BUFFER.state.store(IDLE, Ordering::Release);
+                return Ok(ips);
+            }
+            if Instant::now() >= deadline {
+                if BUFFER
+                    .state
+                    .compare_exchange(base | REQUESTED, IDLE, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    // The signal stays pending; when it is delivered the
+                    // handler sees no request for it and returns at once.
+                    return Err(format!(
+                        "thread {tid} did not run the handler within {timeout:?} \
+                         (uninterruptible sleep, or signals blocked)"
+                    ));
+                }
+                // WRITING: the handler is unwinding right now; give it a
+                // little longer, then give up on capturing for good.
+                if Instant::now() >= deadline + Duration::from_millis(200) {
+                    BROKEN.store(true, Ordering::Relaxed);
+                    return Err("the signal handler did not finish unwinding".to_owned());
+                }
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    pub(super) fn warm_up(ips: &[usize]) {
+        // Resolving addresses loads the binary's debug info and the units
+        // these frames live in.
+        let _ = resolve(ips);
+    }
+
+    pub(super) fn own_stack() -> Vec<usize> {
+        // Walking a stack once also initialises the unwinder's caches
+        // outside of any signal handler. Not `backtrace::trace`: it takes
+        // the crate's global lock, which symbol resolution holds for long
+        // stretches, and this runs on a runtime worker.
+        let mut ips = Vec::new();
+        // SAFETY: on Linux the unwinder (libgcc's `_Unwind_Backtrace`) is
+        // thread-safe; the crate's lock exists for platforms whose
+        // unwinders are not (Windows' dbghelp). The closure only pushes to
+        // a local vector.
+        unsafe {
+            backtrace::trace_unsynchronized(|frame| {
+                ips.push(frame.ip() as usize);
+                ips.len() < MAX_FRAMES
+            });
+        }
+        ips
+    }
+
+    pub(super) fn resolve(ips: &[usize]) -> Vec<RawFrame> {
+        let mut frames: Vec<RawFrame> = Vec::with_capacity(ips.len());
+        for &ip in ips {
+            let mut found = false;
+            backtrace::resolve(ip as *mut c_void, |symbol| {
+                found = true;
+                frames.push((
+                    ip,
+                    symbol.name().map(|n| format!("{n:#}")),
+                    symbol.filename().map(|f| f.display().to_string()),
+                    symbol.lineno(),
+                ));
+            });
+            if !found {
+                frames.push((ip, None, None, None));
+            }
+        }
+        // Drop everything up to our handler, then the kernel's trampoline.
+        if let Some(at) = frames.iter().position(|f| {
+            f.1.as_deref()
+                .is_some_and(|n| n.contains("offload_stall_signal_handler"))
+        }) {
+            frames.drain(..=at);
+            if frames
+                .first()
+                .is_some_and(|f| f.1.as_deref().is_none_or(|n| n.contains("restore_rt")))
+            {
+                frames.remove(0);
+            }
+        }
+        frames
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use super::{RawFrame, Unavailable};
+
+    pub(super) fn current_tid() -> Option<i32> {
+        None
+    }
+
+    pub(super) fn capture(
+        _tid: i32,
+        _timeout: std::time::Duration,
+    ) -> Result<Vec<usize>, Unavailable> {
+        Err("stack capture is implemented on Linux only".to_owned())
+    }
+
+    pub(super) fn warm_up(_ips: &[usize]) {}
+
+    pub(super) fn own_stack() -> Vec<usize> {
+        Vec::new()
+    }
+
+    pub(super) fn resolve(_ips: &[usize]) -> Vec<RawFrame> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,391 @@
+//! The stall detector on tokio: stalls are reported while they last, with
+//! the right place and cause; healthy loads are not reported.
+//!
+//! Tests run in parallel threads of one process: each builds its own
+//! detector and runtime, and only looks at its own reports. Every wait is
+//! bounded; time bounds are generous (a loaded 2-core machine).
+#![cfg(target_os = "linux")]
+
+use offload::monitor::{StallDetector, StallKind, StallPhase, StallReport};
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const THRESHOLD: Duration = Duration::from_millis(100);
+/// How late past the threshold a first report may come on a loaded box.
+/// Detection itself takes a tick (5 ms); the rest is for resolving symbols,
+/// which takes hundreds of milliseconds the first time in a debug build
+/// (see the "benchmark" for release figures).
+const MARGIN: Duration = Duration::from_secs(2);
+/// Longer than the margin, so "reported while stalled" is checked too.
+const STALL: Duration = Duration::from_millis(2500);
+
+/// Reports with the time they arrived.
+#[derive(Clone, Default)]
+struct Reports(Arc<Mutex<Vec<(Instant, StallReport)>>>);
+
+impl Reports {
+    fn detector(&self, threshold: Duration) -> StallDetector {
+        let sink = self.clone();
+        StallDetector::builder()
+            .threshold(threshold)
+            .log(false)
+            .on_report(move |r| sink.0.lock().unwrap().push((Instant::now(), r.clone())))
+            .build()
+            .expect("detector")
+    }
+
+    fn all(&self) -> Vec<(Instant, StallReport)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for a report of the given phase.
+    fn wait_for(&self, phase: StallPhase, timeout: Duration) -> Option<(Instant, StallReport)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.all().into_iter().find(|(_, r)| r.phase() == phase) {
+                return Some(r);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[inline(never)]
+fn spin_in_named_function(d: Duration) -> u64 {
+    let end = Instant::now() + d;
+    let mut x = 0u64;
+    while Instant::now() < end {
+        for i in 0..1000 {
+            x = black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+    x
+}
+
+#[inline(never)]
+fn sleep_in_named_function(d: Duration) {
+    std::thread::sleep(d);
+    black_box(());
+}
+
+fn multi_thread(detector: &StallDetector) -> tokio::runtime::Runtime {
+    let hooks = detector.hooks();
+    let rt = hooks
+        .install(&mut tokio::runtime::Builder::new_multi_thread())
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    hooks.attach(rt.handle());
+    rt
+}
+
+fn current_thread(detector: &StallDetector) -> tokio::runtime::Runtime {
+    let hooks = detector.hooks();
+    let rt = hooks
+        .install(&mut tokio::runtime::Builder::new_current_thread())
+        .enable_all()
+        .build()
+        .expect("runtime");
+    hooks.attach(rt.handle());
+    rt
+}
+
+fn describe(reports: &[(Instant, StallReport)]) -> String {
+    reports
+        .iter()
+        .map(|(_, r)| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// Checks the first and the final report of one stall.
+fn check_stall(
+    reports: &Reports,
+    started: Instant,
+    ended: Instant,
+    function: &str,
+    kind: StallKind,
+) {
+    let (at, first) = reports
+        .wait_for(StallPhase::Started, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no stall report; got:\n{}", describe(&reports.all())));
+    assert!(at < ended, "reported after the stall ended:\n{first}");
+    assert!(
+        at.duration_since(started) < THRESHOLD + MARGIN,
+        "reported {:?} after the stall began",
+        at.duration_since(started)
+    );
+    assert!(first.duration() >= THRESHOLD, "{first}");
+    assert!(
+        first.backtrace().contains(function),
+        "backtrace lacks {function}:\n{first}"
+    );
+    assert_eq!(first.cause().kind(), kind, "{first}");
+    let (_, last) = reports
+        .wait_for(StallPhase::Ended, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no end report; got:\n{}", describe(&reports.all())));
+    let real = ended.duration_since(started);
+    assert!(
+        last.duration() > real.mul_f64(0.7) && last.duration() < real + MARGIN,
+        "stall of {real:?} reported as {:?}",
+        last.duration()
+    );
+}
+
+#[test]
+fn smoke() {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let rt = multi_thread(&detector);
+    let v = rt.block_on(async { tokio::spawn(async { 1 + 1 }).await.unwrap() });
+    assert_eq!(v, 2);
+    assert!(format!("{detector:?}").contains("StallDetector"));
+    assert!(reports.all().is_empty(), "{}", describe(&reports.all()));
+}
+
+#[test]
+fn threshold_below_one_millisecond_is_rejected() {
+    let err = StallDetector::builder()
+        .threshold(Duration::from_micros(10))
+        .build()
+        .unwrap_err();
+    assert!(err.is_invalid_threshold());
+    assert!(!err.is_spawn());
+}
+
+#[test]
+fn cpu_stall_on_multi_thread_runtime() {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let rt = multi_thread(&detector);
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let started = Instant::now();
+        spin_in_named_function(STALL);
+        let _ = tx.send((started, Instant::now()));
+    });
+    let (started, ended) = rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
+    check_stall(
+        &reports,
+        started,
+        ended,
+        "spin_in_named_function",
+        StallKind::CpuBound,
+    );
+    if std::env::var_os("SHOW_REPORTS").is_some() {
+        eprintln!("{}", describe(&reports.all()));
+    }
+}
+
+#[test]
+fn sleep_stall_on_multi_thread_runtime() {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let rt = multi_thread(&detector);
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let started = Instant::now();
+        sleep_in_named_function(STALL);
+        let _ = tx.send((started, Instant::now()));
+    });
+    let (started, ended) = rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
+    check_stall(
+        &reports,
+        started,
+        ended,
+        "sleep_in_named_function",
+        StallKind::Blocking,
+    );
+    let (_, first) = reports
+        .wait_for(StallPhase::Started, Duration::ZERO)
+        .unwrap();
+    if let Some(name) = first.cause().syscall_name() {
+        assert!(name.contains("sleep"), "{first}");
+    }
+    if std::env::var_os("SHOW_REPORTS").is_some() {
+        eprintln!("{}", describe(&reports.all()));
+    }
+}
+
+#[test]
+fn cpu_stall_on_current_thread_runtime() {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let guard = detector.enter();
+    let rt = current_thread(&detector);
+    let (started, ended) = rt.block_on(async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        spin_in_named_function(STALL);
+        (started, Instant::now())
+    });
+    drop(rt);
+    drop(guard);
+    check_stall(
+        &reports,
+        started,
+        ended,
+        "spin_in_named_function",
+        StallKind::CpuBound,
+    );
+}
+
+#[test]
+fn sleep_stall_on_current_thread_runtime() {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let guard = detector.enter();
+    let rt = current_thread(&detector);
+    let (started, ended) = rt.block_on(async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        sleep_in_named_function(STALL);
+        (started, Instant::now())
+    });
+    drop(rt);
+    drop(guard);
+    check_stall(
+        &reports,
+        started,
+        ended,
+        "sleep_in_named_function",
+        StallKind::Blocking,
+    );
+}
+
+#[test]
+fn named_task_appears_in_the_report() {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let rt = multi_thread(&detector);
+    let handle = rt.spawn(async {
+        offload::monitor::spawn_named("the-spinner", async {
+            spin_in_named_function(Duration::from_millis(500));
+        })
+        .await
+        .unwrap();
+    });
+    let (_, first) = reports
+        .wait_for(StallPhase::Started, Duration::from_secs(5))
+        .expect("a report");
+    let task = first.task().expect("task label");
+    assert_eq!(task.name(), Some("the-spinner"));
+    assert!(
+        task.location().file().ends_with("monitor_stall.rs"),
+        "{task}"
+    );
+    rt.block_on(handle).unwrap();
+}
+
+#[test]
+fn long_stall_repeats_with_growing_intervals() {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let rt = multi_thread(&detector);
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        sleep_in_named_function(Duration::from_millis(900));
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
+    reports
+        .wait_for(StallPhase::Ended, Duration::from_secs(5))
+        .expect("end report");
+    let all = reports.all();
+    let durations: Vec<Duration> = all
+        .iter()
+        .filter(|(_, r)| r.phase() != StallPhase::Ended)
+        .map(|(_, r)| r.duration())
+        .collect();
+    // 100, 200, 400, 800 ms: at most a handful, each due after twice the
+    // previous one's age.
+    assert!(
+        durations.len() >= 2 && durations.len() <= 5,
+        "{}",
+        describe(&all)
+    );
+    for pair in durations.windows(2) {
+        assert!(pair[1] >= pair[0] * 2 - THRESHOLD / 10, "{durations:?}");
+    }
+}
+
+#[test]
+fn busy_but_well_behaved_multi_thread_load_is_not_reported() {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let rt = multi_thread(&detector);
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let tasks: Vec<_> = (0..2000)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let mut x = i as u64;
+                    while Instant::now() < deadline {
+                        for _ in 0..100 {
+                            x = black_box(x.wrapping_mul(31).wrapping_add(1));
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    x
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    // Let the watchdog look once more.
+    std::thread::sleep(THRESHOLD * 2);
+    assert!(reports.all().is_empty(), "{}", describe(&reports.all()));
+}
+
+#[test]
+fn busy_but_well_behaved_current_thread_load_is_not_reported() {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let guard = detector.enter();
+    let rt = current_thread(&detector);
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_millis(1000);
+        let tasks: Vec<_> = (0..2000)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let mut x = i as u64;
+                    while Instant::now() < deadline {
+                        x = black_box(x.wrapping_mul(31).wrapping_add(1));
+                        tokio::task::yield_now().await;
+                    }
+                    x
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    drop(rt);
+    drop(guard);
+    std::thread::sleep(THRESHOLD * 2);
+    assert!(reports.all().is_empty(), "{}", describe(&reports.all()));
+}
+
+#[test]
+fn idle_runtime_is_not_reported_and_blocking_pool_may_block() {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let rt = multi_thread(&detector);
+    rt.block_on(async {
+        // spawn_blocking threads start through on_thread_start too; they
+        // are allowed to block.
+        tokio::task::spawn_blocking(|| sleep_in_named_function(Duration::from_millis(400)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    assert!(reports.all().is_empty(), "{}", describe(&reports.all()));
+}
