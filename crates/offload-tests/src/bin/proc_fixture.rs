@@ -25,15 +25,22 @@ fn main() {
             println!("sum {sum}");
         }
         "orphan-parent" => {
-            let a = futures::executor::block_on(pool.call::<Pid>(())).expect("pid");
-            let b = futures::executor::block_on(pool.call::<Pid>(())).expect("pid");
+            futures::executor::block_on(pool.call::<Pid>(())).expect("pid");
+            // Both workers are started at build; wait (bounded) until both
+            // have shaken hands.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while pool.worker_pids().len() < 2 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let pids = pool.worker_pids();
             // Keep both workers busy for a long time.
             let calls: Vec<_> = (0..2).map(|_| pool.call::<SleepMs>(60_000)).collect();
+            while pool.metrics().calls.running < 2 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let mut list: Vec<_> = pids.values().map(u32::to_string).collect();
             list.sort();
             println!("pids {}", list.join(" "));
-            let _ = (a, b);
             std::thread::sleep(Duration::from_secs(120));
             drop(calls);
         }

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
+use std::time::Duration;
 
 use super::protocol::{FromWorker, Hello, ToWorker, build_id, encode_hello};
 use super::task::Registry;
@@ -16,6 +16,9 @@ use super::wire::{DEFAULT_MAX_FRAME, FrameError, read_frame, write_frame};
 pub(crate) const WORKER_ENV: &str = "OFFLOAD_PROC_WORKER";
 /// Set in a worker's environment: the frame limit, in bytes.
 pub(crate) const MAX_FRAME_ENV: &str = "OFFLOAD_PROC_MAX_FRAME";
+
+/// How often a busy worker checks that its parent is alive.
+const PARENT_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Exit codes of a worker that gives up, so the parent can tell why.
 pub(crate) mod exit_code {
@@ -52,8 +55,9 @@ pub(crate) mod exit_code {
 /// ```
 ///
 /// A worker serves calls one at a time on a thread named after it, and
-/// exits as soon as its control channel closes, even in the middle of a
-/// call: when the parent dies, however it dies, its workers follow.
+/// exits when its control channel closes or, in the middle of a call,
+/// within 50 ms of its parent's death: when the parent dies, however it
+/// dies, its workers follow.
 pub fn run_worker_if_child(registry: &Registry) {
     let Some(name) = std::env::var_os(WORKER_ENV) else {
         return;
@@ -120,42 +124,44 @@ fn serve(registry: &Registry, name: &str, max_frame: usize) -> i32 {
         return 0;
     }
 
-    // Reader: EOF on the control channel means the parent is gone (or done
-    // with us): exit at once, even mid-call. This is what keeps workers
-    // from outliving a parent that was SIGKILLed.
-    let (calls, incoming) = mpsc::channel::<Vec<u8>>();
-    let reader_name = name.to_owned();
-    let spawned = std::thread::Builder::new()
-        .name(format!("{name}-rx"))
+    // Parent death: EOF on the control channel ends the loop below when
+    // the worker is idle; while a call runs, nobody reads the channel, so
+    // a watchdog notices the worker being re-parented (its parent died,
+    // however it died) and exits at once.
+    let parent = std::os::unix::process::parent_id();
+    let watchdog = std::thread::Builder::new()
+        .name(format!("{name}-watch"))
         .spawn(move || {
             loop {
-                match read_frame(&mut reader, max_frame) {
-                    Ok(frame) => {
-                        if calls.send(frame).is_err() {
-                            std::process::exit(0);
-                        }
-                    }
-                    Err(FrameError::Closed) => std::process::exit(0),
-                    Err(e) => {
-                        eprintln!("{reader_name}: control channel failed: {e}; exiting");
-                        std::process::exit(exit_code::PROTOCOL);
-                    }
+                std::thread::sleep(PARENT_CHECK_INTERVAL);
+                if std::os::unix::process::parent_id() != parent {
+                    std::process::exit(0);
                 }
             }
         });
-    if let Err(e) = spawned {
-        eprintln!("{name}: cannot start the reader thread: {e}");
+    if let Err(e) = watchdog {
+        eprintln!("{name}: cannot start the parent watchdog: {e}");
         return exit_code::NO_CHANNEL;
     }
 
     // Calls run on a thread named after the worker, so that stack traces
-    // and `top -H` show `offload-proc-N`.
+    // and `top -H` show `offload-proc-N`. It reads its own calls: no hand-off
+    // between threads on the hot path.
     let registry = registry.clone();
     let exec_name = name.to_owned();
     let executor = std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            for frame in incoming {
+            loop {
+                let frame = match read_frame(&mut reader, max_frame) {
+                    Ok(frame) => frame,
+                    // The parent closed the channel: it is done with us, or gone.
+                    Err(FrameError::Closed) => std::process::exit(0),
+                    Err(e) => {
+                        eprintln!("{exec_name}: control channel failed: {e}; exiting");
+                        std::process::exit(exit_code::PROTOCOL);
+                    }
+                };
                 let call = match postcard::from_bytes::<ToWorker>(&frame) {
                     Ok(c) => c,
                     Err(e) => {
