@@ -24,6 +24,10 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // This executable is also the lab's process-pool worker and the
+    // ping-pong peer of `bench procs`: become one if started as one.
+    offload::proc::run_worker_if_child(&bench::procs::registry());
+    bench::procs::run_pingpong_if_child();
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench::run(&args),

@@ -2,6 +2,7 @@
 //! same process, alternately, and reports [`BenchLine`]s.
 
 mod monitor;
+pub(crate) mod procs;
 mod threads;
 
 use crate::report::{self, BenchLine};
@@ -30,6 +31,8 @@ pub(crate) struct BenchArgs {
 pub(crate) enum Suite {
     /// Thread pools: ours against spawn_blocking, blocking::unblock, rayon.
     Threads,
+    /// Process pool: ours against a raw socketpair and Python's ProcessPoolExecutor.
+    Procs,
     /// Loop monitor: overhead of the stall detector and lag monitor, and
     /// stall detection latency.
     Monitor,
@@ -39,6 +42,7 @@ pub(crate) enum Suite {
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let lines: Vec<BenchLine> = match args.suite {
         Suite::Threads => threads::run(args)?,
+        Suite::Procs => procs::run(args)?,
         Suite::Monitor => monitor::run(args)?,
     };
     report::print(&lines, args.json);
