@@ -52,7 +52,10 @@ pub(crate) struct WorkerProc {
     /// Shared with a call's kill switch, so a caller that gives up can kill
     /// the worker while this side is blocked reading.
     child: Arc<Mutex<Child>>,
+    /// Writes go straight to the socket (one `write` per frame); reads are
+    /// buffered so that a frame's header and body take one `read`.
     stream: UnixStream,
+    reader: BufReader<UnixStream>,
     pub(crate) hello: Hello,
     /// Calls this worker has served.
     pub(crate) calls: u64,
@@ -121,11 +124,20 @@ impl WorkerProc {
         forward(name, "out", child.stdout.take());
         forward(name, "err", child.stderr.take());
         let pid = child.id();
+        let reader = match ours.try_clone() {
+            Ok(r) => BufReader::new(r),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::worker_start(format!("cannot clone the socket: {e}")));
+            }
+        };
         let mut proc = WorkerProc {
             name: name.to_owned(),
             pid,
             child: Arc::new(Mutex::new(child)),
             stream: ours,
+            reader,
             hello: Hello {
                 build: String::new(),
                 tasks: Vec::new(),
@@ -142,7 +154,7 @@ impl WorkerProc {
 
     fn handshake(&mut self, launch: &Launch) -> Result<Hello, Error> {
         let _ = self.stream.set_read_timeout(Some(launch.hello_timeout));
-        let frame = read_frame(&mut self.stream, launch.max_frame);
+        let frame = read_frame(&mut self.reader, launch.max_frame);
         let _ = self.stream.set_read_timeout(None);
         let frame = match frame {
             Ok(f) => f,
@@ -222,7 +234,7 @@ impl WorkerProc {
                 .max(Duration::from_micros(1))
         });
         let _ = self.stream.set_read_timeout(timeout);
-        let reply = read_frame(&mut self.stream, self.max_frame);
+        let reply = read_frame(&mut self.reader, self.max_frame);
         if deadline.is_some() {
             let _ = self.stream.set_read_timeout(None);
         }

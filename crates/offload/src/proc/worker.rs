@@ -95,7 +95,8 @@ fn serve(registry: &Registry, name: &str, max_frame: usize) -> i32 {
         }
     };
     let (mut reader, mut writer) = match stream.try_clone() {
-        Ok(w) => (stream, w),
+        // Buffered reads: a frame's header and body in one `read`.
+        Ok(w) => (std::io::BufReader::new(stream), w),
         Err(e) => {
             eprintln!("{name}: cannot clone the control channel: {e}");
             return exit_code::NO_CHANNEL;
