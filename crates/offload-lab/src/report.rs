@@ -33,6 +33,7 @@ pub(crate) struct BenchLine {
 impl BenchLine {
     /// Builds a line; the ratio is computed here so it can never disagree
     /// with the two values.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         suite: &str,
         case: &str,

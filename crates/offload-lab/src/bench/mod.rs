@@ -1,6 +1,7 @@
 //! `offload-lab bench <suite>`: each suite runs ours and its peers in the
 //! same process, alternately, and reports [`BenchLine`]s.
 
+mod coop;
 mod threads;
 
 use crate::report::{self, BenchLine};
@@ -25,12 +26,15 @@ pub(crate) struct BenchArgs {
 pub(crate) enum Suite {
     /// Thread pools: ours against spawn_blocking, blocking::unblock, rayon.
     Threads,
+    /// Cooperative yielding: count and time-slice budgets against the bare loop.
+    Coop,
 }
 
 /// Runs the chosen suite and prints its lines.
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let lines: Vec<BenchLine> = match args.suite {
         Suite::Threads => threads::run(args)?,
+        Suite::Coop => coop::run(args)?,
     };
     report::print(&lines, args.json);
     Ok(())
