@@ -14,8 +14,8 @@ impl Budget {
     /// as if [`tick`](Budget::tick) were awaited after each item, but the
     /// items between two checks run in a plain inner loop. A loop with an
     /// `.await` in its body keeps its variables in the future's memory
-    /// rather than in registers, which costs about a nanosecond per step;
-    /// that matters only for steps of a few nanoseconds. When the body needs
+    /// rather than in registers, which costs 1 to 2 ns per step; that
+    /// matters only for steps of a few nanoseconds. When the body needs
     /// `?`, `break` or `.await`, write the loop yourself with `tick`, or
     /// iterate with [`Budget::wrap`].
     ///

@@ -57,20 +57,16 @@ impl Yielder {
         }
     }
 
-    fn state(&mut self) -> &mut State {
-        self.state.get_mut().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Prepares a new yield, forgetting one that was abandoned half-way
     /// (a tick future dropped while pending).
     pub(crate) fn begin(&mut self) {
-        *self.state() = State::Idle;
+        *self.state.get_mut().unwrap_or_else(PoisonError::into_inner) = State::Idle;
     }
 
     /// Polls the yield begun by [`begin`](Yielder::begin).
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let make = self.make.clone();
-        let state = self.state();
+        let Yielder { make, state } = self;
+        let state = state.get_mut().unwrap_or_else(PoisonError::into_inner);
         match state {
             State::Idle => match make {
                 None => {
