@@ -1,6 +1,7 @@
 //! `offload-lab bench <suite>`: each suite runs ours and its peers in the
 //! same process, alternately, and reports [`BenchLine`]s.
 
+mod coop;
 mod monitor;
 pub(crate) mod procs;
 mod threads;
@@ -36,6 +37,8 @@ pub(crate) enum Suite {
     /// Loop monitor: overhead of the stall detector and lag monitor, and
     /// stall detection latency.
     Monitor,
+    /// Cooperative yielding: count and time-slice budgets against the bare loop.
+    Coop,
 }
 
 /// Runs the chosen suite and prints its lines.
@@ -44,6 +47,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Suite::Threads => threads::run(args)?,
         Suite::Procs => procs::run(args)?,
         Suite::Monitor => monitor::run(args)?,
+        Suite::Coop => coop::run(args)?,
     };
     report::print(&lines, args.json);
     Ok(())
