@@ -54,6 +54,16 @@ impl Reports {
     }
 }
 
+/// Runs the tests of this file one at a time. They measure how long a
+/// runtime thread goes without returning to its scheduler; tests that burn
+/// CPU on purpose, run beside them on 2 cores, would starve the "busy but
+/// well-behaved" runtimes of CPU time and make them look stalled (a thread
+/// waiting for a CPU does not return to its scheduler either).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[inline(never)]
 fn spin_in_named_function(d: Duration) -> u64 {
     let end = Instant::now() + d;
@@ -139,6 +149,7 @@ fn check_stall(
 
 #[test]
 fn smoke() {
+    let _serial = serial();
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let rt = multi_thread(&detector);
@@ -150,6 +161,7 @@ fn smoke() {
 
 #[test]
 fn threshold_below_one_millisecond_is_rejected() {
+    let _serial = serial();
     let err = StallDetector::builder()
         .threshold(Duration::from_micros(10))
         .build()
@@ -160,6 +172,7 @@ fn threshold_below_one_millisecond_is_rejected() {
 
 #[test]
 fn cpu_stall_on_multi_thread_runtime() {
+    let _serial = serial();
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let rt = multi_thread(&detector);
@@ -184,6 +197,7 @@ fn cpu_stall_on_multi_thread_runtime() {
 
 #[test]
 fn sleep_stall_on_multi_thread_runtime() {
+    let _serial = serial();
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let rt = multi_thread(&detector);
@@ -214,6 +228,7 @@ fn sleep_stall_on_multi_thread_runtime() {
 
 #[test]
 fn cpu_stall_on_current_thread_runtime() {
+    let _serial = serial();
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let guard = detector.enter();
@@ -237,6 +252,7 @@ fn cpu_stall_on_current_thread_runtime() {
 
 #[test]
 fn sleep_stall_on_current_thread_runtime() {
+    let _serial = serial();
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let guard = detector.enter();
@@ -260,6 +276,7 @@ fn sleep_stall_on_current_thread_runtime() {
 
 #[test]
 fn named_task_appears_in_the_report() {
+    let _serial = serial();
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let rt = multi_thread(&detector);
@@ -284,6 +301,7 @@ fn named_task_appears_in_the_report() {
 
 #[test]
 fn long_stall_repeats_with_growing_intervals() {
+    let _serial = serial();
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let rt = multi_thread(&detector);
@@ -316,6 +334,7 @@ fn long_stall_repeats_with_growing_intervals() {
 
 #[test]
 fn busy_but_well_behaved_multi_thread_load_is_not_reported() {
+    let _serial = serial();
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let rt = multi_thread(&detector);
@@ -346,6 +365,7 @@ fn busy_but_well_behaved_multi_thread_load_is_not_reported() {
 
 #[test]
 fn busy_but_well_behaved_current_thread_load_is_not_reported() {
+    let _serial = serial();
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let guard = detector.enter();
@@ -376,6 +396,7 @@ fn busy_but_well_behaved_current_thread_load_is_not_reported() {
 
 #[test]
 fn idle_runtime_is_not_reported_and_blocking_pool_may_block() {
+    let _serial = serial();
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let rt = multi_thread(&detector);
