@@ -101,9 +101,8 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     } else {
         sweep::settings().len()
     };
-    let mut progress = Progress::new(
-        IoMode::ALL.len() + cpu_modes.len() + JsonMode::ALL.len() + sweep_points + 1,
-    );
+    let mut progress =
+        Progress::new(IoMode::ALL.len() + cpu_modes.len() + JsonMode::ALL.len() + sweep_points + 1);
     let mut rows: Vec<Row> = Vec::new();
 
     // io: the seed's io.py.

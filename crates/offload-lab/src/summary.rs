@@ -132,7 +132,11 @@ pub(crate) fn answers(rows: &[Row]) -> Vec<Answer> {
     let q3 = match (io_thread, io_inline) {
         (Some(t), Some(b)) => format!(
             "{}: io/thread ({}) kept the {} (max gap {} ms) and did {} requests/s vs {} inline ({:.1}×), where the loop was {} (max gap {} ms).",
-            if t.verdict == Verdict::Responsive { "Yes" } else { "Not here" },
+            if t.verdict == Verdict::Responsive {
+                "Yes"
+            } else {
+                "Not here"
+            },
             t.setting,
             t.verdict.text(),
             num(t.max_gap_ms),

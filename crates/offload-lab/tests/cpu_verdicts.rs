@@ -28,9 +28,21 @@ fn blocking_is_blocked_offloaded_and_coop_are_responsive() {
 #[test]
 fn coop_with_a_time_slice_is_responsive() {
     let out = run(&[
-        "cpu", "--mode", "coop", "--slice", "1ms", "--duration", "0.4s", "--json",
+        "cpu",
+        "--mode",
+        "coop",
+        "--slice",
+        "1ms",
+        "--duration",
+        "0.4s",
+        "--json",
     ]);
     let lines = json_lines(&out);
     assert_eq!(verdict(&lines, "cpu", "coop"), RESPONSIVE);
-    assert!(rows(&lines)[0]["setting"].as_str().unwrap().contains("slice=1ms"));
+    assert!(
+        rows(&lines)[0]["setting"]
+            .as_str()
+            .unwrap()
+            .contains("slice=1ms")
+    );
 }

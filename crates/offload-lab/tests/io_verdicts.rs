@@ -7,7 +7,15 @@ use common::*;
 
 #[test]
 fn smoke() {
-    let out = run(&["io", "--mode", "thread", "--duration", "0.2s", "--tasks", "2"]);
+    let out = run(&[
+        "io",
+        "--mode",
+        "thread",
+        "--duration",
+        "0.2s",
+        "--tasks",
+        "2",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("io    thread"), "{text}");
 }
@@ -21,6 +29,9 @@ fn blocking_is_blocked_offloaded_is_responsive() {
     assert_eq!(verdict(&lines, "io", "default"), RESPONSIVE);
     assert_eq!(verdict(&lines, "io", "thread"), RESPONSIVE);
     for row in rows(&lines) {
-        assert!(row["work"].as_f64().unwrap() >= 1.0, "no request done: {row}");
+        assert!(
+            row["work"].as_f64().unwrap() >= 1.0,
+            "no request done: {row}"
+        );
     }
 }

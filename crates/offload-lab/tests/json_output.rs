@@ -8,7 +8,13 @@ use common::*;
 fn smoke_demo_json_parses_and_answers_four_questions() {
     let dir = std::env::temp_dir().join(format!("offload-lab-demo-{}", std::process::id()));
     let out = run(&[
-        "demo", "--duration", "0.2s", "--size-mb", "0.2", "--json", "--out",
+        "demo",
+        "--duration",
+        "0.2s",
+        "--size-mb",
+        "0.2",
+        "--json",
+        "--out",
         dir.to_str().unwrap(),
     ]);
     let lines = json_lines(&out);
@@ -26,11 +32,15 @@ fn smoke_demo_json_parses_and_answers_four_questions() {
         ("sweep", "coop"),
     ] {
         assert!(
-            rows.iter().any(|r| r["experiment"] == exp && r["mode"] == mode),
+            rows.iter()
+                .any(|r| r["experiment"] == exp && r["mode"] == mode),
             "no {exp}/{mode} row"
         );
     }
-    assert_eq!(verdict(&lines, "cpu", "process"), "process pool: not built yet");
+    assert_eq!(
+        verdict(&lines, "cpu", "process"),
+        "process pool: not built yet"
+    );
     let answers: Vec<_> = lines.iter().filter(|v| v["kind"] == "answer").collect();
     assert_eq!(answers.len(), 4);
     for a in answers {
@@ -42,7 +52,15 @@ fn smoke_demo_json_parses_and_answers_four_questions() {
 
 #[test]
 fn ticks_are_printed_as_json_lines() {
-    let out = run(&["cpu", "--mode", "thread", "--duration", "0.3s", "--ticks", "--json"]);
+    let out = run(&[
+        "cpu",
+        "--mode",
+        "thread",
+        "--duration",
+        "0.3s",
+        "--ticks",
+        "--json",
+    ]);
     let lines = json_lines(&out);
     let ticks: Vec<_> = lines.iter().filter(|v| v["kind"] == "tick").collect();
     assert!(!ticks.is_empty(), "no tick lines");
@@ -53,10 +71,22 @@ fn ticks_are_printed_as_json_lines() {
 
 #[test]
 fn ticks_print_timestamps_like_the_seed() {
-    let out = run(&["io", "--mode", "thread", "--duration", "0.2s", "--ticks", "--tasks", "1"]);
+    let out = run(&[
+        "io",
+        "--mode",
+        "thread",
+        "--duration",
+        "0.2s",
+        "--ticks",
+        "--tasks",
+        "1",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.lines().filter(|l| l.contains("io/thread") && l.contains("gap")).count() >= 3,
+        text.lines()
+            .filter(|l| l.contains("io/thread") && l.contains("gap"))
+            .count()
+            >= 3,
         "{text}"
     );
 }

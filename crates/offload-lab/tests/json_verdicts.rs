@@ -6,7 +6,15 @@ use common::*;
 
 #[test]
 fn smoke() {
-    let out = run(&["json", "--mode", "thread", "--size-mb", "0.2", "--duration", "0.2s"]);
+    let out = run(&[
+        "json",
+        "--mode",
+        "thread",
+        "--size-mb",
+        "0.2",
+        "--duration",
+        "0.2s",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("keys"), "{text}");
 }

@@ -8,22 +8,49 @@ use common::*;
 fn smoke_sweep_writes_csv_and_svg() {
     let dir = std::env::temp_dir().join(format!("offload-lab-sweep-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = run(&["sweep", "--duration", "0.05s", "--json", "--out", dir.to_str().unwrap()]);
+    let out = run(&[
+        "sweep",
+        "--duration",
+        "0.05s",
+        "--json",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     let lines = json_lines(&out);
     assert_eq!(rows(&lines).len(), 9, "six counts and three slices");
-    let files = lines.iter().find(|v| v["kind"] == "files").expect("files line");
-    assert_eq!(files["csv"].as_str().unwrap(), dir.join("sweep.csv").to_str().unwrap());
+    let files = lines
+        .iter()
+        .find(|v| v["kind"] == "files")
+        .expect("files line");
+    assert_eq!(
+        files["csv"].as_str().unwrap(),
+        dir.join("sweep.csv").to_str().unwrap()
+    );
 
     let csv = std::fs::read_to_string(dir.join("sweep.csv")).unwrap();
     let csv_lines: Vec<&str> = csv.lines().collect();
-    assert!(csv_lines[0].starts_with("kind,setting,msteps_per_s,"), "{csv}");
-    assert_eq!(csv_lines.len(), 1 + 9 + 1, "header, settings, reference: {csv}");
+    assert!(
+        csv_lines[0].starts_with("kind,setting,msteps_per_s,"),
+        "{csv}"
+    );
+    assert_eq!(
+        csv_lines.len(),
+        1 + 9 + 1,
+        "header, settings, reference: {csv}"
+    );
     assert!(csv_lines.iter().any(|l| l.starts_with("every,every=1000,")));
-    assert!(csv_lines.iter().any(|l| l.starts_with("slice,slice=100µs,")));
+    assert!(
+        csv_lines
+            .iter()
+            .any(|l| l.starts_with("slice,slice=100µs,"))
+    );
 
     let svg = std::fs::read_to_string(dir.join("sweep.svg")).unwrap();
     let head = svg.trim_start();
-    assert!(head.starts_with("<svg") || head.starts_with("<?xml"), "{head:.80}");
+    assert!(
+        head.starts_with("<svg") || head.starts_with("<?xml"),
+        "{head:.80}"
+    );
     assert!(svg.trim_end().ends_with("</svg>"));
     assert_balanced(&svg);
     assert!(svg.contains("every=1000") && svg.contains("slice=1ms"));

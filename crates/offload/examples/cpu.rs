@@ -45,7 +45,11 @@ async fn blocking_worker(until: Instant) -> u32 {
 /// Two tasks, each `await loop.run_in_executor(pool, blocking_task)` in a
 /// loop, on a pool of two threads (the seed's `ThreadPoolExecutor(2)`).
 async fn async_thread_worker(until: Instant) -> u32 {
-    let pool = offload::ThreadPool::builder().name("cpu").threads(2).build().expect("pool");
+    let pool = offload::ThreadPool::builder()
+        .name("cpu")
+        .threads(2)
+        .build()
+        .expect("pool");
     let (a, b) = tokio::join!(countdowns_in(&pool, until), countdowns_in(&pool, until));
     a + b
 }
@@ -81,5 +85,8 @@ async fn main() {
         "process" => return eprintln!("process pool: not built yet"),
         other => return eprintln!("unknown mode {other:?}: use blocking or thread"),
     };
-    println!("{mode}: {countdowns} countdowns in {:.1} s", start.elapsed().as_secs_f64());
+    println!(
+        "{mode}: {countdowns} countdowns in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
 }

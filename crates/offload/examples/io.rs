@@ -40,7 +40,11 @@ async fn blocking_worker(addr: SocketAddr, until: Instant) -> u32 {
 }
 
 /// `await loop.run_in_executor(pool, blocking_task)` in a loop.
-async fn async_thread_worker(pool: Option<offload::ThreadPool>, addr: SocketAddr, until: Instant) -> u32 {
+async fn async_thread_worker(
+    pool: Option<offload::ThreadPool>,
+    addr: SocketAddr,
+    until: Instant,
+) -> u32 {
     let mut n = 0;
     while Instant::now() < until {
         match &pool {
@@ -95,12 +99,19 @@ async fn main() {
     let requests = match mode.as_str() {
         "blocking" => blocking_worker(addr, until).await,
         "thread" => {
-            let pool = offload::ThreadPool::builder().name("io").threads(2).build().expect("pool");
+            let pool = offload::ThreadPool::builder()
+                .name("io")
+                .threads(2)
+                .build()
+                .expect("pool");
             async_thread_worker(Some(pool), addr, until).await
         }
         "default" => async_thread_worker(None, addr, until).await,
         "process" => return eprintln!("process pool: not built yet"),
         other => return eprintln!("unknown mode {other:?}: use blocking, thread or default"),
     };
-    println!("{mode}: {requests} requests in {:.1} s", start.elapsed().as_secs_f64());
+    println!(
+        "{mode}: {requests} requests in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
 }

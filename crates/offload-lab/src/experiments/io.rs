@@ -101,7 +101,12 @@ impl IoBench {
     }
 
     /// Measures one mode for `duration`.
-    pub(crate) fn row(&self, mode: IoMode, probe: &Probe, duration: Duration) -> anyhow::Result<Row> {
+    pub(crate) fn row(
+        &self,
+        mode: IoMode,
+        probe: &Probe,
+        duration: Duration,
+    ) -> anyhow::Result<Row> {
         let c = &self.config;
         let offloader = Arc::new(match mode {
             IoMode::Blocking => Offloader::Inline,

@@ -227,7 +227,11 @@ where
 /// If `step` never awaits anything pending (the `blocking` mode), the
 /// first task holds the loop until the deadline and the others find the
 /// deadline passed: the seed's `blocking_worker`, which never awaits.
-pub(crate) async fn loop_until<F, Fut>(tasks: usize, deadline: Instant, step: F) -> anyhow::Result<f64>
+pub(crate) async fn loop_until<F, Fut>(
+    tasks: usize,
+    deadline: Instant,
+    step: F,
+) -> anyhow::Result<f64>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<f64>> + Send + 'static,

@@ -95,7 +95,8 @@ pub(crate) fn sweep(
 }
 
 fn to_csv(settings: &[Policy], rows: &[Row], inline: f64) -> String {
-    let mut s = String::from("kind,setting,msteps_per_s,p50_lag_ms,p99_lag_ms,max_gap_ms,ticks,verdict\n");
+    let mut s =
+        String::from("kind,setting,msteps_per_s,p50_lag_ms,p99_lag_ms,max_gap_ms,ticks,verdict\n");
     for (p, r) in settings.iter().zip(rows) {
         let kind = match p {
             Policy::Every(_) => "every",
@@ -178,7 +179,11 @@ fn plot(settings: &[Policy], rows: &[Row], inline: f64, path: &Path) -> anyhow::
                 .map(|(p, _)| Circle::new(*p, 4, color.filled())),
         )?;
         chart.draw_series(points.iter().map(|(p, label)| {
-            Text::new(label.clone(), *p, ("sans-serif", 12).into_font().color(&color))
+            Text::new(
+                label.clone(),
+                *p,
+                ("sans-serif", 12).into_font().color(&color),
+            )
         }))?;
     }
     chart

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 
 /// Generous bound for one short command on a loaded 2-core machine
 /// (debug build).
-pub const TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The binary under test.
-pub fn lab() -> Command {
+pub(crate) fn lab() -> Command {
     Command::new(env!("CARGO_BIN_EXE_offload-lab"))
 }
 
 /// Runs `offload-lab args…` to completion, killing it after [`TIMEOUT`].
 /// Panics (with its stderr) unless it exits successfully.
-pub fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     let mut child = lab()
         .args(args)
         .stdin(Stdio::null())
@@ -54,7 +54,7 @@ fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
 }
 
 /// Waits for `child` at most `timeout`; then kills and reaps it, and panics.
-pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+pub(crate) fn wait_bounded(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -70,7 +70,7 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::process::ExitS
 }
 
 /// Every stdout line parsed as JSON (panics on a line that is not).
-pub fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+pub(crate) fn json_lines(output: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -79,12 +79,12 @@ pub fn json_lines(output: &Output) -> Vec<serde_json::Value> {
 }
 
 /// The `"kind": "row"` objects.
-pub fn rows(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+pub(crate) fn rows(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     lines.iter().filter(|v| v["kind"] == "row").collect()
 }
 
 /// The verdict of the row with this experiment and mode.
-pub fn verdict<'a>(lines: &'a [serde_json::Value], experiment: &str, mode: &str) -> &'a str {
+pub(crate) fn verdict<'a>(lines: &'a [serde_json::Value], experiment: &str, mode: &str) -> &'a str {
     lines
         .iter()
         .find(|v| v["kind"] == "row" && v["experiment"] == experiment && v["mode"] == mode)
@@ -93,5 +93,5 @@ pub fn verdict<'a>(lines: &'a [serde_json::Value], experiment: &str, mode: &str)
         .expect("verdict is a string")
 }
 
-pub const BLOCKED: &str = "loop blocked";
-pub const RESPONSIVE: &str = "loop responsive";
+pub(crate) const BLOCKED: &str = "loop blocked";
+pub(crate) const RESPONSIVE: &str = "loop responsive";
