@@ -59,6 +59,7 @@ async fn main() {
         .max(1);
     let start = Instant::now();
     tokio::spawn(ticker(start));
+    tokio::task::yield_now().await; // let the ticker print its first line
     let countdowns = blocking_worker(every, start + RUN_FOR).await;
     println!(
         "yield every {every} steps: {countdowns} countdowns in {:.1} s",

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run -p offload --example io -- blocking  # one tick, then silence: the loop is blocked
-//! cargo run -p offload --example io -- thread    # a tick every second: offload::ThreadPool
+//! cargo run -p offload --example io -- thread    # a tick every second, twice the requests: offload::ThreadPool
 //! cargo run -p offload --example io -- default   # the same with offload::run (the `None` executor)
 //! ```
 //!
@@ -39,15 +39,16 @@ async fn blocking_worker(addr: SocketAddr, until: Instant) -> u32 {
     n
 }
 
-/// `await loop.run_in_executor(pool, blocking_task)` in a loop.
+/// `await loop.run_in_executor(pool, blocking_task)` in a loop: on `pool`,
+/// or on the default pool (the seed's `None` executor) if there is none.
 async fn async_thread_worker(
-    pool: Option<offload::ThreadPool>,
+    pool: Option<&offload::ThreadPool>,
     addr: SocketAddr,
     until: Instant,
 ) -> u32 {
     let mut n = 0;
     while Instant::now() < until {
-        match &pool {
+        match pool {
             Some(pool) => pool.run(move || blocking_task(addr)).await,
             None => offload::run(move || blocking_task(addr)).await,
         }
@@ -98,15 +99,27 @@ async fn main() {
     tokio::task::yield_now().await; // let the ticker print its first line
     let requests = match mode.as_str() {
         "blocking" => blocking_worker(addr, until).await,
+        // Two workers share the pool, so two GETs wait at once: twice the
+        // requests of `blocking`, and the ticker keeps time.
         "thread" => {
             let pool = offload::ThreadPool::builder()
                 .name("io")
                 .threads(2)
                 .build()
                 .expect("pool");
-            async_thread_worker(Some(pool), addr, until).await
+            let (a, b) = tokio::join!(
+                async_thread_worker(Some(&pool), addr, until),
+                async_thread_worker(Some(&pool), addr, until)
+            );
+            a + b
         }
-        "default" => async_thread_worker(None, addr, until).await,
+        "default" => {
+            let (a, b) = tokio::join!(
+                async_thread_worker(None, addr, until),
+                async_thread_worker(None, addr, until)
+            );
+            a + b
+        }
         "process" => return eprintln!("process pool: not built yet"),
         other => return eprintln!("unknown mode {other:?}: use blocking, thread or default"),
     };
