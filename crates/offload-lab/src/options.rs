@@ -8,9 +8,9 @@ use clap::Args;
 /// The options of every experiment command.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct Common {
-    /// How long to measure (per row, or per point for `sweep`): `2s`,
-    /// `500ms`, `1m`, or plain seconds (`1.5`). Each command has its own
-    /// default.
+    /// How long to measure each row: `2s`, `500ms`, `1m`, or plain seconds
+    /// (`1.5`). Defaults: `demo` 2s (its sweep points get a quarter),
+    /// `io`/`cpu`/`json` 3s, `sweep` 1s per setting.
     #[arg(long, value_parser = parse_duration)]
     pub(crate) duration: Option<Duration>,
     /// Print one JSON object per line instead of a table.
