@@ -86,6 +86,10 @@ pub(crate) struct CpuArgs {
 }
 
 /// The seed's `blocking_task`: counts `n` down to zero.
+///
+/// Never inlined, so that the calibration and every mode run the very same
+/// machine code (a loop's speed can depend on where it lands).
+#[inline(never)]
 pub(crate) fn countdown(n: u64) -> f64 {
     let mut c = n;
     while c > 0 {
