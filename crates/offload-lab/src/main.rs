@@ -27,8 +27,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Every experiment runs on a current-thread tokio runtime (one thread,
 /// like asyncio's event loop) beside a ticker that measures how late the
-/// loop wakes up. A row is `loop blocked` when a gap between two ticks
-/// exceeds `--threshold` (100 ms). Modes: `blocking` (inline), `default`
+/// loop wakes up. A row is `loop blocked` when a tick wakes up more than
+/// `--threshold` (100 ms) late. Modes: `blocking` (inline), `default`
 /// (offload::run), `thread` (an offload::ThreadPool), `coop` (yield every N
 /// steps or time slice). The `process` mode (a process pool) is not built
 /// yet.

@@ -23,8 +23,8 @@ pub(crate) struct Common {
     /// How often the ticker (the lag probe) wakes up.
     #[arg(long, value_parser = parse_duration, default_value = "10ms")]
     pub(crate) tick: Duration,
-    /// Verdict threshold: a gap between two ticks longer than this means
-    /// "loop blocked".
+    /// Verdict threshold: a tick that wakes up more than this late (a gap
+    /// between two ticks longer than `--tick` + this) means "loop blocked".
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]
     pub(crate) threshold: Duration,
 }

@@ -3,10 +3,12 @@
 //!
 //! # The verdict
 //!
-//! A row is `loop blocked` when the longest gap between two ticks of the
-//! ticker exceeded the threshold (`--threshold`, 100 ms by default: ten
-//! missed 10 ms ticks, far above an idle loop's ~1 ms and far below a
-//! blocking run of the whole measurement); otherwise `loop responsive`.
+//! A row is `loop blocked` when some tick of the ticker woke up more than
+//! the threshold late (`--threshold`, 100 ms by default), that is when the
+//! longest gap between two ticks exceeded `--tick + --threshold` (110 ms
+//! with the default 10 ms tick): ten missed ticks, far above an idle loop's
+//! lag of ~1 ms and far below a blocking run of the whole measurement.
+//! Otherwise `loop responsive`.
 
 use serde::Serialize;
 

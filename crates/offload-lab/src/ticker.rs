@@ -77,6 +77,11 @@ impl Ticker {
         }));
         let shared = samples.clone();
         let task = tokio::spawn(async move {
+            // Like the seed's ticker, print once before the first sleep: a
+            // loop blocked from the start shows this line and no other.
+            if let Some(p) = &print {
+                print_tick(p, Duration::ZERO);
+            }
             loop {
                 tokio::time::sleep(interval).await;
                 let now = Instant::now();
