@@ -104,7 +104,7 @@ impl Doc {
             JsonMode::Thread => Offloader::pool("json", threads)?,
         });
         let setting = match mode {
-            JsonMode::Thread => format!("{:.0}MB threads={threads}", self.mb()),
+            JsonMode::Thread => format!("{:.0}MB tasks={tasks} threads={threads}", self.mb()),
             _ => format!("{:.0}MB tasks={tasks}", self.mb()),
         };
         let label = Label {
