@@ -1,5 +1,6 @@
 //! `offload-lab json`: parsing a big document inline blocks the loop;
-//! offloaded, it does not. Each row runs 0.5 s against a 100 ms threshold.
+//! offloaded, it does not. Each row runs 0.6 s, judged with a 250 ms
+//! threshold: a 2× margin on both sides, no speed asserted.
 
 mod common;
 use common::*;
@@ -21,7 +22,16 @@ fn smoke() {
 
 #[test]
 fn blocking_is_blocked_offloaded_is_responsive() {
-    let out = run(&["json", "--size-mb", "0.5", "--duration", "0.5s", "--json"]);
+    let out = run(&[
+        "json",
+        "--size-mb",
+        "0.5",
+        "--duration",
+        "0.6s",
+        "--threshold",
+        "250ms",
+        "--json",
+    ]);
     let lines = json_lines(&out);
     assert_eq!(rows(&lines).len(), 3);
     assert_eq!(verdict(&lines, "json", "blocking"), BLOCKED);
