@@ -159,11 +159,14 @@ pub(crate) fn answers(rows: &[Row]) -> Vec<Answer> {
         },
         match cpu_coop {
             Some(c) => format!(
-                " Yielding (cpu/coop, {}) also kept the {} (max gap {} ms) but ran on the loop's one thread: {} countdowns/s; use it when a pool is not an option.",
+                " Yielding (cpu/coop, {}) also kept the {} (max gap {} ms) but runs on the loop's one thread, and checking the budget on every tiny step costs more than the step: {} countdowns/s{}; use it when a pool is not an option, with coarse steps.",
                 c.setting,
                 c.verdict.text(),
                 num(c.max_gap_ms),
-                num(c.work_per_s)
+                num(c.work_per_s),
+                cpu_inline
+                    .map(|b| format!(" vs {} inline", num(b.work_per_s)))
+                    .unwrap_or_default(),
             ),
             None => String::new(),
         }
