@@ -133,33 +133,33 @@ pub(crate) fn answers(rows: &[Row]) -> Vec<Answer> {
     );
     let q3 = match (io_thread, io_inline) {
         (Some(t), Some(b)) => format!(
-            "{}: io/thread ({}) kept the {} (max gap {} ms) and did {} requests/s vs {} inline ({:.1}×), where the loop was {} (max gap {} ms).",
+            "{}: io/thread ({}) did {} requests/s vs {} inline ({:.1}×) with the {} (max gap {} ms); inline, the loop was {} (max gap {} ms).",
             if t.verdict == Verdict::Responsive {
                 "Yes"
             } else {
-                "Not here"
+                "Not in this run (a loaded machine? run it again)"
             },
             t.setting,
-            t.verdict.text(),
-            num(t.max_gap_ms),
             num(t.work_per_s),
             num(b.work_per_s),
             t.work_per_s / b.work_per_s,
+            t.verdict.text(),
+            num(t.max_gap_ms),
             b.verdict.text().trim_start_matches("loop "),
             num(b.max_gap_ms),
         ),
         _ => "(run `io --mode blocking,thread` to measure it)".to_owned(),
     };
     let q4 = format!(
-        "{} — unlike Python: {cpu_parallel}.{}",
+        "{}: {cpu_parallel}.{}",
         if cpu_thread.is_some_and(|t| t.verdict == Verdict::Responsive) {
-            "Yes"
+            "Yes, unlike Python"
         } else {
-            "Not here"
+            "Not in this run (a loaded machine? run it again)"
         },
         match cpu_coop {
             Some(c) => format!(
-                " Yielding (cpu/coop, {}) also kept the {} (max gap {} ms) but runs on the loop's one thread, and checking the budget on every tiny step costs more than the step: {} countdowns/s{}; use it when a pool is not an option, with coarse steps.",
+                " Yielding (cpu/coop, {}) gave a {} (max gap {} ms), but it runs on the loop's one thread, and checking the budget on every tiny step costs more than the step: {} countdowns/s{}; use it when a pool is not an option, with coarse steps.",
                 c.setting,
                 c.verdict.text(),
                 num(c.max_gap_ms),
