@@ -1,0 +1,213 @@
+//! Rendering rows (a table, or JSON lines) and answering the seed's four
+//! questions from the measured rows.
+//!
+//! # The verdict
+//!
+//! A row is `loop blocked` when some tick of the ticker woke up more than
+//! the threshold late (`--threshold`, 100 ms by default), that is when the
+//! longest gap between two ticks exceeded `--tick + --threshold` (110 ms
+//! with the default 10 ms tick): ten missed ticks, far above an idle loop's
+//! lag of ~1 ms and far below a blocking run of the whole measurement.
+//! Otherwise `loop responsive`.
+
+use serde::Serialize;
+
+use crate::experiments::{Row, Verdict};
+
+/// Prints rows: one JSON object per line, or an aligned table.
+pub(crate) fn print_rows(rows: &[Row], json: bool) {
+    if json {
+        for row in rows {
+            print_json(row);
+        }
+        return;
+    }
+    println!(
+        "{:<5} {:<9} {:<22} {:>11} {:>11} {:>10}  {:<11} verdict",
+        "exp", "mode", "setting", "max gap ms", "p99 lag ms", "work/s", "unit"
+    );
+    for r in rows {
+        println!(
+            "{:<5} {:<9} {:<22} {:>11} {:>11} {:>10}  {:<11} {}",
+            r.experiment,
+            r.mode,
+            r.setting,
+            num(r.max_gap_ms),
+            num(r.p99_lag_ms),
+            num(r.work_per_s),
+            r.unit,
+            r.verdict.text()
+        );
+    }
+}
+
+/// Prints one serialisable value as a JSON line.
+pub(crate) fn print_json<T: Serialize>(value: &T) {
+    // Rows and answers hold strings and numbers only: this cannot fail.
+    println!("{}", serde_json::to_string(value).unwrap_or_default());
+}
+
+/// A figure for a table: `-` when not measured, fewer decimals when large.
+pub(crate) fn num(x: f64) -> String {
+    if !x.is_finite() {
+        "-".to_owned()
+    } else if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// One of the seed's four questions, with the seed's answer (for Python)
+/// and ours (for Rust, from the measured rows).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Answer {
+    /// Always `"answer"`.
+    pub(crate) kind: &'static str,
+    /// The question, as the seed asks it.
+    pub(crate) question: &'static str,
+    /// The seed's answer, for Python.
+    pub(crate) seed: &'static str,
+    /// Ours, for Rust, citing the rows.
+    pub(crate) rust: String,
+}
+
+/// Answers the seed's four questions from `rows` (missing rows are said
+/// to be missing).
+pub(crate) fn answers(rows: &[Row]) -> Vec<Answer> {
+    let find = |exp: &str, mode: &str| rows.iter().find(|r| r.experiment == exp && r.mode == mode);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let not_built = |exp: &str| {
+        find(exp, "process")
+            .filter(|r| r.verdict == Verdict::NotBuilt)
+            .map(|_| "process pool: not built yet.".to_owned())
+            .unwrap_or_default()
+    };
+
+    let cpu_inline = find("cpu", "blocking");
+    let cpu_thread = find("cpu", "thread");
+    let cpu_coop = find("cpu", "coop");
+    let io_inline = find("io", "blocking");
+    let io_thread = find("io", "thread");
+
+    let cpu_parallel = match (cpu_thread, cpu_inline) {
+        (Some(t), Some(b)) => {
+            let ratio = t.work_per_s / b.work_per_s;
+            format!(
+                "cpu/thread ({}) did {} countdowns/s vs {} inline: {:.2}× on {cores} cores{}, with the {} (max gap {} ms; inline: {} ms, {})",
+                t.setting,
+                num(t.work_per_s),
+                num(b.work_per_s),
+                ratio,
+                if ratio > 1.3 {
+                    ", so the threads ran in parallel"
+                } else {
+                    " (no speed-up measured: a busy machine?)"
+                },
+                t.verdict.text(),
+                num(t.max_gap_ms),
+                num(b.max_gap_ms),
+                b.verdict.text(),
+            )
+        }
+        _ => "(run `cpu --mode blocking,thread` to measure it)".to_owned(),
+    };
+
+    let q1 = format!(
+        "{} Not needed for speed: Rust has no GIL and {cpu_parallel}. A process pool buys isolation instead (a crash or a hard timeout kills only a worker).",
+        not_built("cpu")
+    );
+    let q2 = format!(
+        "{} No: {}",
+        not_built("io"),
+        match io_thread {
+            Some(t) => format!(
+                "threads already wait on I/O in parallel (io/thread: {} requests/s, {}); a process only adds serialisation and a hop.",
+                num(t.work_per_s),
+                t.verdict.text()
+            ),
+            None => "a thread pool does the same job without serialisation.".to_owned(),
+        }
+    );
+    let q3 = match (io_thread, io_inline) {
+        (Some(t), Some(b)) => format!(
+            "{}: io/thread ({}) did {} requests/s vs {} inline ({:.1}×) with the {} (max gap {} ms); inline, the loop was {} (max gap {} ms).",
+            if t.verdict == Verdict::Responsive {
+                "Yes"
+            } else {
+                "Not in this run (a loaded machine? run it again)"
+            },
+            t.setting,
+            num(t.work_per_s),
+            num(b.work_per_s),
+            t.work_per_s / b.work_per_s,
+            t.verdict.text(),
+            num(t.max_gap_ms),
+            b.verdict.text().trim_start_matches("loop "),
+            num(b.max_gap_ms),
+        ),
+        _ => "(run `io --mode blocking,thread` to measure it)".to_owned(),
+    };
+    let q4 = format!(
+        "{}: {cpu_parallel}.{}",
+        if cpu_thread.is_some_and(|t| t.verdict == Verdict::Responsive) {
+            "Yes, unlike Python"
+        } else {
+            "Not in this run (a loaded machine? run it again)"
+        },
+        match cpu_coop {
+            Some(c) => format!(
+                " Yielding (cpu/coop, {}) gave a {} (max gap {} ms), but it runs on the loop's one thread, and checking the budget on every tiny step costs more than the step: {} countdowns/s{}; use it when a pool is not an option, with coarse steps.",
+                c.setting,
+                c.verdict.text(),
+                num(c.max_gap_ms),
+                num(c.work_per_s),
+                cpu_inline
+                    .map(|b| format!(" vs {} inline", num(b.work_per_s)))
+                    .unwrap_or_default(),
+            ),
+            None => String::new(),
+        }
+    );
+    vec![
+        Answer {
+            kind: "answer",
+            question: "Process pool for CPU-bound work?",
+            seed: "Yes: it runs in another process and does not block the loop.",
+            rust: q1.trim_start().to_owned(),
+        },
+        Answer {
+            kind: "answer",
+            question: "Process pool for blocking I/O?",
+            seed: "No: it works, but a thread pool is better and cheaper.",
+            rust: q2.trim_start().to_owned(),
+        },
+        Answer {
+            kind: "answer",
+            question: "Thread pool for blocking I/O?",
+            seed: "Yes: blocking I/O releases the GIL, so the loop keeps running.",
+            rust: q3,
+        },
+        Answer {
+            kind: "answer",
+            question: "Thread pool for CPU-bound work?",
+            seed: "No (the GIL): yield with `await asyncio.sleep(0)` every N steps instead.",
+            rust: q4,
+        },
+    ]
+}
+
+/// Prints the answers: JSON lines, or numbered paragraphs.
+pub(crate) fn print_answers(answers: &[Answer], json: bool) {
+    for (i, a) in answers.iter().enumerate() {
+        if json {
+            print_json(a);
+        } else {
+            println!("{}. {}", i + 1, a.question);
+            println!("   seed (Python): {}", a.seed);
+            println!("   Rust, measured: {}", a.rust);
+        }
+    }
+}
