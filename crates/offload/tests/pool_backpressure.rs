@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::Gate;
 use offload::{Executor, ThreadPool};
 
 async fn smoke() {
@@ -23,13 +20,7 @@ async fn try_run_on_a_full_queue_returns_the_closure() {
         .queue_capacity(2)
         .build()
         .unwrap();
-    let gate = Gate::new();
-    let g = gate.clone();
-    let blocker = pool.try_run(move || g.wait()).unwrap();
-    assert!(common::eventually(Duration::from_secs(10), || pool
-        .metrics()
-        .running
-        == 1));
+    let (gate, blocker) = common::occupy(&pool);
     let a = pool.try_run(|| "a").unwrap();
     let b = pool.try_run(|| "b").unwrap();
     let secret = String::from("handed back");
@@ -48,13 +39,7 @@ async fn run_waits_for_a_slot_then_proceeds() {
         .queue_capacity(1)
         .build()
         .unwrap();
-    let gate = Gate::new();
-    let g = gate.clone();
-    let blocker = pool.try_run(move || g.wait()).unwrap();
-    assert!(common::eventually(Duration::from_secs(10), || pool
-        .metrics()
-        .running
-        == 1));
+    let (gate, blocker) = common::occupy(&pool);
     let filler = pool.try_run(|| 1).unwrap();
     let mut waiting = pool.run(|| 2);
     assert!(common::poll_once(&mut waiting).is_pending());
@@ -75,13 +60,7 @@ async fn execute_on_a_full_pool_rejects() {
         .queue_capacity(1)
         .build()
         .unwrap();
-    let gate = Gate::new();
-    let g = gate.clone();
-    let blocker = pool.try_run(move || g.wait()).unwrap();
-    assert!(common::eventually(Duration::from_secs(10), || pool
-        .metrics()
-        .running
-        == 1));
+    let (gate, blocker) = common::occupy(&pool);
     let filler = pool.try_run(|| 1).unwrap();
     // A job handed to `execute` directly (no waiting path) is rejected.
     struct Direct<'a>(&'a ThreadPool);

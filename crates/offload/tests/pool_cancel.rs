@@ -23,13 +23,7 @@ async fn dropped_queued_job_never_runs() {
         .queue_capacity(1)
         .build()
         .unwrap();
-    let gate = Gate::new();
-    let g = gate.clone();
-    let blocker = pool.try_run(move || g.wait()).unwrap();
-    assert!(common::eventually(Duration::from_secs(10), || pool
-        .metrics()
-        .running
-        == 1));
+    let (gate, blocker) = common::occupy(&pool);
 
     let ran = Arc::new(AtomicBool::new(false));
     let r = ran.clone();
@@ -56,13 +50,7 @@ async fn dropped_run_future_while_waiting_for_a_slot_never_runs() {
         .queue_capacity(1)
         .build()
         .unwrap();
-    let gate = Gate::new();
-    let g = gate.clone();
-    let blocker = pool.try_run(move || g.wait()).unwrap();
-    assert!(common::eventually(Duration::from_secs(10), || pool
-        .metrics()
-        .running
-        == 1));
+    let (gate, blocker) = common::occupy(&pool);
     let filler = pool.try_run(|| 1).unwrap();
 
     let ran = Arc::new(AtomicBool::new(false));

@@ -16,22 +16,9 @@ async fn smoke() {
     assert!(pool.is_shutdown());
 }
 
-/// Blocks the pool's single thread on a gate and returns the gate and the
-/// blocker's handle.
-async fn occupy(pool: &ThreadPool) -> (Gate, offload::JobHandle<()>) {
-    let gate = Gate::new();
-    let g = gate.clone();
-    let h = pool.try_run(move || g.wait()).unwrap();
-    assert!(common::eventually(Duration::from_secs(10), || pool
-        .metrics()
-        .running
-        == 1));
-    (gate, h)
-}
-
 async fn shutdown_drains_queued_work() {
     let pool = ThreadPool::builder().threads(1).build().unwrap();
-    let (gate, blocker) = occupy(&pool).await;
+    let (gate, blocker) = common::occupy(&pool);
     let count = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..5)
         .map(|_| {
@@ -56,7 +43,7 @@ async fn shutdown_drains_queued_work() {
 
 async fn shutdown_now_cancels_queued_and_lets_running_finish() {
     let pool = ThreadPool::builder().threads(1).build().unwrap();
-    let (gate, blocker) = occupy(&pool).await;
+    let (gate, blocker) = common::occupy(&pool);
     let handles: Vec<_> = (0..5).map(|i| pool.try_run(move || i).unwrap()).collect();
     assert_eq!(pool.shutdown_now(), 5);
     for h in handles {
@@ -72,7 +59,7 @@ async fn shutdown_now_cancels_queued_and_lets_running_finish() {
 
 async fn shutdown_timeout_reports_what_did_not_finish() {
     let pool = ThreadPool::builder().name("dl").threads(1).build().unwrap();
-    let (gate, blocker) = occupy(&pool).await;
+    let (gate, blocker) = common::occupy(&pool);
     let queued: Vec<_> = (0..2).map(|i| pool.try_run(move || i).unwrap()).collect();
     let report = pool.shutdown_timeout(Duration::from_millis(100)).await;
     assert!(!report.is_complete());
@@ -140,7 +127,7 @@ async fn waiting_submitters_are_released_by_shutdown() {
         .queue_capacity(1)
         .build()
         .unwrap();
-    let (gate, blocker) = occupy(&pool).await;
+    let (gate, blocker) = common::occupy(&pool);
     let filler = pool.try_run(|| 0).unwrap();
     let mut waiting = pool.run(|| 1);
     assert!(common::poll_once(&mut waiting).is_pending());

@@ -123,3 +123,16 @@ pub fn poll_once<F: Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
     let mut cx = std::task::Context::from_waker(&waker);
     std::pin::Pin::new(f).poll(&mut cx)
 }
+
+/// Blocks a pool's single thread on a gate: returns the gate (open it to
+/// release the thread) and the blocking job's handle, once the job runs.
+pub fn occupy(pool: &offload::ThreadPool) -> (Gate, offload::JobHandle<()>) {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let handle = pool.try_run(move || g.wait()).expect("queue has room");
+    assert!(
+        eventually(Duration::from_secs(10), || pool.metrics().running == 1),
+        "the blocking job did not start"
+    );
+    (gate, handle)
+}
