@@ -242,6 +242,16 @@ impl Executor for ThreadPool {
     }
 
     fn submit(&self, job: Job) -> Submit {
+        if self.shared.looks_full() {
+            // Most likely full: skip a doomed push and wait for a slot (the
+            // wait's first poll pushes if there is room after all).
+            self.shared.adopt(&job);
+            return Submit::waiting(SlotWait {
+                shared: self.shared.clone(),
+                job: Some(job),
+                waiter: None,
+            });
+        }
         match self.shared.try_push(job) {
             Ok(()) => Submit::done(Ok(())),
             Err((_job, PushError::Shutdown)) => {

@@ -123,14 +123,28 @@ impl Shared {
     /// Queues `job` if there is room, starting or waking a worker for it.
     /// On failure the job comes back untouched.
     pub(crate) fn try_push(&self, job: Job) -> Result<(), (Job, PushError)> {
+        self.adopt(&job);
         self.push(job, None)
+    }
+
+    /// Tells `job` which queue will hold it, so that its caller's
+    /// cancellation can remove it. Once per job, before its first push.
+    pub(crate) fn adopt(&self, job: &Job) {
+        let owner: Weak<dyn QueueOwner> = self.me.clone();
+        job.set_owner(owner);
+    }
+
+    /// Whether the queue looks full, without taking the lock (a hint: the
+    /// push decides under the lock).
+    pub(crate) fn looks_full(&self) -> bool {
+        self.queued_hint.load(Ordering::Relaxed) >= self.config.queue_capacity
     }
 
     /// Like [`try_push`](Self::try_push), but when the queue is full,
     /// registers `waker` under ticket `ticket` (taking one if it has none)
     /// to be woken when a slot frees, in the same critical section, so a
     /// slot freed in between cannot be missed. On success, any registration
-    /// left is removed.
+    /// left is removed. The job must have been [adopted](Self::adopt).
     pub(crate) fn push_or_wait(
         &self,
         job: Job,
@@ -145,8 +159,6 @@ impl Shared {
         job: Job,
         waiter: Option<(&mut Option<u64>, &Waker)>,
     ) -> Result<(), (Job, PushError)> {
-        let owner: Weak<dyn QueueOwner> = self.me.clone();
-        job.set_owner(owner);
         let since = Instant::now();
         let mut st = self.lock();
         if st.phase != Phase::Open {
