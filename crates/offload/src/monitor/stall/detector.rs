@@ -672,6 +672,13 @@ impl Watchdog {
             if self.group_all_clear(slot.group, now) {
                 return;
             }
+            let baseline = track.baseline.filter(|b| b.0 == stamp).map(|b| b.1);
+            if is_starved(slot, baseline) {
+                // Runnable but barely running: the machine is out of CPU,
+                // the loop is not stuck in user code. Keep the baseline
+                // and look again next tick.
+                return;
+            }
             let allowed = self.take_token(now);
             let mut ep = Episode {
                 start: track.effective,
@@ -682,7 +689,6 @@ impl Watchdog {
                 task: task::lookup(slot.label()),
             };
             if allowed {
-                let baseline = track.baseline.filter(|b| b.0 == stamp).map(|b| b.1);
                 let (cause, backtrace) = self.diagnose(slot, baseline);
                 track.baseline = slot.tid.and_then(classify::sample).map(|s| (stamp, s));
                 ep.reports = 1;
@@ -782,4 +788,19 @@ impl Watchdog {
 
 fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A thread that has been runnable (state `R`) but got less than a quarter
+/// of the CPU since the baseline sample is waiting for a CPU, not stuck in
+/// its own code: on an overloaded machine every thread "stalls" that way.
+/// Reporting it would blame the task for the machine's load, so a stall
+/// starts only once the thread runs (or sleeps in the kernel).
+fn is_starved(slot: &Slot, baseline: Option<CpuSample>) -> bool {
+    const STARVED_BELOW: f64 = 0.25;
+    let Some(tid) = slot.tid else { return false };
+    if baseline.is_none() {
+        return false;
+    }
+    let cause = classify::classify(tid, baseline);
+    cause.thread_state() == Some('R') && cause.cpu_fraction().is_some_and(|f| f < STARVED_BELOW)
 }
