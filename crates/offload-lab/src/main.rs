@@ -5,7 +5,9 @@
 //! the format of [`report::BenchLine`].
 
 mod bench;
+mod chaos;
 mod report;
+mod tasks;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Benchmarks: ours against peers, measured in the same process, alternately.
     Bench(bench::BenchArgs),
+    /// Reliability: kill workers, panic, time out, flood, kill the parent, shut down under load.
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,8 +32,10 @@ fn main() -> anyhow::Result<()> {
     // ping-pong peer of `bench procs`: become one if started as one.
     offload::proc::run_worker_if_child(&bench::procs::registry());
     bench::procs::run_pingpong_if_child();
+    chaos::run_child_if_requested();
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::Chaos(args) => chaos::run(&args),
     }
 }
