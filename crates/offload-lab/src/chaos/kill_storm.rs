@@ -26,11 +26,11 @@ const IN_FLIGHT: usize = 2048;
 
 pub(super) fn run(cfg: &Config) -> Vec<Outcome> {
     let tasks: u64 = if cfg.quick { 3_000 } else { 100_000 };
-    // Quick runs are short: keep the storm going long enough for ~20 kills.
+    // At least ~20 kills in a quick run, ~200 in a full one.
     let min_duration = cfg.duration.unwrap_or(if cfg.quick {
         Duration::from_secs(1)
     } else {
-        Duration::ZERO
+        Duration::from_secs(10)
     });
     let pool = match ProcessPool::builder()
         .name(NAME)

@@ -31,8 +31,9 @@ use serde::{Deserialize, Serialize};
 /// Arguments of `offload-lab chaos`.
 #[derive(Debug, Args)]
 pub(crate) struct ChaosArgs {
-    /// Minimum length of the kill storm (scenario 1), in seconds; it also
-    /// runs until all its tasks are done.
+    /// Minimum length of the kill storm (scenario 1), in seconds (default
+    /// 10, or 1 with `--quick`); it also runs until its 100k tasks (3k with
+    /// `--quick`) are done.
     #[arg(long)]
     pub(crate) duration: Option<f64>,
     /// One JSON object per scenario and line instead of a table.

@@ -223,6 +223,13 @@ fn one(procs: bool, mode: Mode) -> Outcome {
         let late = pool.submit(JOBS).await;
         let _ = tally.record(late, offload::Error::is_shutdown);
     });
+    // A shut-down pool ends with no thread and no worker.
+    if !wait_until(Duration::from_secs(10), || pool.size() == 0) {
+        tally.broken(format!(
+            "{} threads or workers left after shutdown",
+            pool.size()
+        ));
+    }
     let pool_size = pool.size();
     pids.extend(pool.pids());
     drop(pool);
