@@ -89,6 +89,9 @@ fn flood(n: u64) -> Outcome {
     let mut tally = Tally::default();
     let started = Instant::now();
     let mut max_queued = 0;
+    // The size of one in-flight future: what a `join_all` of all `n` would
+    // hold at once, before the pool ran any of them.
+    let mut future_bytes = 0;
     super::runtime().block_on(async {
         let mut next = 0u64;
         let mut inflight = FuturesUnordered::new();
@@ -96,7 +99,9 @@ fn flood(n: u64) -> Outcome {
             while inflight.len() < IN_FLIGHT && next < n {
                 let i = next;
                 let run = pool.run(move || std::hint::black_box(i).wrapping_mul(3));
-                inflight.push(async move { (i, bounded(run).await) });
+                let fut = async move { (i, bounded(run).await) };
+                future_bytes = std::mem::size_of_val(&fut);
+                inflight.push(fut);
                 next += 1;
                 tally.submitted += 1;
             }
@@ -127,8 +132,10 @@ fn flood(n: u64) -> Outcome {
     let detail = join(&[
         format!(
             "peak RSS {peak_mb:.1} MB (limit {RSS_LIMIT_MB} MB); {IN_FLIGHT} in flight against \
-             {QUEUE} slots, queue peak {max_queued}; {:.0} jobs/s",
-            n as f64 / elapsed.as_secs_f64()
+             {QUEUE} slots, queue peak {max_queued}; {:.0} jobs/s; a join_all of all {n} \
+             would hold {:.0} MB of futures (+ their jobs) before the first ran",
+            n as f64 / elapsed.as_secs_f64(),
+            (n as usize * future_bytes) as f64 / (1024.0 * 1024.0),
         ),
         note,
     ]);

@@ -12,6 +12,10 @@
 //!
 //! Scenarios 4 (flood) and 5 (parent death) run in a child process: this
 //! executable, re-executed in a hidden mode (see [`run_child_if_requested`]).
+//!
+//! The full run: `cargo run --release -p offload-lab -- chaos` (about 15 s:
+//! a 10 s kill storm, 1M flood submissions). CI runs `chaos --quick --json`
+//! in a debug build (`tests/chaos.rs`, a few seconds).
 
 mod flood;
 mod kill_storm;
