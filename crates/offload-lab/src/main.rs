@@ -13,12 +13,14 @@
 //! ([`experiments::Row`]); benchmarks print [`report::BenchLine`]s.
 
 mod bench;
+mod chaos;
 mod demo;
 mod experiments;
 mod http;
 mod options;
 mod report;
 mod summary;
+mod tasks;
 mod ticker;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +60,8 @@ enum Command {
     Serve(http::ServeArgs),
     /// Benchmarks: ours against peers, measured in the same process, alternately.
     Bench(bench::BenchArgs),
+    /// Reliability: kill workers, panic, time out, flood, kill the parent, shut down under load.
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
     // ping-pong peer of `bench procs`: become one if started as one.
     offload::proc::run_worker_if_child(&bench::procs::registry());
     bench::procs::run_pingpong_if_child();
+    chaos::run_child_if_requested();
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(&args),
@@ -86,5 +91,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sweep(args) => experiments::sweep::run(&args),
         Command::Serve(args) => http::serve(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Chaos(args) => chaos::run(&args),
     }
 }

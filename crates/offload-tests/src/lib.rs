@@ -177,6 +177,78 @@ impl Task for Bytes {
     }
 }
 
+/// The worker's environment, sorted by name (lossy UTF-8).
+#[derive(Debug)]
+pub struct EnvVars;
+impl Task for EnvVars {
+    const NAME: &'static str = "env_vars";
+    type Input = ();
+    type Output = Vec<(String, String)>;
+    fn run(_: ()) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        vars.sort();
+        vars
+    }
+}
+
+/// The worker's open file descriptors and what they point to
+/// (`/proc/self/fd`), except the one used to list them.
+#[derive(Debug)]
+pub struct OpenFds;
+impl Task for OpenFds {
+    const NAME: &'static str = "open_fds";
+    type Input = ();
+    type Output = Vec<(u32, String)>;
+    fn run(_: ()) -> Vec<(u32, String)> {
+        let mut fds: Vec<(u32, String)> = std::fs::read_dir("/proc/self/fd")
+            .map(|dir| {
+                dir.filter_map(|e| {
+                    let e = e.ok()?;
+                    let fd = e.file_name().to_str()?.parse().ok()?;
+                    let target = std::fs::read_link(e.path()).ok()?;
+                    Some((fd, target.to_string_lossy().into_owned()))
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        fds.sort();
+        fds
+    }
+}
+
+/// The path that the worker's control channel (fd 0) is bound to, from
+/// `/proc/net/unix`: `Some("")` for an unnamed socket, `Some(path)` for a
+/// named one, `None` if fd 0 is not a Unix socket.
+#[derive(Debug)]
+pub struct ChannelPath;
+impl Task for ChannelPath {
+    const NAME: &'static str = "channel_path";
+    type Input = ();
+    type Output = Option<String>;
+    fn run(_: ()) -> Option<String> {
+        let link = std::fs::read_link("/proc/self/fd/0").ok()?;
+        let inode = link
+            .to_str()?
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .to_owned();
+        // Columns: Num RefCount Protocol Flags Type St Inode [Path]
+        let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+        table.lines().skip(1).find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.get(6) == Some(&inode.as_str()))
+                .then(|| cols.get(7).map_or(String::new(), |p| (*p).to_owned()))
+        })
+    }
+}
+
 /// A task the fixture worker does NOT register.
 #[derive(Debug)]
 pub struct NotRegistered;
@@ -200,6 +272,9 @@ pub fn registry() -> Registry {
         .with::<InitRan>()
         .with::<BadOutput>()
         .with::<Bytes>()
+        .with::<EnvVars>()
+        .with::<OpenFds>()
+        .with::<ChannelPath>()
         .init(|| INIT_RAN.store(true, Ordering::SeqCst))
 }
 

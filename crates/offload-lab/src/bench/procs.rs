@@ -46,9 +46,9 @@ fn burn(steps: u64) -> u64 {
     x
 }
 
-/// The tasks the lab's worker processes serve.
+/// The tasks the lab's worker processes serve (see `tasks.rs`).
 pub(crate) fn registry() -> Registry {
-    Registry::new().with::<Noop>().with::<Burn>()
+    crate::tasks::registry()
 }
 
 /// Set in the environment of the ping-pong peer process.

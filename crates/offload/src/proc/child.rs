@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::protocol::{FromWorker, Hello, ToWorker, build_id, decode_hello};
+use super::protocol::{Hello, ReplyError, ToWorker, build_id, decode_hello, decode_reply};
 use super::wire::{FrameError, read_frame, write_frame};
 use super::worker::{MAX_FRAME_ENV, WORKER_ENV, exit_code};
 use crate::error::{Error, WorkerExit};
@@ -257,8 +257,8 @@ impl WorkerProc {
                 return Err(CallError::dead(self.lost()));
             }
         };
-        match postcard::from_bytes::<FromWorker>(&frame) {
-            Ok(FromWorker::Done { id: got, result }) if got == id => result.map_err(|f| {
+        match decode_reply(&frame, id) {
+            Ok(result) => result.map_err(|f| {
                 use super::protocol::Failure;
                 CallError::alive(match f {
                     Failure::Panic { message, location } => Error::remote_panic(message, location),
@@ -267,14 +267,14 @@ impl WorkerProc {
                     Failure::BadOutput(e) => Error::codec(format!("output: {e}")),
                 })
             }),
-            Ok(FromWorker::Done { id: got, .. }) => {
+            Err(ReplyError::WrongId { got }) => {
                 self.kill_and_reap();
                 Err(CallError::dead(Error::protocol(format!(
                     "{} answered call {got} while call {id} was running; it was killed",
                     self.name
                 ))))
             }
-            Err(e) => {
+            Err(ReplyError::Undecodable(e)) => {
                 self.kill_and_reap();
                 Err(CallError::dead(Error::protocol(format!(
                     "{} sent an undecodable reply ({e}); it was killed",

@@ -18,6 +18,8 @@
 //! is described in `README.md` beside this module.
 
 mod child;
+#[cfg(test)]
+mod fuzz;
 mod pool;
 mod protocol;
 mod task;

@@ -51,13 +51,15 @@ impl Owned {
 impl Drop for Owned {
     fn drop(&mut self) {
         if let Some(w) = self.proc.take() {
-            let name = w.name.clone();
-            drop(w);
+            // Unlist the pid *before* reaping: once reaped, the kernel may
+            // give the pid to another process, and a user who signals the
+            // pids of `worker_pids()` would hit that process instead.
             self.shared
                 .pids
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&name);
+                .remove(&w.name);
+            drop(w);
             self.shared.live.fetch_sub(1, Relaxed);
         }
     }
@@ -832,6 +834,11 @@ impl ProcessPool {
     }
 
     /// Process ids of the live workers, by worker name.
+    ///
+    /// A worker's pid is unlisted before its process is reaped, so a pid
+    /// in this map was never handed to another process *when the map was
+    /// taken*; a worker may still die and be reaped after that, so signal
+    /// these pids only while the pool is alive and expect `ESRCH`.
     pub fn worker_pids(&self) -> BTreeMap<String, u32> {
         self.shared
             .pids

@@ -101,6 +101,25 @@ pub(crate) fn decode_hello(frame: &[u8]) -> Result<Hello, HelloError> {
     postcard::from_bytes(&frame[8..]).map_err(|e| HelloError::Corrupt(e.to_string()))
 }
 
+/// Why a reply frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReplyError {
+    /// Not a postcard `FromWorker`.
+    Undecodable(String),
+    /// The reply of another call than the one running.
+    WrongId { got: u64 },
+}
+
+/// Decodes the reply to call `id`: the task's output bytes, or why it
+/// failed in a worker that survived it.
+pub(crate) fn decode_reply(frame: &[u8], id: u64) -> Result<Result<Vec<u8>, Failure>, ReplyError> {
+    match postcard::from_bytes::<FromWorker>(frame) {
+        Ok(FromWorker::Done { id: got, result }) if got == id => Ok(result),
+        Ok(FromWorker::Done { id: got, .. }) => Err(ReplyError::WrongId { got }),
+        Err(e) => Err(ReplyError::Undecodable(e.to_string())),
+    }
+}
+
 /// Identifies this build of this program: crate version, and the size and
 /// modification time of the running executable. A parent compares it with
 /// its re-executed workers' to catch a binary replaced on disk (a deploy)
