@@ -95,6 +95,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         (CpuMode::Thread, Policy::Every(1000)),
         (CpuMode::Coop, Policy::Every(1000)),
         (CpuMode::Coop, Policy::Slice(Duration::from_millis(1))),
+        (CpuMode::Process, Policy::Every(1000)),
     ];
     let sweep_points = if args.no_sweep {
         0
@@ -113,7 +114,6 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         rows.push(io.row(mode, &probe, d)?);
     }
     drop(io);
-    rows.push(Row::not_built("io", "requests", &probe));
 
     // cpu: the seed's cpu.py and cpu_workaround.py.
     progress.step("cpu: measuring the countdown's speed");
@@ -128,7 +128,6 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         };
         rows.push(cpu::row(mode, config, &probe, d)?);
     }
-    rows.push(Row::not_built("cpu", "countdowns", &probe));
 
     // json: the seed's "walk every key of a multi-megabyte JSON".
     let doc = Doc::new(args.size_mb)?;

@@ -48,7 +48,12 @@ fn burn(steps: u64) -> u64 {
 
 /// The tasks the lab's worker processes serve.
 pub(crate) fn registry() -> Registry {
-    Registry::new().with::<Noop>().with::<Burn>()
+    Registry::new()
+        .with::<Noop>()
+        .with::<Burn>()
+        .with::<crate::experiments::io::HttpGet>()
+        .with::<crate::experiments::cpu::Countdown>()
+        .with::<crate::experiments::json::JsonWalk>()
 }
 
 /// Set in the environment of the ping-pong peer process.

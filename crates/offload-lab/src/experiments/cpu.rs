@@ -16,16 +16,17 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use offload::proc::Task;
+use serde::{Deserialize, Serialize};
 
 use super::coop_shim::Policy;
-use super::{Label, Offloader, Probe, Row, loop_until, measure};
+use super::{Label, Offloader, Probe, Row, loop_until, measure, process_pool};
 use crate::options::{Common, parse_duration};
 
 /// The seed's countdown: `counter = 50000000`.
 pub(crate) const SEED_STEPS: u64 = 50_000_000;
 
-/// How the countdown runs. (`process` needs the process pool: not built
-/// yet.)
+/// How the countdown runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum CpuMode {
     /// Inline in the async task, which never awaits: the seed's `blocking_worker`.
@@ -37,15 +38,19 @@ pub(crate) enum CpuMode {
     /// Inline, yielding every `--every` steps or `--slice` (the seed's
     /// `cpu_workaround.py`).
     Coop,
+    /// `pool.call::<Countdown>(..)` on an `offload::proc::ProcessPool` of
+    /// `--threads` worker processes (the seed's `ProcessPoolExecutor`).
+    Process,
 }
 
 impl CpuMode {
     /// Every mode, in table order.
-    pub(crate) const ALL: [CpuMode; 4] = [
+    pub(crate) const ALL: [CpuMode; 5] = [
         CpuMode::Blocking,
         CpuMode::Default,
         CpuMode::Thread,
         CpuMode::Coop,
+        CpuMode::Process,
     ];
 
     fn name(self) -> &'static str {
@@ -54,6 +59,7 @@ impl CpuMode {
             CpuMode::Default => "default",
             CpuMode::Thread => "thread",
             CpuMode::Coop => "coop",
+            CpuMode::Process => "process",
         }
     }
 }
@@ -63,8 +69,7 @@ impl CpuMode {
 pub(crate) struct CpuArgs {
     #[command(flatten)]
     pub(crate) common: Common,
-    /// Modes to run, comma-separated (default: all). `process` (a process
-    /// pool) is not built yet.
+    /// Modes to run, comma-separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) mode: Vec<CpuMode>,
     /// `coop`: yield every N steps (the seed: 1000) [default: 1000].
@@ -76,7 +81,8 @@ pub(crate) struct CpuArgs {
     /// Concurrent tasks, each counting down in a loop.
     #[arg(long, default_value_t = 2)]
     pub(crate) tasks: usize,
-    /// Threads of the `thread` mode's pool (the seed: `ThreadPoolExecutor(2)`).
+    /// Threads of the `thread` mode's pool (the seed: `ThreadPoolExecutor(2)`),
+    /// and worker processes of the `process` mode's pool.
     #[arg(long, default_value_t = 2)]
     pub(crate) threads: usize,
     /// How long one countdown should take here [default: duration / 3, at
@@ -96,6 +102,23 @@ pub(crate) fn countdown(n: u64) -> f64 {
         c = black_box(c) - 1;
     }
     1.0
+}
+
+/// The countdown as a process-pool task: one countdown of `steps` steps
+/// in a worker process (only the step count crosses the socket).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Countdown {
+    /// Steps to count down.
+    pub(crate) steps: u64,
+}
+
+impl Task for Countdown {
+    const NAME: &'static str = "lab-countdown";
+    type Input = Countdown;
+    type Output = f64;
+    fn run(input: Countdown) -> f64 {
+        countdown(input.steps)
+    }
 }
 
 /// The seed's `cpu_workaround.py` countdown: counts `n` down, ticking the
@@ -198,6 +221,7 @@ pub(crate) fn row(
 ) -> anyhow::Result<Row> {
     let setting = match mode {
         CpuMode::Thread => format!("tasks={} threads={}", c.tasks, c.threads),
+        CpuMode::Process => format!("tasks={} workers={}", c.tasks, c.threads),
         CpuMode::Coop => format!("tasks={} {}", c.tasks, c.policy),
         _ => format!("tasks={}", c.tasks),
     };
@@ -228,6 +252,19 @@ pub(crate) fn row(
                 Ok(countdown_coop(n, c.policy, deadline).await as f64 / n as f64)
             })
         })?,
+        CpuMode::Process => {
+            let pool = process_pool("cpu", c.threads)?;
+            let shared = pool.clone();
+            let row = measure(probe, label, duration, move |deadline| {
+                loop_until(c.tasks, deadline, move || {
+                    let pool = shared.clone();
+                    async move { Ok(pool.call::<Countdown>(Countdown { steps: n }).await?) }
+                })
+            })?;
+            // The last handle: dropping it reaps the workers, off the loop.
+            drop(pool);
+            row
+        }
     };
     row.countdown_steps = Some(n);
     Ok(row)
