@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::experiments::coop_shim::Policy;
-use crate::experiments::cpu::{self, CpuConfig, CpuMode, Scale};
+use crate::experiments::cpu::{self, CpuConfig, CpuMode, Policy, Scale};
 use crate::experiments::io::{IoBench, IoConfig, IoMode};
 use crate::experiments::json::{Doc, JsonMode};
 use crate::experiments::{Probe, Row, sweep};

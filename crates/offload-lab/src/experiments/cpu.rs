@@ -11,17 +11,18 @@
 //! states the scale: `steps = s × 50,000,000`. This also keeps debug builds
 //! (tests) quick: the work follows the time budget, not a fixed count.
 
+use std::fmt;
 use std::hint::black_box;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use offload::coop::Budget;
 use offload::proc::Task;
 use serde::{Deserialize, Serialize};
 
-use super::coop_shim::Policy;
 use super::{Label, Offloader, Probe, Row, loop_until, measure, process_pool};
-use crate::options::{Common, parse_duration};
+use crate::options::{Common, parse_duration, short};
 
 /// The seed's countdown: `counter = 50000000`.
 pub(crate) const SEED_STEPS: u64 = 50_000_000;
@@ -121,16 +122,68 @@ impl Task for Countdown {
     }
 }
 
+/// When the `coop` mode yields: the seed's every N steps, or our time
+/// slice. Made into an [`offload::coop::Budget`] by [`Policy::budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// Every `n` steps (the seed's `if counter % N == 0`).
+    Every(u64),
+    /// Once `d` has passed since the last yield.
+    Slice(Duration),
+}
+
+impl Policy {
+    /// A fresh budget with this policy. It yields with
+    /// `tokio::task::yield_now`, which lets tokio poll its timer driver
+    /// before the task runs again: offload's runtime-agnostic yield would
+    /// leave the ticker's timer unpolled for up to 61 yields of a spawned
+    /// task on a current-thread runtime (see `offload::coop`, "On tokio").
+    pub(crate) fn budget(self) -> Budget {
+        match self {
+            Policy::Every(n) => Budget::every(u32::try_from(n.max(1)).unwrap_or(u32::MAX)),
+            Policy::Slice(d) => Budget::slice(d),
+        }
+        .yield_with(tokio::task::yield_now)
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Policy::Every(n) => write!(f, "every={n}"),
+            Policy::Slice(d) => write!(f, "slice={}", short(*d)),
+        }
+    }
+}
+
+/// Steps between two deadline checks of [`countdown_coop`].
+const DEADLINE_EVERY: u64 = 1 << 16;
+
 /// The seed's `cpu_workaround.py` countdown: counts `n` down, ticking the
 /// budget every step, and stops early at `deadline` (checked every 2^16
 /// steps). Returns the steps done.
+///
+/// The steps run under [`Budget::for_each`]: between two budget checks
+/// they run in a plain loop, with the counter in a register, so a tick
+/// that does not yield costs what it should (a decrement), not a store and
+/// a load through the future's memory as `budget.tick().await` in the
+/// loop's body would.
 pub(crate) async fn countdown_coop(n: u64, policy: Policy, deadline: Instant) -> u64 {
     let mut budget = policy.budget();
     let mut c = n;
     while c > 0 {
-        c = black_box(c) - 1;
-        budget.tick().await;
-        if c & 0xFFFF == 0 && Instant::now() >= deadline {
+        // The iterator is the counter (`c - 1` down to `c - chunk`): it
+        // lives in a register inside `for_each`, where a counter captured
+        // by the closure would be stored and reloaded around every
+        // `black_box`, halving the speed.
+        let chunk = c.min(DEADLINE_EVERY);
+        budget
+            .for_each((c - chunk..c).rev(), |i| {
+                black_box(i);
+            })
+            .await;
+        c -= chunk;
+        if Instant::now() >= deadline {
             break;
         }
     }
@@ -313,4 +366,28 @@ pub(crate) fn group(n: u64) -> String {
         out.push(ch);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coop_countdown_counts_every_step_or_stops_at_the_deadline() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let later = Instant::now() + Duration::from_secs(3600);
+            for policy in [Policy::Every(10), Policy::Slice(Duration::from_millis(1))] {
+                assert_eq!(countdown_coop(200_001, policy, later).await, 200_001);
+            }
+            let past = Instant::now();
+            assert_eq!(
+                countdown_coop(u64::MAX, Policy::Every(1000), past).await,
+                DEADLINE_EVERY
+            );
+        });
+    }
 }

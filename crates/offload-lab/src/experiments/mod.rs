@@ -19,7 +19,8 @@
 //! - `default`: `offload::run(f).await`, the seed's `run_in_executor(None, f)`;
 //! - `thread`: `pool.run(f).await` on an `offload::ThreadPool`;
 //! - `coop` (CPU only): the step runs inline but yields every N steps or
-//!   time slice (the seed's `cpu_workaround.py`);
+//!   time slice (the seed's `cpu_workaround.py`), with an
+//!   `offload::coop::Budget` (see [`cpu::Policy`]);
 //! - `process`: `pool.call::<Task>(input).await` on an
 //!   `offload::proc::ProcessPool` (the seed's `ProcessPoolExecutor`) of as
 //!   many worker processes as the `thread` mode has threads. The work is a
@@ -27,7 +28,6 @@
 //!   its input and output cross a socket, serialised; the worker is this
 //!   very executable, re-executed (see [`process_pool`]).
 
-pub(crate) mod coop_shim;
 pub(crate) mod cpu;
 pub(crate) mod io;
 pub(crate) mod json;
