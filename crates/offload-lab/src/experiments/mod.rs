@@ -202,7 +202,7 @@ where
         let start = Instant::now();
         let work = workload(start + duration).await?;
         let elapsed = start.elapsed();
-        let lag = ticker.finish();
+        let lag = ticker.finish().await;
         Ok(Row::measured(label, elapsed, lag, work, probe))
     })
 }
