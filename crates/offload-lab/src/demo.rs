@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::experiments::coop_shim::Policy;
-use crate::experiments::cpu::{self, CpuConfig, CpuMode, Scale};
+use crate::experiments::cpu::{self, CpuConfig, CpuMode, Policy, Scale};
 use crate::experiments::io::{IoBench, IoConfig, IoMode};
 use crate::experiments::json::{Doc, JsonMode};
 use crate::experiments::{Probe, Row, sweep};
@@ -95,6 +94,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         (CpuMode::Thread, Policy::Every(1000)),
         (CpuMode::Coop, Policy::Every(1000)),
         (CpuMode::Coop, Policy::Slice(Duration::from_millis(1))),
+        (CpuMode::Process, Policy::Every(1000)),
     ];
     let sweep_points = if args.no_sweep {
         0
@@ -113,7 +113,6 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         rows.push(io.row(mode, &probe, d)?);
     }
     drop(io);
-    rows.push(Row::not_built("io", "requests", &probe));
 
     // cpu: the seed's cpu.py and cpu_workaround.py.
     progress.step("cpu: measuring the countdown's speed");
@@ -128,7 +127,6 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         };
         rows.push(cpu::row(mode, config, &probe, d)?);
     }
-    rows.push(Row::not_built("cpu", "countdowns", &probe));
 
     // json: the seed's "walk every key of a multi-megabyte JSON".
     let doc = Doc::new(args.size_mb)?;

@@ -32,8 +32,8 @@ use clap::{Parser, Subcommand};
 /// loop wakes up. A row is `loop blocked` when a tick wakes up more than
 /// `--threshold` (100 ms) late. Modes: `blocking` (inline), `default`
 /// (offload::run), `thread` (an offload::ThreadPool), `coop` (yield every N
-/// steps or time slice). The `process` mode (a process pool) is not built
-/// yet.
+/// steps or time slice), `process` (an offload::proc::ProcessPool whose
+/// workers are this executable).
 #[derive(Debug, Parser)]
 #[command(name = "offload-lab", version, about, long_about)]
 struct Cli {

@@ -79,18 +79,18 @@ pub(crate) struct Answer {
 pub(crate) fn answers(rows: &[Row]) -> Vec<Answer> {
     let find = |exp: &str, mode: &str| rows.iter().find(|r| r.experiment == exp && r.mode == mode);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let not_built = |exp: &str| {
-        find(exp, "process")
-            .filter(|r| r.verdict == Verdict::NotBuilt)
-            .map(|_| "process pool: not built yet.".to_owned())
-            .unwrap_or_default()
-    };
-
     let cpu_inline = find("cpu", "blocking");
     let cpu_thread = find("cpu", "thread");
-    let cpu_coop = find("cpu", "coop");
+    let cpu_coop: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.experiment == "cpu" && r.mode == "coop")
+        .collect();
     let io_inline = find("io", "blocking");
     let io_thread = find("io", "thread");
+    let cpu_process = find("cpu", "process");
+    let io_process = find("io", "process");
+    let json_thread = find("json", "thread");
+    let json_process = find("json", "process");
 
     let cpu_parallel = match (cpu_thread, cpu_inline) {
         (Some(t), Some(b)) => {
@@ -115,22 +115,52 @@ pub(crate) fn answers(rows: &[Row]) -> Vec<Answer> {
         _ => "(run `cpu --mode blocking,thread` to measure it)".to_owned(),
     };
 
-    let q1 = format!(
-        "{} Not needed for speed: Rust has no GIL and {cpu_parallel}. A process pool buys isolation instead (a crash or a hard timeout kills only a worker).",
-        not_built("cpu")
-    );
-    let q2 = format!(
-        "{} No: {}",
-        not_built("io"),
-        match io_thread {
-            Some(t) => format!(
-                "threads already wait on I/O in parallel (io/thread: {} requests/s, {}); a process only adds serialisation and a hop.",
-                num(t.work_per_s),
-                t.verdict.text()
-            ),
-            None => "a thread pool does the same job without serialisation.".to_owned(),
-        }
-    );
+    let q1 = match cpu_process {
+        Some(p) => format!(
+            "{}: cpu/process ({}) did {} countdowns/s vs {} on threads and {} inline, with the {} (max gap {} ms){}. But not needed for speed: Rust has no GIL and {cpu_parallel}. A process adds a socket hop and serialisation to every call (small here: a step count or a size and a seed go in, a number comes out; shipping the JSON document itself would copy it each way); it buys isolation instead (a crash or a hard timeout kills only a worker).",
+            if p.verdict == Verdict::Responsive {
+                "It works"
+            } else {
+                "Not in this run (a loaded machine? run it again)"
+            },
+            p.setting,
+            num(p.work_per_s),
+            cpu_thread.map_or_else(|| "-".to_owned(), |t| num(t.work_per_s)),
+            cpu_inline.map_or_else(|| "-".to_owned(), |b| num(b.work_per_s)),
+            p.verdict.text(),
+            num(p.max_gap_ms),
+            match (json_process, json_thread) {
+                (Some(jp), Some(jt)) => format!(
+                    "; json/process: {} documents/s vs {} on threads ({})",
+                    num(jp.work_per_s),
+                    num(jt.work_per_s),
+                    jp.verdict.text()
+                ),
+                _ => String::new(),
+            },
+        ),
+        None => format!(
+            "Not needed for speed: Rust has no GIL and {cpu_parallel}. A process pool buys isolation instead (a crash or a hard timeout kills only a worker). (run `cpu --mode process` to measure it)"
+        ),
+    };
+    let q2 = match (io_process, io_thread) {
+        (Some(p), Some(t)) => format!(
+            "No: it works (io/process, {}: {} requests/s, {}, max gap {} ms), but threads already wait on I/O in parallel (io/thread: {} requests/s, {}; process/thread {:.2}×); a process adds serialisation and a hop to every request, and a whole process per request in flight.",
+            p.setting,
+            num(p.work_per_s),
+            p.verdict.text(),
+            num(p.max_gap_ms),
+            num(t.work_per_s),
+            t.verdict.text(),
+            p.work_per_s / t.work_per_s,
+        ),
+        (None, Some(t)) => format!(
+            "No: threads already wait on I/O in parallel (io/thread: {} requests/s, {}); a process only adds serialisation and a hop.",
+            num(t.work_per_s),
+            t.verdict.text()
+        ),
+        _ => "No: a thread pool does the same job without serialisation. (run `io --mode thread,process` to measure it)".to_owned(),
+    };
     let q3 = match (io_thread, io_inline) {
         (Some(t), Some(b)) => format!(
             "{}: io/thread ({}) did {} requests/s vs {} inline ({:.1}×) with the {} (max gap {} ms); inline, the loop was {} (max gap {} ms).",
@@ -157,18 +187,31 @@ pub(crate) fn answers(rows: &[Row]) -> Vec<Answer> {
         } else {
             "Not in this run (a loaded machine? run it again)"
         },
-        match cpu_coop {
-            Some(c) => format!(
-                " Yielding (cpu/coop, {}) gave a {} (max gap {} ms), but it runs on the loop's one thread, and checking the budget on every tiny step costs more than the step: {} countdowns/s{}; use it when a pool is not an option, with coarse steps.",
-                c.setting,
-                c.verdict.text(),
-                num(c.max_gap_ms),
-                num(c.work_per_s),
-                cpu_inline
-                    .map(|b| format!(" vs {} inline", num(b.work_per_s)))
-                    .unwrap_or_default(),
-            ),
-            None => String::new(),
+        if cpu_coop.is_empty() {
+            String::new()
+        } else {
+            let each = cpu_coop
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}: {} countdowns/s{}, {} (max gap {} ms)",
+                        c.setting,
+                        num(c.work_per_s),
+                        cpu_inline
+                            .map(|b| format!(
+                                " ({:.0} % of inline)",
+                                100.0 * c.work_per_s / b.work_per_s
+                            ))
+                            .unwrap_or_default(),
+                        c.verdict.text(),
+                        num(c.max_gap_ms),
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            format!(
+                " Yielding (cpu/coop, offload::coop::Budget) also keeps the loop free, on its one thread: {each}. What it costs is the trips through the scheduler, not the checks: every=1000 steps of well under a nanosecond pays one per microsecond, a 1 ms slice one per millisecond. Yield when a pool is not an option; offload long work."
+            )
         }
     );
     vec![
@@ -176,13 +219,13 @@ pub(crate) fn answers(rows: &[Row]) -> Vec<Answer> {
             kind: "answer",
             question: "Process pool for CPU-bound work?",
             seed: "Yes: it runs in another process and does not block the loop.",
-            rust: q1.trim_start().to_owned(),
+            rust: q1,
         },
         Answer {
             kind: "answer",
             question: "Process pool for blocking I/O?",
             seed: "No: it works, but a thread pool is better and cheaper.",
-            rust: q2.trim_start().to_owned(),
+            rust: q2,
         },
         Answer {
             kind: "answer",

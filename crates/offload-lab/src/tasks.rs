@@ -1,6 +1,6 @@
 //! The lab's task registry: what its worker processes (this executable,
-//! re-executed) serve. The benchmark tasks live beside their benchmark;
-//! the chaos scenarios' tasks live here.
+//! re-executed) serve. The benchmark and experiment tasks live beside their
+//! benchmark or experiment; the chaos scenarios' tasks live here.
 
 use std::time::Duration;
 
@@ -43,4 +43,7 @@ pub(crate) fn registry() -> Registry {
         .with::<Burn>()
         .with::<Spin>()
         .with::<SleepMs>()
+        .with::<crate::experiments::io::HttpGet>()
+        .with::<crate::experiments::cpu::Countdown>()
+        .with::<crate::experiments::json::JsonWalk>()
 }

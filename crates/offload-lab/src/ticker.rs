@@ -11,15 +11,29 @@
 //! Lag is measured with tokio's timer, whose resolution is 1 ms: an idle
 //! loop shows lags of 0 to ~1 ms, not 0.
 //!
-//! (Lab-local until `offload::monitor::LagMonitor` lands; the integrator
-//! swaps it in here.)
+//! # Built on `offload::monitor::LagMonitor`
+//!
+//! The probe *is* a [`LagMonitor`] ticker: the monitor sleeps, measures
+//! each wake-up's lateness and keeps the histogram behind the count, p50
+//! and p99 (log-linear buckets: a quantile reads up to 12.5 % above the
+//! true value). Its timer floor is set to zero, so a lag here is the raw
+//! lateness (`gap - interval`), as the lab has always reported it.
+//!
+//! Two things the lab needs that `LagMonitor` does not give are done here,
+//! in the sleep function handed to [`LagMonitor::ticker`], which runs at
+//! every wake-up: the **gap** between two wake-ups (the verdict is on the
+//! longest one, measured exactly, not bucketed) and the **timestamps** of
+//! `--ticks`. And `LagMonitor` only records a wake-up that happens: a loop
+//! blocked until the very end shows no late tick at all. So
+//! [`Ticker::finish`] counts the gap still open into the longest gap, and,
+//! if the ticker is overdue, lets the loop run for a moment so that the
+//! monitor records that late wake-up too.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use offload::monitor::LagMonitor;
 use serde::Serialize;
-
-use crate::report::percentiles;
 
 /// Where the ticker prints its timestamps, if it does (`--ticks`).
 #[derive(Debug, Clone)]
@@ -43,13 +57,12 @@ pub(crate) struct LagStats {
     pub(crate) p99_lag_ms: f64,
 }
 
-/// Samples shared between the ticker task and whoever stops it.
+/// Gaps between wake-ups, shared between the ticker task and whoever
+/// stops it (the lags themselves are in the [`LagMonitor`]).
 #[derive(Debug)]
-struct Samples {
+struct Gaps {
     /// When the ticker last woke up (or started).
     last: Instant,
-    /// `gap - interval` of every wake-up, in ms.
-    lags_ms: Vec<f64>,
     /// Longest gap so far, in ms.
     max_gap_ms: f64,
 }
@@ -59,7 +72,8 @@ struct Samples {
 #[derive(Debug)]
 pub(crate) struct Ticker {
     interval: Duration,
-    samples: Arc<Mutex<Samples>>,
+    monitor: LagMonitor,
+    gaps: Arc<Mutex<Gaps>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -70,66 +84,87 @@ impl Ticker {
     ///
     /// Outside a tokio runtime with the time driver enabled.
     pub(crate) fn spawn(interval: Duration, print: Option<TickPrint>) -> Ticker {
-        let samples = Arc::new(Mutex::new(Samples {
+        let monitor = LagMonitor::builder()
+            .interval(interval)
+            .timer_floor(Duration::ZERO)
+            .build();
+        let gaps = Arc::new(Mutex::new(Gaps {
             last: Instant::now(),
-            lags_ms: Vec::new(),
             max_gap_ms: 0.0,
         }));
-        let shared = samples.clone();
-        let task = tokio::spawn(async move {
+        let shared = gaps.clone();
+        let mut first = true;
+        // The monitor's sleep: sleeps, then notes the gap and prints the tick.
+        let sleep = move |d: Duration| {
+            let (shared, print) = (shared.clone(), print.clone());
             // Like the seed's ticker, print once before the first sleep: a
             // loop blocked from the start shows this line and no other.
-            if let Some(p) = &print {
-                print_tick(p, Duration::ZERO);
+            if std::mem::take(&mut first) {
+                if let Some(p) = &print {
+                    print_tick(p, Duration::ZERO);
+                }
             }
-            loop {
-                tokio::time::sleep(interval).await;
+            async move {
+                tokio::time::sleep(d).await;
                 let now = Instant::now();
                 let gap = {
-                    let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                    let gap = now - s.last;
-                    s.last = now;
-                    s.record(gap, interval);
+                    let mut g = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                    let gap = now - g.last;
+                    g.last = now;
+                    g.max_gap_ms = g.max_gap_ms.max(ms(gap));
                     gap
                 };
                 if let Some(p) = &print {
                     print_tick(p, gap);
                 }
             }
-        });
+        };
+        let task = tokio::spawn(monitor.ticker(sleep));
         Ticker {
             interval,
-            samples,
+            monitor,
+            gaps,
             task,
         }
     }
 
     /// Stops the probe and summarises what it saw, counting the gap still
     /// open since the last tick.
-    pub(crate) fn finish(self) -> LagStats {
-        self.task.abort();
-        let mut s = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        let open = s.last.elapsed();
-        if open > self.interval {
-            s.record(open, self.interval);
+    pub(crate) async fn finish(self) -> LagStats {
+        let overdue = || {
+            let g = self.gaps.lock().unwrap_or_else(PoisonError::into_inner);
+            g.last.elapsed() > self.interval
+        };
+        if overdue() {
+            // The loop was blocked until now: its timer is due, so the next
+            // pass of the timer driver wakes the ticker, and the monitor
+            // records that late wake-up. A sleep shorter than the interval
+            // makes that pass happen.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let ticks = s.lags_ms.len() as u64;
-        let max_gap_ms = s.max_gap_ms;
-        let (p50_lag_ms, p99_lag_ms) = percentiles(&mut s.lags_ms);
+        self.task.abort();
+        self.monitor.stop();
+        let max_gap_ms = {
+            let g = self.gaps.lock().unwrap_or_else(PoisonError::into_inner);
+            let open = g.last.elapsed();
+            if open > self.interval {
+                g.max_gap_ms.max(ms(open))
+            } else {
+                g.max_gap_ms
+            }
+        };
+        let lag = self.monitor.snapshot();
+        let (p50_lag_ms, p99_lag_ms) = if lag.count() == 0 {
+            (f64::NAN, f64::NAN)
+        } else {
+            (ms(lag.p50()), ms(lag.p99()))
+        };
         LagStats {
-            ticks,
+            ticks: lag.count(),
             max_gap_ms,
             p50_lag_ms,
             p99_lag_ms,
         }
-    }
-}
-
-impl Samples {
-    fn record(&mut self, gap: Duration, interval: Duration) {
-        let gap_ms = ms(gap);
-        self.max_gap_ms = self.max_gap_ms.max(gap_ms);
-        self.lags_ms.push(ms(gap.saturating_sub(interval)));
     }
 }
 
@@ -149,5 +184,28 @@ fn print_tick(p: &TickPrint, gap: Duration) {
         println!("{line}");
     } else {
         println!("{at}  {:<18} gap {:>8.1} ms", p.label, ms(gap));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_blocked_until_the_end_shows_its_gap_and_its_lag() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let stats = rt.block_on(async {
+            let ticker = Ticker::spawn(Duration::from_millis(10), None);
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(300)); // blocks the loop
+            ticker.finish().await
+        });
+        assert!(stats.max_gap_ms >= 290.0, "{stats:?}");
+        // The overdue wake-up reached the monitor's histogram too.
+        assert!(stats.ticks >= 1, "{stats:?}");
+        assert!(stats.p99_lag_ms >= 200.0, "{stats:?}");
     }
 }

@@ -1,5 +1,5 @@
-//! `offload-lab io`: a blocking GET inline blocks the loop; offloaded, it
-//! does not. Each row blocks (or not) for its whole 0.6 s run, judged with
+//! `offload-lab io`: a blocking GET inline blocks the loop; offloaded (to
+//! a thread or a worker process), it does not. Each row blocks (or not) for its whole 0.6 s run, judged with
 //! a 250 ms threshold: a 2× margin on both sides, no speed asserted.
 
 mod common;
@@ -33,10 +33,11 @@ fn blocking_is_blocked_offloaded_is_responsive() {
         "--json",
     ]);
     let lines = json_lines(&out);
-    assert_eq!(rows(&lines).len(), 3);
+    assert_eq!(rows(&lines).len(), 4);
     assert_eq!(verdict(&lines, "io", "blocking"), BLOCKED);
     assert_eq!(verdict(&lines, "io", "default"), RESPONSIVE);
     assert_eq!(verdict(&lines, "io", "thread"), RESPONSIVE);
+    assert_eq!(verdict(&lines, "io", "process"), RESPONSIVE);
     for row in rows(&lines) {
         assert!(
             row["work"].as_f64().unwrap() >= 1.0,

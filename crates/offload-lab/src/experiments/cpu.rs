@@ -11,21 +11,23 @@
 //! states the scale: `steps = s × 50,000,000`. This also keeps debug builds
 //! (tests) quick: the work follows the time budget, not a fixed count.
 
+use std::fmt;
 use std::hint::black_box;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use offload::coop::Budget;
+use offload::proc::Task;
+use serde::{Deserialize, Serialize};
 
-use super::coop_shim::Policy;
-use super::{Label, Offloader, Probe, Row, loop_until, measure};
-use crate::options::{Common, parse_duration};
+use super::{Label, Offloader, Probe, Row, loop_until, measure, process_pool};
+use crate::options::{Common, parse_duration, short};
 
 /// The seed's countdown: `counter = 50000000`.
 pub(crate) const SEED_STEPS: u64 = 50_000_000;
 
-/// How the countdown runs. (`process` needs the process pool: not built
-/// yet.)
+/// How the countdown runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum CpuMode {
     /// Inline in the async task, which never awaits: the seed's `blocking_worker`.
@@ -37,15 +39,19 @@ pub(crate) enum CpuMode {
     /// Inline, yielding every `--every` steps or `--slice` (the seed's
     /// `cpu_workaround.py`).
     Coop,
+    /// `pool.call::<Countdown>(..)` on an `offload::proc::ProcessPool` of
+    /// `--threads` worker processes (the seed's `ProcessPoolExecutor`).
+    Process,
 }
 
 impl CpuMode {
     /// Every mode, in table order.
-    pub(crate) const ALL: [CpuMode; 4] = [
+    pub(crate) const ALL: [CpuMode; 5] = [
         CpuMode::Blocking,
         CpuMode::Default,
         CpuMode::Thread,
         CpuMode::Coop,
+        CpuMode::Process,
     ];
 
     fn name(self) -> &'static str {
@@ -54,6 +60,7 @@ impl CpuMode {
             CpuMode::Default => "default",
             CpuMode::Thread => "thread",
             CpuMode::Coop => "coop",
+            CpuMode::Process => "process",
         }
     }
 }
@@ -63,8 +70,7 @@ impl CpuMode {
 pub(crate) struct CpuArgs {
     #[command(flatten)]
     pub(crate) common: Common,
-    /// Modes to run, comma-separated (default: all). `process` (a process
-    /// pool) is not built yet.
+    /// Modes to run, comma-separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) mode: Vec<CpuMode>,
     /// `coop`: yield every N steps (the seed: 1000) [default: 1000].
@@ -76,7 +82,8 @@ pub(crate) struct CpuArgs {
     /// Concurrent tasks, each counting down in a loop.
     #[arg(long, default_value_t = 2)]
     pub(crate) tasks: usize,
-    /// Threads of the `thread` mode's pool (the seed: `ThreadPoolExecutor(2)`).
+    /// Threads of the `thread` mode's pool (the seed: `ThreadPoolExecutor(2)`),
+    /// and worker processes of the `process` mode's pool.
     #[arg(long, default_value_t = 2)]
     pub(crate) threads: usize,
     /// How long one countdown should take here [default: duration / 3, at
@@ -98,16 +105,85 @@ pub(crate) fn countdown(n: u64) -> f64 {
     1.0
 }
 
+/// The countdown as a process-pool task: one countdown of `steps` steps
+/// in a worker process (only the step count crosses the socket).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Countdown {
+    /// Steps to count down.
+    pub(crate) steps: u64,
+}
+
+impl Task for Countdown {
+    const NAME: &'static str = "lab-countdown";
+    type Input = Countdown;
+    type Output = f64;
+    fn run(input: Countdown) -> f64 {
+        countdown(input.steps)
+    }
+}
+
+/// When the `coop` mode yields: the seed's every N steps, or our time
+/// slice. Made into an [`offload::coop::Budget`] by [`Policy::budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// Every `n` steps (the seed's `if counter % N == 0`).
+    Every(u64),
+    /// Once `d` has passed since the last yield.
+    Slice(Duration),
+}
+
+impl Policy {
+    /// A fresh budget with this policy. It yields with
+    /// `tokio::task::yield_now`, which lets tokio poll its timer driver
+    /// before the task runs again: offload's runtime-agnostic yield would
+    /// leave the ticker's timer unpolled for up to 61 yields of a spawned
+    /// task on a current-thread runtime (see `offload::coop`, "On tokio").
+    pub(crate) fn budget(self) -> Budget {
+        match self {
+            Policy::Every(n) => Budget::every(u32::try_from(n.max(1)).unwrap_or(u32::MAX)),
+            Policy::Slice(d) => Budget::slice(d),
+        }
+        .yield_with(tokio::task::yield_now)
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Policy::Every(n) => write!(f, "every={n}"),
+            Policy::Slice(d) => write!(f, "slice={}", short(*d)),
+        }
+    }
+}
+
+/// Steps between two deadline checks of [`countdown_coop`].
+const DEADLINE_EVERY: u64 = 1 << 16;
+
 /// The seed's `cpu_workaround.py` countdown: counts `n` down, ticking the
 /// budget every step, and stops early at `deadline` (checked every 2^16
 /// steps). Returns the steps done.
+///
+/// The steps run under [`Budget::for_each`]: between two budget checks
+/// they run in a plain loop, with the counter in a register, so a tick
+/// that does not yield costs what it should (a decrement), not a store and
+/// a load through the future's memory as `budget.tick().await` in the
+/// loop's body would.
 pub(crate) async fn countdown_coop(n: u64, policy: Policy, deadline: Instant) -> u64 {
     let mut budget = policy.budget();
     let mut c = n;
     while c > 0 {
-        c = black_box(c) - 1;
-        budget.tick().await;
-        if c & 0xFFFF == 0 && Instant::now() >= deadline {
+        // The iterator is the counter (`c - 1` down to `c - chunk`): it
+        // lives in a register inside `for_each`, where a counter captured
+        // by the closure would be stored and reloaded around every
+        // `black_box`, halving the speed.
+        let chunk = c.min(DEADLINE_EVERY);
+        budget
+            .for_each((c - chunk..c).rev(), |i| {
+                black_box(i);
+            })
+            .await;
+        c -= chunk;
+        if Instant::now() >= deadline {
             break;
         }
     }
@@ -198,6 +274,7 @@ pub(crate) fn row(
 ) -> anyhow::Result<Row> {
     let setting = match mode {
         CpuMode::Thread => format!("tasks={} threads={}", c.tasks, c.threads),
+        CpuMode::Process => format!("tasks={} workers={}", c.tasks, c.threads),
         CpuMode::Coop => format!("tasks={} {}", c.tasks, c.policy),
         _ => format!("tasks={}", c.tasks),
     };
@@ -228,6 +305,19 @@ pub(crate) fn row(
                 Ok(countdown_coop(n, c.policy, deadline).await as f64 / n as f64)
             })
         })?,
+        CpuMode::Process => {
+            let pool = process_pool("cpu", c.threads)?;
+            let shared = pool.clone();
+            let row = measure(probe, label, duration, move |deadline| {
+                loop_until(c.tasks, deadline, move || {
+                    let pool = shared.clone();
+                    async move { Ok(pool.call::<Countdown>(Countdown { steps: n }).await?) }
+                })
+            })?;
+            // The last handle: dropping it reaps the workers, off the loop.
+            drop(pool);
+            row
+        }
     };
     row.countdown_steps = Some(n);
     Ok(row)
@@ -276,4 +366,28 @@ pub(crate) fn group(n: u64) -> String {
         out.push(ch);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coop_countdown_counts_every_step_or_stops_at_the_deadline() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let later = Instant::now() + Duration::from_secs(3600);
+            for policy in [Policy::Every(10), Policy::Slice(Duration::from_millis(1))] {
+                assert_eq!(countdown_coop(200_001, policy, later).await, 200_001);
+            }
+            let past = Instant::now();
+            assert_eq!(
+                countdown_coop(u64::MAX, Policy::Every(1000), past).await,
+                DEADLINE_EVERY
+            );
+        });
+    }
 }

@@ -19,11 +19,15 @@
 //! - `default`: `offload::run(f).await`, the seed's `run_in_executor(None, f)`;
 //! - `thread`: `pool.run(f).await` on an `offload::ThreadPool`;
 //! - `coop` (CPU only): the step runs inline but yields every N steps or
-//!   time slice (the seed's `cpu_workaround.py`);
-//! - `process`: not built yet (the process pool is another part of the
-//!   project); it will be one more variant and one more function.
+//!   time slice (the seed's `cpu_workaround.py`), with an
+//!   `offload::coop::Budget` (see [`cpu::Policy`]);
+//! - `process`: `pool.call::<Task>(input).await` on an
+//!   `offload::proc::ProcessPool` (the seed's `ProcessPoolExecutor`) of as
+//!   many worker processes as the `thread` mode has threads. The work is a
+//!   registered [`offload::proc::Task`] (see `bench::procs::registry`):
+//!   its input and output cross a socket, serialised; the worker is this
+//!   very executable, re-executed (see [`process_pool`]).
 
-pub(crate) mod coop_shim;
 pub(crate) mod cpu;
 pub(crate) mod io;
 pub(crate) mod json;
@@ -32,6 +36,8 @@ pub(crate) mod sweep;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use offload::proc::ProcessPool;
 
 use serde::Serialize;
 
@@ -85,9 +91,6 @@ pub(crate) enum Verdict {
     /// Some tick was more than the threshold late.
     #[serde(rename = "loop blocked")]
     Blocked,
-    /// The row needs the process pool, which is not built yet.
-    #[serde(rename = "process pool: not built yet")]
-    NotBuilt,
 }
 
 impl Verdict {
@@ -96,7 +99,6 @@ impl Verdict {
         match self {
             Verdict::Responsive => "loop responsive",
             Verdict::Blocked => "loop blocked",
-            Verdict::NotBuilt => "process pool: not built yet",
         }
     }
 }
@@ -133,7 +135,7 @@ pub(crate) struct Row {
     pub(crate) threshold_ms: f64,
     /// The ticker's interval, ms.
     pub(crate) tick_ms: f64,
-    /// `loop responsive`, `loop blocked`, or `process pool: not built yet`.
+    /// `loop responsive` or `loop blocked`.
     pub(crate) verdict: Verdict,
     /// CPU rows: steps in one countdown.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,28 +171,6 @@ impl Row {
             countdown_steps: None,
         }
     }
-
-    /// A row that needs the process pool: printed, not measured.
-    pub(crate) fn not_built(experiment: &'static str, unit: &'static str, probe: &Probe) -> Row {
-        Row {
-            kind: "row",
-            experiment,
-            mode: "process",
-            setting: String::new(),
-            elapsed_s: f64::NAN,
-            ticks: 0,
-            max_gap_ms: f64::NAN,
-            p50_lag_ms: f64::NAN,
-            p99_lag_ms: f64::NAN,
-            work: f64::NAN,
-            unit,
-            work_per_s: f64::NAN,
-            threshold_ms: ms(probe.threshold),
-            tick_ms: ms(probe.tick),
-            verdict: Verdict::NotBuilt,
-            countdown_steps: None,
-        }
-    }
 }
 
 /// Runs `workload` on a fresh current-thread runtime beside a ticker and
@@ -222,7 +202,7 @@ where
         let start = Instant::now();
         let work = workload(start + duration).await?;
         let elapsed = start.elapsed();
-        let lag = ticker.finish();
+        let lag = ticker.finish().await;
         Ok(Row::measured(label, elapsed, lag, work, probe))
     })
 }
@@ -304,4 +284,30 @@ impl Offloader {
             }
         })
     }
+}
+
+/// A process pool named `lab-<name>` of `workers` worker processes (this
+/// executable, re-executed: `main` serves the lab's registry), returned
+/// once every worker has said hello, so that starting processes is not
+/// charged to the row that uses it. Give up after 20 s.
+///
+/// Drop it outside the loop under test: dropping waits until every worker
+/// has been reaped.
+pub(crate) fn process_pool(name: &str, workers: usize) -> anyhow::Result<Arc<ProcessPool>> {
+    let workers = workers.max(1);
+    let pool = ProcessPool::builder()
+        .name(format!("lab-{name}"))
+        .workers(workers)
+        .registry(crate::bench::procs::registry())
+        .build()?;
+    let start = Instant::now();
+    while pool.metrics().workers < workers {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(20),
+            "{} of {workers} worker processes started in 20 s",
+            pool.metrics().workers
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(Arc::new(pool))
 }

@@ -20,8 +20,14 @@ pub(crate) fn lab() -> Command {
 /// Runs `offload-lab args…` to completion, killing it after [`TIMEOUT`].
 /// Panics (with its stderr) unless it exits successfully.
 pub(crate) fn run(args: &[&str]) -> Output {
+    run_with_env(args, &[])
+}
+
+/// [`run`] with extra environment variables (worker processes inherit them).
+pub(crate) fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = lab()
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -65,6 +71,43 @@ pub(crate) fn wait_bounded(child: &mut Child, timeout: Duration) -> std::process
             let _ = child.wait();
             panic!("offload-lab did not finish within {timeout:?}");
         }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pids of the live processes whose environment holds `var=value`
+/// (Linux: read from `/proc`; processes we may not read are skipped).
+/// Tag a run with a unique variable and its worker processes, which
+/// inherit it, can be found after it exits.
+pub(crate) fn processes_with_env(var: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{var}={value}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let env = std::fs::read(e.path().join("environ")).ok()?;
+        env.split(|b| *b == 0)
+            .any(|kv| kv == needle.as_bytes())
+            .then_some(pid)
+    })
+    .collect()
+}
+
+/// Waits (at most `timeout`) until no live process carries `var=value`;
+/// panics with their pids otherwise.
+pub(crate) fn assert_no_process_with_env(var: &str, value: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let left = processes_with_env(var, value);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "worker processes left behind: {left:?}"
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
