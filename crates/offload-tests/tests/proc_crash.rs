@@ -75,3 +75,44 @@ fn a_worker_that_dies_at_start_up_is_a_clear_error_not_a_fork_bomb() {
     // Three attempts, then a cooldown during which calls fail fast.
     assert_eq!(pool.metrics().started, 0);
 }
+
+#[test]
+fn a_call_queued_behind_the_victim_in_its_worker_is_sent_again() {
+    // Depth 2: while `running` sleeps in the worker, `queued` already sits
+    // in the worker's socket. Killing the worker fails only `running`.
+    let pool = fixture().workers(1).pipeline_depth(2).build().unwrap();
+    let victim = block(pool.call::<Pid>(())).unwrap();
+    let running = pool.call::<SleepMs>(2_000);
+    assert!(eventually(Duration::from_secs(10), || pool
+        .metrics()
+        .calls
+        .running
+        == 1));
+    let queued = pool.call::<Pid>(());
+    assert!(eventually(Duration::from_secs(10), || pool
+        .metrics()
+        .calls
+        .running
+        == 2));
+    // Its driver took it from the queue; give it time to write it out.
+    std::thread::sleep(Duration::from_millis(50));
+    sigkill(victim);
+    let err = block(running).unwrap_err();
+    assert!(err.is_worker_lost(), "{err}");
+    let pid = block(queued).expect("the queued call is sent again, not failed");
+    assert_ne!(pid, victim, "it ran on the replacement");
+    assert_eq!(pool.metrics().lost, 1);
+}
+
+#[test]
+fn pipelining_can_be_turned_off() {
+    let pool = fixture().workers(1).pipeline_depth(1).build().unwrap();
+    assert_eq!(pool.max_in_flight(), 1);
+    let calls = (0..20u64).map(|i| pool.call::<Sum>(vec![i]));
+    for (i, r) in block(futures::future::join_all(calls))
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(r.unwrap(), i as u64);
+    }
+}

@@ -84,3 +84,31 @@ fn a_detached_call_finishes_in_its_worker() {
     // The next call waits for the detached one, then runs on the same worker.
     assert_eq!(block(pool.call::<Pid>(())).unwrap(), pid);
 }
+
+#[test]
+fn dropping_a_call_queued_in_the_worker_does_not_kill_the_running_one() {
+    // Depth 2: the second call is already in the worker's socket, behind
+    // the first. Giving up on it must not kill the worker under the first.
+    let pool = fixture().workers(1).pipeline_depth(2).build().unwrap();
+    let pid = block(pool.call::<Pid>(())).unwrap();
+    let first = pool.call::<SleepMs>(300);
+    assert!(eventually(Duration::from_secs(10), || pool
+        .metrics()
+        .calls
+        .running
+        == 1));
+    let mut second = pool.call::<SleepMs>(1);
+    assert!(futures::FutureExt::now_or_never(&mut second).is_none());
+    assert!(eventually(Duration::from_secs(10), || pool
+        .metrics()
+        .calls
+        .running
+        == 2));
+    drop(second);
+    assert_eq!(
+        block(first).unwrap(),
+        pid,
+        "the running call finished on its worker"
+    );
+    assert!(alive(pid));
+}

@@ -13,7 +13,6 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::Child;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -28,39 +27,78 @@ use crate::executor::Run;
 use crate::pool::{PoolMetrics, Shutdown, ShutdownTimeout, ThreadPool};
 
 thread_local! {
-    /// The worker process owned by this driver thread. Dropped (and reaped)
-    /// when the thread exits: idle reaping and shutdown need no extra code.
-    static WORKER: RefCell<Option<Owned>> = const { RefCell::new(None) };
+    /// The slot (worker process) this driver thread feeds. Dropped when the
+    /// thread exits; the last driver of a slot to go takes its worker with
+    /// it, so idle reaping and shutdown need no extra code.
+    static SEAT: RefCell<Option<Seat>> = const { RefCell::new(None) };
 }
 
-/// A worker and the pool that counts it; dropping it reaps the process and
-/// then updates the pool's counts.
-struct Owned {
-    proc: Option<WorkerProc>,
+/// A driver thread's place at one worker.
+struct Seat {
     shared: Arc<ProcShared>,
+    slot: usize,
 }
 
-impl Owned {
-    fn get(&mut self) -> &mut WorkerProc {
-        self.proc
-            .as_mut()
-            .expect("an Owned worker holds its process until dropped")
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let left = {
+            let mut drivers = lock(&self.shared.drivers);
+            drivers[self.slot] -= 1;
+            drivers[self.slot]
+        };
+        if left == 0 {
+            let worker = lock(&self.shared.slots[self.slot]).take();
+            drop(worker);
+        }
     }
 }
 
-impl Drop for Owned {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts shared by the pool and its workers (a worker updates them when
+/// it is dropped, which may be after the pool's last handle is gone).
+#[derive(Debug, Default)]
+struct Stats {
+    /// Live workers by name → pid.
+    pids: Mutex<BTreeMap<String, u32>>,
+    started: AtomicU64,
+    lost: AtomicU64,
+    timeouts: AtomicU64,
+    live: AtomicUsize,
+}
+
+/// A worker and the counts it is part of; dropping the last reference
+/// reaps the process and then updates the counts.
+struct Tracked {
+    proc: Option<WorkerProc>,
+    stats: Arc<Stats>,
+}
+
+impl Tracked {
+    fn get(&self) -> &WorkerProc {
+        self.proc
+            .as_ref()
+            .expect("a Tracked worker holds its process until dropped")
+    }
+}
+
+impl Drop for Tracked {
     fn drop(&mut self) {
         if let Some(w) = self.proc.take() {
             // Unlist the pid *before* reaping: once reaped, the kernel may
             // give the pid to another process, and a user who signals the
             // pids of `worker_pids()` would hit that process instead.
-            self.shared
-                .pids
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&w.name);
+            // A replacement under the same name may already be listed:
+            // remove the entry only if it is still this worker's.
+            let mut pids = lock(&self.stats.pids);
+            if pids.get(&w.name) == Some(&w.pid) {
+                pids.remove(&w.name);
+            }
+            drop(pids);
             drop(w);
-            self.shared.live.fetch_sub(1, Relaxed);
+            self.stats.live.fetch_sub(1, Relaxed);
         }
     }
 }
@@ -118,25 +156,28 @@ const MAX_COOLDOWN: Duration = Duration::from_secs(30);
 
 struct ProcShared {
     launch: Launch,
+    /// Worker name prefix (`offload-proc`): workers are `{prefix}-{slot}`.
+    prefix: String,
     default_timeout: Option<Duration>,
     max_tasks_per_child: Option<u64>,
     start: Mutex<StartGuard>,
-    /// Live workers by name → pid.
-    pids: Mutex<BTreeMap<String, u32>>,
-    started: AtomicU64,
-    lost: AtomicU64,
-    timeouts: AtomicU64,
-    live: AtomicUsize,
+    /// One entry per worker process: its current worker, replaced when it
+    /// dies or retires.
+    slots: Vec<Mutex<Option<Arc<Tracked>>>>,
+    /// Driver threads attached to each slot.
+    drivers: Mutex<Vec<usize>>,
+    stats: Arc<Stats>,
 }
+
+/// Calls that find their worker dead before they started are sent again;
+/// this bounds how often, so a pool whose workers die at once cannot loop.
+const MAX_SENDS: u32 = 4;
 
 impl ProcShared {
     /// Starts a worker for the calling driver thread, retrying twice with a
     /// short back-off; after that, fails fast until a cooldown passes.
-    fn start_worker(&self) -> Result<WorkerProc, Error> {
-        let name = std::thread::current()
-            .name()
-            .unwrap_or("offload-proc")
-            .to_owned();
+    fn start_worker(&self, slot: usize) -> Result<WorkerProc, Error> {
+        let name = format!("{}-{slot}", self.prefix);
         for attempt in 0..3u32 {
             {
                 let guard = self.start.lock().unwrap_or_else(|e| e.into_inner());
@@ -150,18 +191,13 @@ impl ProcShared {
                     }
                 }
             }
-            match WorkerProc::start(&self.launch, &name) {
+            match WorkerProc::start(&self.launch, &name, self.max_tasks_per_child) {
                 Ok(w) => {
-                    let mut guard = self.start.lock().unwrap_or_else(|e| e.into_inner());
-                    *guard = StartGuard::default();
-                    drop(guard);
-                    self.started.fetch_add(1, Relaxed);
-                    // Counted down by `Owned::drop`.
-                    self.live.fetch_add(1, Relaxed);
-                    self.pids
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(w.name.clone(), w.pid);
+                    *lock(&self.start) = StartGuard::default();
+                    self.stats.started.fetch_add(1, Relaxed);
+                    // Counted down by `Tracked::drop`.
+                    self.stats.live.fetch_add(1, Relaxed);
+                    lock(&self.stats.pids).insert(w.name.clone(), w.pid);
                     return Ok(w);
                 }
                 Err(e) if e.is_protocol() => return Err(e),
@@ -185,95 +221,106 @@ impl ProcShared {
         unreachable!("the loop returns on its third attempt")
     }
 
-    /// Makes sure this driver thread has a worker.
-    fn ensure_worker(self: &Arc<Self>) -> Result<(), Error> {
-        WORKER.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(Owned {
-                    proc: Some(self.start_worker()?),
-                    shared: self.clone(),
-                });
+    /// The slot this driver thread feeds, taking the least crowded one on
+    /// first use.
+    fn seat(self: &Arc<Self>) -> usize {
+        SEAT.with(|seat| {
+            let mut seat = seat.borrow_mut();
+            if let Some(s) = seat.as_ref() {
+                return s.slot;
             }
-            Ok(())
+            let slot = {
+                let mut drivers = lock(&self.drivers);
+                let slot = (0..drivers.len()).min_by_key(|&i| drivers[i]).unwrap_or(0);
+                drivers[slot] += 1;
+                slot
+            };
+            *seat = Some(Seat {
+                shared: self.clone(),
+                slot,
+            });
+            slot
         })
     }
 
-    /// Drops (and so reaps) this driver thread's worker.
-    fn retire() {
-        let owned = WORKER.with(|slot| slot.borrow_mut().take());
-        drop(owned);
+    /// The slot's worker, starting a fresh one if it has none, or a dead or
+    /// retired one. Only one driver starts it; the others of the slot wait.
+    fn worker(&self, slot: usize) -> Result<Arc<Tracked>, Error> {
+        let mut current = lock(&self.slots[slot]);
+        if let Some(w) = current.as_ref() {
+            if w.get().is_usable() {
+                return Ok(w.clone());
+            }
+        }
+        let old = current.take();
+        let fresh = Arc::new(Tracked {
+            proc: Some(self.start_worker(slot)?),
+            stats: self.stats.clone(),
+        });
+        *current = Some(fresh.clone());
+        drop(current);
+        // A retired worker finishes what it was sent, then exits when its
+        // last caller lets go of it.
+        drop(old);
+        Ok(fresh)
     }
 
-    /// Runs one call on this driver thread's worker. `switch` lets the
-    /// caller kill the worker while we are blocked reading.
+    /// Runs one call on this driver thread's worker, sending it again if
+    /// its worker died before it started. `switch` lets the caller kill the
+    /// worker while the call runs.
     fn call(
         self: &Arc<Self>,
         task: &str,
-        input: Vec<u8>,
+        input: &[u8],
         timeout: Option<Duration>,
         switch: &KillSwitch,
     ) -> Result<Vec<u8>, Error> {
-        self.ensure_worker()?;
-        let (result, dead) = WORKER.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            let Some(w) = slot.as_mut().map(Owned::get) else {
-                return (Err(Error::worker_start("no worker")), false);
-            };
+        let slot = self.seat();
+        for _ in 0..MAX_SENDS {
+            let worker = self.worker(slot)?;
+            let w = worker.get();
             if !w.hello.tasks.iter().any(|t| t == task) {
-                return (Err(Error::unknown_task(task)), false);
+                return Err(Error::unknown_task(task));
             }
-            if !switch.arm(w.child_handle()) {
-                // The caller gave up before we started.
-                return (
-                    Err(Error::cancelled(crate::error::CancelReason::Dropped)),
-                    false,
-                );
+            if switch.fired() {
+                return Err(Error::cancelled(crate::error::CancelReason::Dropped));
             }
-            let deadline = timeout.map(|t| (Instant::now() + t, t));
-            let r = w.call(task, input, deadline);
-            let killed_by_caller = switch.disarm();
-            match r {
-                Ok(bytes) => (Ok(bytes), false),
-                // Killed by its own caller, who is gone: nobody reads this.
-                Err(CallError { dead: true, .. }) if killed_by_caller => (
-                    Err(Error::cancelled(crate::error::CancelReason::Dropped)),
-                    true,
-                ),
-                Err(CallError { error, dead }) => (Err(error), dead),
-            }
-        });
-        if let Err(e) = &result {
-            if e.is_timeout() {
-                self.timeouts.fetch_add(1, Relaxed);
-            } else if e.is_worker_lost() {
-                self.lost.fetch_add(1, Relaxed);
+            let id = match w.send(task, input, timeout) {
+                Ok(id) => id,
+                Err(CallError::Retry) => continue,
+                Err(CallError::Failed(e)) => return Err(e),
+            };
+            switch.arm(worker.clone(), id);
+            let result = w.wait(id);
+            switch.disarm();
+            match result {
+                Ok(bytes) => return Ok(bytes),
+                Err(CallError::Failed(e)) => {
+                    if e.is_timeout() {
+                        self.stats.timeouts.fetch_add(1, Relaxed);
+                    } else if e.is_worker_lost() {
+                        self.stats.lost.fetch_add(1, Relaxed);
+                    }
+                    return Err(e);
+                }
+                Err(CallError::Retry) => continue,
             }
         }
-        if dead {
-            Self::retire();
-        }
-        result
+        Err(Error::worker_start(format!(
+            "the call found its worker gone {MAX_SENDS} times before it could start"
+        )))
     }
 
-    /// After a call: replace a dead worker at once (the pool is back at
-    /// full size before the next call arrives) and recycle a worker that
-    /// served its quota.
+    /// After a call: replace a dead worker at once, so the pool is back at
+    /// full size before the next call arrives.
     fn after_call(self: &Arc<Self>) {
-        let recycle = WORKER.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            match (slot.as_mut(), self.max_tasks_per_child) {
-                (Some(w), Some(max)) => w.get().calls >= max,
-                _ => false,
-            }
-        });
-        if recycle {
-            Self::retire();
-        }
-        let missing = WORKER.with(|slot| slot.borrow().is_none());
-        if missing {
+        let slot = self.seat();
+        let dead = lock(&self.slots[slot])
+            .as_ref()
+            .is_some_and(|w| w.get().is_dead());
+        if dead {
             // An error is recorded in the start guard; the next call reports it.
-            let _ = self.ensure_worker();
+            let _ = self.worker(slot);
         }
     }
 }
@@ -288,38 +335,40 @@ struct KillSwitch {
 struct KillState {
     /// The caller gave up (with [`OnDrop::Kill`]).
     fired: bool,
-    /// The worker running the call, while it runs.
-    child: Option<Arc<Mutex<Child>>>,
+    /// The worker the call was sent to, and the call's id, while it runs.
+    call: Option<(Arc<Tracked>, u64)>,
 }
 
 impl KillSwitch {
-    fn lock(&self) -> std::sync::MutexGuard<'_, KillState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn fired(&self) -> bool {
+        lock(&self.state).fired
     }
 
-    /// The call is about to start on `child`. False if the caller already
-    /// gave up: do not start it.
-    fn arm(&self, child: Arc<Mutex<Child>>) -> bool {
-        let mut st = self.lock();
+    /// The call was sent as `id` to `worker`. If the caller gave up in the
+    /// meantime, stop it now.
+    fn arm(&self, worker: Arc<Tracked>, id: u64) {
+        let mut st = lock(&self.state);
         if st.fired {
-            return false;
+            drop(st);
+            worker.get().cancel(id);
+            return;
         }
-        st.child = Some(child);
-        true
+        st.call = Some((worker, id));
     }
 
-    /// The call ended. Returns whether the caller killed it.
-    fn disarm(&self) -> bool {
-        let mut st = self.lock();
-        st.child = None;
-        st.fired
+    /// The call ended.
+    fn disarm(&self) {
+        lock(&self.state).call = None;
     }
 
     fn fire(&self) {
-        let mut st = self.lock();
-        st.fired = true;
-        if let Some(child) = st.child.take() {
-            let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+        let call = {
+            let mut st = lock(&self.state);
+            st.fired = true;
+            st.call.take()
+        };
+        if let Some((worker, id)) = call {
+            worker.get().cancel(id);
         }
     }
 }
@@ -474,6 +523,7 @@ pub struct ProcessPool {
 #[derive(Debug)]
 pub struct ProcessPoolBuilder {
     workers: usize,
+    depth: usize,
     queue_capacity: usize,
     name: String,
     program: Option<PathBuf>,
@@ -491,6 +541,16 @@ impl ProcessPoolBuilder {
     /// How many worker processes run at once (default: the number of CPUs).
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// How many calls each worker has in flight (default 2): one running,
+    /// the others already in its socket, so it never waits for the parent
+    /// between calls. A worker that dies fails only the call it was running;
+    /// the calls queued behind it are sent again to its replacement. 1
+    /// turns pipelining off. Must be at least 1.
+    pub fn pipeline_depth(mut self, depth: usize) -> Self {
+        self.depth = depth;
         self
     }
 
@@ -605,6 +665,11 @@ impl ProcessPoolBuilder {
         if self.max_frame < 1024 {
             return Err(BuildError::Invalid("max_frame_bytes must be at least 1024"));
         }
+        if self.workers == 0 || self.depth == 0 {
+            return Err(BuildError::Invalid(
+                "workers and pipeline_depth must be at least 1",
+            ));
+        }
         if self.max_tasks_per_child == Some(0) {
             return Err(BuildError::Invalid(
                 "max_tasks_per_child must be at least 1",
@@ -624,28 +689,30 @@ impl ProcessPoolBuilder {
                 max_frame: self.max_frame,
                 env: self.env,
             },
+            prefix: self.name.clone(),
             default_timeout: self.timeout,
             max_tasks_per_child: self.max_tasks_per_child,
             start: Mutex::new(StartGuard::default()),
-            pids: Mutex::new(BTreeMap::new()),
-            started: AtomicU64::new(0),
-            lost: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
-            live: AtomicUsize::new(0),
+            slots: (0..self.workers).map(|_| Mutex::new(None)).collect(),
+            drivers: Mutex::new(vec![0; self.workers]),
+            stats: Arc::new(Stats::default()),
         });
         let hook_shared = shared.clone();
+        let threads = self.workers * self.depth;
         let drivers = ThreadPool::builder()
-            .name(self.name)
-            .threads(self.workers)
+            .name(format!("{}-drv", self.name))
+            .threads(threads)
             .queue_capacity(self.queue_capacity)
             .keep_alive(self.idle_timeout)
             .on_start(move || {
-                // Start this thread's worker before the first call needs it.
-                let _ = hook_shared.ensure_worker();
+                // Take a seat at a worker and start it before the first
+                // call needs it.
+                let slot = hook_shared.seat();
+                let _ = hook_shared.worker(slot);
             })
             .build()?;
         if self.idle_timeout.is_none() {
-            drivers.prestart(self.workers);
+            drivers.prestart(threads);
         }
         Ok(ProcessPool {
             drivers: Some(drivers),
@@ -676,6 +743,7 @@ impl ProcessPool {
     pub fn builder() -> ProcessPoolBuilder {
         ProcessPoolBuilder {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            depth: 2,
             queue_capacity: 1024,
             name: "offload-proc".to_owned(),
             program: None,
@@ -785,7 +853,7 @@ impl ProcessPool {
                     bytes.len()
                 ))),
                 Ok(bytes) => shared
-                    .call(T::NAME, bytes, timeout, &job_switch)
+                    .call(T::NAME, &bytes, timeout, &job_switch)
                     .and_then(|out| {
                         postcard::from_bytes::<T::Output>(&out)
                             .map_err(|e| Error::codec(format!("output: {e}")))
@@ -826,11 +894,19 @@ impl ProcessPool {
     pub fn metrics(&self) -> ProcMetrics {
         ProcMetrics {
             calls: self.drivers().metrics(),
-            workers: self.shared.live.load(Relaxed),
-            started: self.shared.started.load(Relaxed),
-            lost: self.shared.lost.load(Relaxed),
-            timeouts: self.shared.timeouts.load(Relaxed),
+            workers: self.shared.stats.live.load(Relaxed),
+            started: self.shared.stats.started.load(Relaxed),
+            lost: self.shared.stats.lost.load(Relaxed),
+            timeouts: self.shared.stats.timeouts.load(Relaxed),
         }
+    }
+
+    /// The most calls in flight at once: workers × pipeline depth. This is
+    /// also the most calls `metrics().calls.running` and a shutdown
+    /// report's `still_running` can show: a call sent to a worker that is
+    /// still finishing the one before it counts as running.
+    pub fn max_in_flight(&self) -> usize {
+        self.drivers().max_threads()
     }
 
     /// Process ids of the live workers, by worker name.
@@ -840,11 +916,7 @@ impl ProcessPool {
     /// taken*; a worker may still die and be reaped after that, so signal
     /// these pids only while the pool is alive and expect `ESRCH`.
     pub fn worker_pids(&self) -> BTreeMap<String, u32> {
-        self.shared
-            .pids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.shared.stats.pids).clone()
     }
 }
 
@@ -854,7 +926,7 @@ impl Drop for ProcessPool {
     fn drop(&mut self) {
         drop(self.drivers.take());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.shared.live.load(Relaxed) > 0 && Instant::now() < deadline {
+        while self.shared.stats.live.load(Relaxed) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -864,7 +936,7 @@ impl fmt::Debug for ProcessPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessPool")
             .field("program", &self.shared.launch.program)
-            .field("workers", &self.shared.live.load(Relaxed))
+            .field("workers", &self.shared.stats.live.load(Relaxed))
             .field("drivers", &self.drivers)
             .finish()
     }

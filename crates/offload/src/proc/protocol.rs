@@ -101,7 +101,8 @@ pub(crate) fn decode_hello(frame: &[u8]) -> Result<Hello, HelloError> {
     postcard::from_bytes(&frame[8..]).map_err(|e| HelloError::Corrupt(e.to_string()))
 }
 
-/// Why a reply frame was refused.
+/// Why a reply frame was refused (the fuzz tests' view of the reply path).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReplyError {
     /// Not a postcard `FromWorker`.
@@ -112,11 +113,20 @@ pub(crate) enum ReplyError {
 
 /// Decodes the reply to call `id`: the task's output bytes, or why it
 /// failed in a worker that survived it.
+#[cfg(test)]
 pub(crate) fn decode_reply(frame: &[u8], id: u64) -> Result<Result<Vec<u8>, Failure>, ReplyError> {
+    match decode_any_reply(frame) {
+        Ok((got, result)) if got == id => Ok(result),
+        Ok((got, _)) => Err(ReplyError::WrongId { got }),
+        Err(e) => Err(ReplyError::Undecodable(e)),
+    }
+}
+
+/// Decodes a reply frame whatever call it answers: its id and result.
+pub(crate) fn decode_any_reply(frame: &[u8]) -> Result<(u64, Result<Vec<u8>, Failure>), String> {
     match postcard::from_bytes::<FromWorker>(frame) {
-        Ok(FromWorker::Done { id: got, result }) if got == id => Ok(result),
-        Ok(FromWorker::Done { id: got, .. }) => Err(ReplyError::WrongId { got }),
-        Err(e) => Err(ReplyError::Undecodable(e.to_string())),
+        Ok(FromWorker::Done { id, result }) => Ok((id, result)),
+        Err(e) => Err(e.to_string()),
     }
 }
 
