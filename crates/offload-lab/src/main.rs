@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
     offload::proc::run_worker_if_child(&bench::procs::registry());
     bench::procs::run_pingpong_if_child();
     chaos::run_child_if_requested();
+    exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(&args),
@@ -93,4 +94,23 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Chaos(args) => chaos::run(&args),
     }
+}
+
+/// `offload-lab demo | head` closes our stdout early; `println!` then
+/// panics with "failed printing to stdout: Broken pipe". For a command-line
+/// tool that is a normal way to stop, not a crash: exit quietly instead.
+fn exit_quietly_on_broken_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
 }
