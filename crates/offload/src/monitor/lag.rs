@@ -1,7 +1,7 @@
 //! The lag monitor: the seed's ticker done right. A task sleeps a fixed
 //! interval, again and again, and records how late each wake-up is.
 
-use super::histogram::{Figures, Histogram};
+use crate::histogram::{Figures, Histogram};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -222,15 +222,12 @@ impl LagSnapshot {
 
     /// The largest lag (exact).
     pub fn max(&self) -> Duration {
-        Duration::from_micros(self.figures.max_us)
+        Duration::from_nanos(self.figures.max)
     }
 
     /// The mean lag (exact).
     pub fn mean(&self) -> Duration {
-        if self.figures.count == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_micros(self.figures.sum_us / self.figures.count)
+        self.figures.mean()
     }
 
     /// How many wake-ups were later than the threshold.

@@ -63,7 +63,6 @@
 //! [`StallDetector::heartbeat`] and [`LagMonitor::ticker`] with your
 //! runtime's sleep function.
 
-mod histogram;
 mod lag;
 mod stall;
 
