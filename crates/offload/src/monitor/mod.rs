@@ -70,7 +70,6 @@ pub use lag::{LagMonitor, LagMonitorBuilder, LagSnapshot};
 #[cfg(feature = "tokio")]
 pub use stall::spawn_named;
 pub use stall::{
-    BuildError, Frame, Instrumented, StallBacktrace, StallCause, StallDetector,
-    StallDetectorBuilder, StallKind, StallPhase, StallReport, TaskLabel, WatchGuard, WorkerHooks,
-    beat, instrument,
+    Frame, Instrumented, StallBacktrace, StallCause, StallDetector, StallDetectorBuilder,
+    StallKind, StallPhase, StallReport, TaskLabel, WatchGuard, WorkerHooks, beat, instrument,
 };

@@ -7,6 +7,7 @@ use super::classify::{self, CpuSample, StallCause};
 use super::report::{Frame, StallBacktrace, StallPhase, StallReport};
 use super::task;
 use super::thread::{self, Clock, Slot};
+use crate::error::BuildError;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -94,50 +95,6 @@ impl Shared {
     }
 }
 
-/// Why a [`StallDetector`] could not be built.
-#[derive(Debug)]
-pub struct BuildError {
-    kind: BuildErrorKind,
-}
-
-#[derive(Debug)]
-enum BuildErrorKind {
-    Threshold(Duration),
-    Spawn(std::io::Error),
-}
-
-impl BuildError {
-    /// The threshold is below one millisecond.
-    pub fn is_invalid_threshold(&self) -> bool {
-        matches!(self.kind, BuildErrorKind::Threshold(_))
-    }
-
-    /// The watchdog thread could not be spawned.
-    pub fn is_spawn(&self) -> bool {
-        matches!(self.kind, BuildErrorKind::Spawn(_))
-    }
-}
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            BuildErrorKind::Threshold(t) => {
-                write!(f, "stall threshold {t:?} is below the 1 ms minimum")
-            }
-            BuildErrorKind::Spawn(_) => f.write_str("could not spawn the stall watchdog thread"),
-        }
-    }
-}
-
-impl std::error::Error for BuildError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
-            BuildErrorKind::Spawn(e) => Some(e),
-            BuildErrorKind::Threshold(_) => None,
-        }
-    }
-}
-
 /// Configures a [`StallDetector`]; see [`StallDetector::builder`].
 #[must_use]
 pub struct StallDetectorBuilder {
@@ -203,12 +160,13 @@ impl StallDetectorBuilder {
     ///
     /// # Errors
     ///
-    /// A threshold under 1 ms, or a watchdog thread that will not spawn.
+    /// [`BuildError::Invalid`] for a threshold under 1 ms,
+    /// [`BuildError::Spawn`] if the watchdog thread will not start.
     pub fn build(self) -> Result<StallDetector, BuildError> {
         if self.threshold < Duration::from_millis(1) {
-            return Err(BuildError {
-                kind: BuildErrorKind::Threshold(self.threshold),
-            });
+            return Err(BuildError::Invalid(
+                "the stall threshold must be at least 1 ms",
+            ));
         }
         // The tick bounds both the detection delay and the precision of
         // the coarse clock threads stamp their progress with.
@@ -235,9 +193,7 @@ impl StallDetectorBuilder {
         let watchdog = std::thread::Builder::new()
             .name("offload-stall-watchdog".to_owned())
             .spawn(move || Watchdog::new(for_watchdog).run())
-            .map_err(|e| BuildError {
-                kind: BuildErrorKind::Spawn(e),
-            })?;
+            .map_err(BuildError::Spawn)?;
         Ok(StallDetector {
             shared,
             watchdog: Some(watchdog),

@@ -10,7 +10,7 @@ mod thread;
 mod tokio_rt;
 
 pub use classify::{StallCause, StallKind};
-pub use detector::{BuildError, StallDetector, StallDetectorBuilder, WatchGuard, WorkerHooks};
+pub use detector::{StallDetector, StallDetectorBuilder, WatchGuard, WorkerHooks};
 pub use report::{Frame, StallBacktrace, StallPhase, StallReport};
 pub use task::{Instrumented, TaskLabel, instrument};
 pub use thread::beat;
