@@ -15,6 +15,7 @@ pub struct LagMonitorBuilder {
     interval: Duration,
     threshold: Duration,
     timer_floor: Duration,
+    log: bool,
 }
 
 impl LagMonitorBuilder {
@@ -30,6 +31,14 @@ impl LagMonitorBuilder {
     /// Default 50 ms.
     pub fn threshold(mut self, threshold: Duration) -> Self {
         self.threshold = threshold;
+        self
+    }
+
+    /// Whether a wake-up later than the threshold emits a `tracing` warning
+    /// (target `offload::monitor::lag`, fields `lag_ms` and
+    /// `threshold_ms`). Default on: the seed's ticker, for log pipelines.
+    pub fn log(mut self, log: bool) -> Self {
+        self.log = log;
         self
     }
 
@@ -112,12 +121,13 @@ impl fmt::Debug for LagMonitor {
 
 impl LagMonitor {
     /// A builder with the defaults: 100 ms interval, 50 ms threshold, 1 ms
-    /// timer floor.
+    /// timer floor, a `tracing` warning per late wake-up.
     pub fn builder() -> LagMonitorBuilder {
         LagMonitorBuilder {
             interval: Duration::from_millis(100),
             threshold: Duration::from_millis(50),
             timer_floor: Duration::from_millis(1),
+            log: true,
         }
     }
 
@@ -144,6 +154,14 @@ impl LagMonitor {
                 shared.histogram.record(lag);
                 if lag > shared.config.threshold {
                     shared.over.fetch_add(1, Ordering::Relaxed);
+                    if shared.config.log {
+                        tracing::warn!(
+                            target: "offload::monitor::lag",
+                            lag_ms = lag.as_secs_f64() * 1e3,
+                            threshold_ms = shared.config.threshold.as_secs_f64() * 1e3,
+                            "event loop woke up late: it was blocked"
+                        );
+                    }
                 }
             }
         }
