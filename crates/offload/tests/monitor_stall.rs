@@ -172,48 +172,58 @@ fn threshold_below_one_millisecond_is_rejected() {
     );
 }
 
-#[test]
-fn cpu_stall_on_multi_thread_runtime() {
-    let _serial = serial();
+/// Runs `stall` in a task on a multi-thread runtime and checks its reports.
+fn stall_on_multi_thread(stall: fn(Duration), function: &str, kind: StallKind) -> Reports {
     let reports = Reports::default();
     let detector = reports.detector(THRESHOLD);
     let rt = multi_thread(&detector);
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
         let started = Instant::now();
-        spin_in_named_function(STALL);
+        stall(STALL);
         let _ = tx.send((started, Instant::now()));
     });
     let (started, ended) = rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
-    check_stall(
-        &reports,
-        started,
-        ended,
-        "spin_in_named_function",
-        StallKind::CpuBound,
-    );
+    check_stall(&reports, started, ended, function, kind);
     if std::env::var_os("SHOW_REPORTS").is_some() {
         eprintln!("{}", describe(&reports.all()));
     }
+    reports
+}
+
+/// Runs `stall` in the `block_on` future of a current-thread runtime, whose
+/// thread the detector watches through `enter`, and checks its reports.
+fn stall_on_current_thread(stall: fn(Duration), function: &str, kind: StallKind) {
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let guard = detector.enter();
+    let rt = current_thread(&detector);
+    let (started, ended) = rt.block_on(async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        stall(STALL);
+        (started, Instant::now())
+    });
+    drop(rt);
+    drop(guard);
+    check_stall(&reports, started, ended, function, kind);
+}
+
+fn spin(d: Duration) {
+    black_box(spin_in_named_function(d));
+}
+
+#[test]
+fn cpu_stall_on_multi_thread_runtime() {
+    let _serial = serial();
+    stall_on_multi_thread(spin, "spin_in_named_function", StallKind::CpuBound);
 }
 
 #[test]
 fn sleep_stall_on_multi_thread_runtime() {
     let _serial = serial();
-    let reports = Reports::default();
-    let detector = reports.detector(THRESHOLD);
-    let rt = multi_thread(&detector);
-    let (tx, rx) = std::sync::mpsc::channel();
-    rt.spawn(async move {
-        let started = Instant::now();
-        sleep_in_named_function(STALL);
-        let _ = tx.send((started, Instant::now()));
-    });
-    let (started, ended) = rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
-    check_stall(
-        &reports,
-        started,
-        ended,
+    let reports = stall_on_multi_thread(
+        sleep_in_named_function,
         "sleep_in_named_function",
         StallKind::Blocking,
     );
@@ -223,54 +233,19 @@ fn sleep_stall_on_multi_thread_runtime() {
     if let Some(name) = first.cause().syscall_name() {
         assert!(name.contains("sleep"), "{first}");
     }
-    if std::env::var_os("SHOW_REPORTS").is_some() {
-        eprintln!("{}", describe(&reports.all()));
-    }
 }
 
 #[test]
 fn cpu_stall_on_current_thread_runtime() {
     let _serial = serial();
-    let reports = Reports::default();
-    let detector = reports.detector(THRESHOLD);
-    let guard = detector.enter();
-    let rt = current_thread(&detector);
-    let (started, ended) = rt.block_on(async {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let started = Instant::now();
-        spin_in_named_function(STALL);
-        (started, Instant::now())
-    });
-    drop(rt);
-    drop(guard);
-    check_stall(
-        &reports,
-        started,
-        ended,
-        "spin_in_named_function",
-        StallKind::CpuBound,
-    );
+    stall_on_current_thread(spin, "spin_in_named_function", StallKind::CpuBound);
 }
 
 #[test]
 fn sleep_stall_on_current_thread_runtime() {
     let _serial = serial();
-    let reports = Reports::default();
-    let detector = reports.detector(THRESHOLD);
-    let guard = detector.enter();
-    let rt = current_thread(&detector);
-    let (started, ended) = rt.block_on(async {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let started = Instant::now();
-        sleep_in_named_function(STALL);
-        (started, Instant::now())
-    });
-    drop(rt);
-    drop(guard);
-    check_stall(
-        &reports,
-        started,
-        ended,
+    stall_on_current_thread(
+        sleep_in_named_function,
         "sleep_in_named_function",
         StallKind::Blocking,
     );
