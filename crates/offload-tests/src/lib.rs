@@ -259,6 +259,18 @@ impl Task for NotRegistered {
     fn run(_: ()) {}
 }
 
+/// Counts words: a task written as a plain function with `#[task]`.
+#[offload::proc::task]
+pub fn word_count(text: String) -> usize {
+    text.split_whitespace().count()
+}
+
+/// Several arguments become a tuple input; the task is renamed.
+#[offload::proc::task(name = "weighted_sum.v2", type = WeightedSum)]
+pub fn weighted(values: Vec<u64>, weight: u64) -> u64 {
+    values.iter().map(|v| v * weight).sum()
+}
+
 /// The fixture worker's registry.
 pub fn registry() -> Registry {
     Registry::new()
@@ -272,6 +284,8 @@ pub fn registry() -> Registry {
         .with::<InitRan>()
         .with::<BadOutput>()
         .with::<Bytes>()
+        .with::<WordCount>()
+        .with::<WeightedSum>()
         .with::<EnvVars>()
         .with::<OpenFds>()
         .with::<ChannelPath>()

@@ -103,3 +103,18 @@ fn worker_output_is_forwarded_not_lost() {
     }
     assert_eq!(block(pool.call::<Sum>(vec![1])).unwrap(), 1);
 }
+
+#[test]
+fn tasks_written_with_the_task_attribute() {
+    let pool = fixture().workers(1).build().unwrap();
+    let words = block(pool.call::<WordCount>("one two  three".into())).unwrap();
+    assert_eq!(words, 3);
+    assert_eq!(
+        <WeightedSum as offload::proc::Task>::NAME,
+        "weighted_sum.v2"
+    );
+    assert_eq!(
+        block(pool.call::<WeightedSum>((vec![1, 2, 3], 10))).unwrap(),
+        60
+    );
+}

@@ -29,3 +29,38 @@ mod worker;
 pub use pool::{Call, CallOptions, OnDrop, ProcMetrics, ProcessPool, ProcessPoolBuilder};
 pub use task::{Registry, Task};
 pub use worker::run_worker_if_child;
+
+/// Turns a plain function into a [`Task`] (feature `macros`).
+///
+/// `#[task] fn word_count(text: String) -> usize` keeps the function and
+/// adds `pub struct WordCount` (the name in CamelCase) implementing `Task`
+/// with `NAME = "word_count"`, `Input = String`, `Output = usize`. Several
+/// arguments make a tuple input; `#[task(name = "...", type = Ident)]`
+/// overrides the names.
+///
+/// ```
+/// use offload::proc::{Registry, Task, task};
+///
+/// #[task]
+/// pub fn word_count(text: String) -> usize {
+///     text.split_whitespace().count()
+/// }
+///
+/// #[task(name = "scale.v2")]
+/// pub fn scale(values: Vec<f64>, factor: f64) -> Vec<f64> {
+///     values.into_iter().map(|v| v * factor).collect()
+/// }
+///
+/// let registry = Registry::new().with::<WordCount>().with::<Scale>();
+/// assert!(registry.contains("word_count") && registry.contains("scale.v2"));
+/// assert_eq!(<Scale as Task>::run((vec![1.0, 2.0], 3.0)), vec![3.0, 6.0]);
+/// ```
+///
+/// A task runs on a worker's thread, so an `async fn` is refused:
+///
+/// ```compile_fail
+/// #[offload::proc::task]
+/// async fn fetch(url: String) -> String { url }
+/// ```
+#[cfg(feature = "macros")]
+pub use offload_macros::task;

@@ -366,7 +366,7 @@ impl Drop for WatchGuard {
 /// those may block as long as they like, so a thread started through these
 /// hooks is watched only once it is known to be a worker: from its first
 /// unpark or heartbeat, or at once for the workers of a multi-thread
-/// runtime [attached](WorkerHooks::attach) right after it was built.
+/// runtime attached (`WorkerHooks::attach`, feature `tokio`) right after it was built.
 #[derive(Clone)]
 pub struct WorkerHooks {
     pub(crate) shared: Arc<Shared>,
