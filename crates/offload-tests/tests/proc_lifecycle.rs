@@ -44,6 +44,35 @@ fn idle_workers_are_reaped_and_come_back() {
 }
 
 #[test]
+fn idle_workers_are_reaped_down_to_min_workers() {
+    let pool = fixture()
+        .workers(2)
+        .min_workers(1)
+        .pipeline_depth(1)
+        .idle_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || pool.metrics().workers == 1),
+        "min_workers start with the pool: {:?}",
+        pool.metrics()
+    );
+    let busy: Vec<_> = (0..2).map(|_| pool.call::<SleepMs>(100)).collect();
+    for r in block(futures::future::join_all(busy)) {
+        r.unwrap();
+    }
+    assert_eq!(pool.worker_pids().len(), 2, "both workers ran");
+    assert!(
+        eventually(Duration::from_secs(10), || pool.metrics().workers == 1),
+        "back down to min_workers: {:?}",
+        pool.metrics()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pool.metrics().workers, 1, "the minimum is never reaped");
+    assert_eq!(block(pool.call::<Sum>(vec![2])).unwrap(), 2);
+}
+
+#[test]
 fn two_pools_at_once() {
     let a = fixture().workers(1).build().unwrap();
     let b = fixture().workers(1).name("other").build().unwrap();

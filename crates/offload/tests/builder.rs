@@ -15,6 +15,10 @@ fn invalid_settings_are_refused() {
     for (b, what) in [
         (ThreadPool::builder().threads(0), "threads"),
         (ThreadPool::builder().queue_capacity(0), "queue_capacity"),
+        (
+            ThreadPool::builder().threads(2).min_threads(3),
+            "min_threads",
+        ),
         (ThreadPool::builder().name("a\0b"), "name"),
         (
             ThreadPool::builder().keep_alive(std::time::Duration::ZERO),

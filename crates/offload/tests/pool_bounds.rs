@@ -122,8 +122,47 @@ async fn threads_start_on_demand_and_idle_out() {
     assert_eq!(pool.run(|| 7).await.unwrap(), 7);
 }
 
+/// `min_threads` are started with the pool and survive `keep_alive`; the
+/// threads above them idle out.
+async fn min_threads_start_at_build_and_stay() {
+    let pool = ThreadPool::builder()
+        .threads(3)
+        .min_threads(1)
+        .keep_alive(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(10), || pool.metrics().threads == 1),
+        "one thread at build: {:?}",
+        pool.metrics()
+    );
+    let gate = common::Gate::new();
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let g = gate.clone();
+            pool.try_run(move || g.wait()).unwrap()
+        })
+        .collect();
+    assert!(common::eventually(Duration::from_secs(10), || pool
+        .metrics()
+        .running
+        == 3));
+    gate.open();
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert!(
+        common::eventually(Duration::from_secs(10), || pool.metrics().threads == 1),
+        "back down to min_threads: {:?}",
+        pool.metrics()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(pool.metrics().threads, 1, "the minimum never idles out");
+}
+
 on_every_runtime!(
     smoke,
     bounds_never_exceeded,
-    threads_start_on_demand_and_idle_out
+    threads_start_on_demand_and_idle_out,
+    min_threads_start_at_build_and_stay,
 );

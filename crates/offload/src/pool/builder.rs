@@ -16,6 +16,8 @@ pub(crate) type StartHook = Arc<dyn Fn() + Send + Sync>;
 pub(crate) struct Config {
     pub(crate) name: String,
     pub(crate) max_threads: usize,
+    /// Threads started at build and never idled out.
+    pub(crate) min_threads: usize,
     pub(crate) queue_capacity: usize,
     /// `None`: idle threads never exit.
     pub(crate) keep_alive: Option<Duration>,
@@ -34,6 +36,7 @@ pub(crate) fn default_thread_count() -> usize {
 /// | setting | default |
 /// |---|---|
 /// | [`threads`](Self::threads) | `min(32, cpus + 4)`, like Python's `ThreadPoolExecutor` |
+/// | [`min_threads`](Self::min_threads) | 0: threads start on demand |
 /// | [`queue_capacity`](Self::queue_capacity) | 1024 |
 /// | [`name`](Self::name) | `"offload"`: threads are `offload-0`, `offload-1`, … |
 /// | [`keep_alive`](Self::keep_alive) | 10 s |
@@ -63,6 +66,7 @@ impl Default for ThreadPoolBuilder {
             config: Config {
                 name: "offload".to_owned(),
                 max_threads: default_thread_count(),
+                min_threads: 0,
                 queue_capacity: 1024,
                 keep_alive: Some(Duration::from_secs(10)),
                 stack_size: None,
@@ -79,6 +83,14 @@ impl ThreadPoolBuilder {
     /// Must be at least 1 ([`build`](Self::build) fails otherwise).
     pub fn threads(mut self, n: usize) -> Self {
         self.config.max_threads = n;
+        self
+    }
+
+    /// Threads started when the pool is built and kept even when idle
+    /// (default 0: every thread starts on demand and idles out). At most
+    /// [`threads`](Self::threads).
+    pub fn min_threads(mut self, n: usize) -> Self {
+        self.config.min_threads = n;
         self
     }
 
@@ -119,17 +131,21 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// Checks the settings and creates the pool. No thread starts until the
-    /// first job arrives.
+    /// Checks the settings and creates the pool, starting
+    /// [`min_threads`](Self::min_threads) threads (none by default: threads
+    /// start when jobs arrive).
     ///
     /// # Errors
     ///
-    /// [`BuildError::Invalid`] if `threads` or `queue_capacity` is 0, or the
-    /// name contains a NUL byte.
+    /// [`BuildError::Invalid`] if `threads` or `queue_capacity` is 0,
+    /// `min_threads` exceeds `threads`, or the name contains a NUL byte.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         let c = &self.config;
         if c.max_threads == 0 {
             return Err(BuildError::Invalid("threads must be at least 1"));
+        }
+        if c.min_threads > c.max_threads {
+            return Err(BuildError::Invalid("min_threads must not exceed threads"));
         }
         if c.queue_capacity == 0 {
             return Err(BuildError::Invalid("queue_capacity must be at least 1"));
@@ -142,7 +158,10 @@ impl ThreadPoolBuilder {
                 "keep_alive must be positive (or None for threads that never exit)",
             ));
         }
-        Ok(ThreadPool::from_config(self.config))
+        let min = c.min_threads;
+        let pool = ThreadPool::from_config(self.config);
+        pool.prestart(min);
+        Ok(pool)
     }
 
     pub(crate) fn config_mut(&mut self) -> &mut Config {
@@ -155,6 +174,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("name", &self.name)
             .field("max_threads", &self.max_threads)
+            .field("min_threads", &self.min_threads)
             .field("queue_capacity", &self.queue_capacity)
             .field("keep_alive", &self.keep_alive)
             .field("stack_size", &self.stack_size)

@@ -212,7 +212,11 @@ fn run(shared: &Shared, slot: usize) -> MutexGuard<'_, State> {
         };
         st.sleeping -= 1;
         st.notified = st.notified.saturating_sub(1);
-        if timed_out && st.queue.is_empty() && st.phase == Phase::Open {
+        if timed_out
+            && st.queue.is_empty()
+            && st.phase == Phase::Open
+            && st.threads > shared.config.min_threads
+        {
             return st;
         }
     }

@@ -523,6 +523,7 @@ pub struct ProcessPool {
 #[derive(Debug)]
 pub struct ProcessPoolBuilder {
     workers: usize,
+    min_workers: usize,
     depth: usize,
     queue_capacity: usize,
     name: String,
@@ -604,8 +605,16 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Stop workers idle for this long (they restart on demand). Default:
-    /// never, so the pool keeps a fixed size.
+    /// Workers kept when idle, with [`idle_timeout`](Self::idle_timeout)
+    /// (default 0). They start with the pool. At most `workers`.
+    pub fn min_workers(mut self, n: usize) -> Self {
+        self.min_workers = n;
+        self
+    }
+
+    /// Stop workers idle for this long (they restart on demand), down to
+    /// [`min_workers`](Self::min_workers). Default: never, so the pool keeps
+    /// a fixed size, all workers started at build.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = Some(idle);
         self
@@ -699,9 +708,16 @@ impl ProcessPoolBuilder {
         });
         let hook_shared = shared.clone();
         let threads = self.workers * self.depth;
+        // Drivers started at build (and their workers, by the start hook):
+        // all of them for a fixed-size pool, the minimum for an elastic one.
+        let min_drivers = match self.idle_timeout {
+            None => threads,
+            Some(_) => self.min_workers * self.depth,
+        };
         let drivers = ThreadPool::builder()
             .name(format!("{}-drv", self.name))
             .threads(threads)
+            .min_threads(min_drivers)
             .queue_capacity(self.queue_capacity)
             .keep_alive(self.idle_timeout)
             .on_start(move || {
@@ -711,9 +727,6 @@ impl ProcessPoolBuilder {
                 let _ = hook_shared.worker(slot);
             })
             .build()?;
-        if self.idle_timeout.is_none() {
-            drivers.prestart(threads);
-        }
         Ok(ProcessPool {
             drivers: Some(drivers),
             shared,
@@ -743,6 +756,7 @@ impl ProcessPool {
     pub fn builder() -> ProcessPoolBuilder {
         ProcessPoolBuilder {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            min_workers: 0,
             depth: 2,
             queue_capacity: 1024,
             name: "offload-proc".to_owned(),
