@@ -23,8 +23,10 @@
 //! - [`coop`]: yield to the scheduler from CPU-bound loops instead.
 //! - [`monitor`]: find out when, where and why the loop stalls.
 //!
-//! The futures need no particular runtime: tokio, smol and
-//! `futures::executor::block_on` all drive them.
+//! The futures need no particular runtime (no reactor, no timer: a job's
+//! thread completes it through a waker), so any executor drives them; the
+//! tests run on tokio's multi-thread and current-thread runtimes and on
+//! `futures::executor::block_on`.
 //!
 //! # Examples
 //!
