@@ -38,7 +38,8 @@ use crate::job::{Job, JobHandle, Reclaimable};
 /// given back only when its job really ends.
 ///
 /// The futures it returns need no particular runtime: they complete under
-/// tokio, smol, or `futures::executor::block_on` alike.
+/// any executor alike (tested: tokio's two runtimes and
+/// `futures::executor::block_on`).
 ///
 /// # Examples
 ///
