@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 /// It wakes its own task before returning `Pending`
 /// (`cx.waker().wake_by_ref()`), so it needs no timer, no reactor and no
 /// runtime: it works the same on any executor (tested: tokio and
-/// `futures::executor::block_on`. The executor puts the task back in its run
+/// `futures::executor::block_on`). The executor puts the task back in its run
 /// queue and runs whatever else is ready first.
 ///
 /// Prefer a [`Budget`](super::Budget) in loops: yielding on every step costs
