@@ -71,8 +71,8 @@ impl Task for Die {
                 // returns; the second one kills, as a real fault would.
                 let pid = std::process::id().to_string();
                 for _ in 0..2 {
-                    let _ = std::process::Command::new("kill")
-                        .args(["-SEGV", &pid])
+                    let _ = std::process::Command::new("sh")
+                        .args(["-c", "kill -s SEGV \"$1\"", "sh", &pid])
                         .stdin(std::process::Stdio::null())
                         .status();
                     std::thread::sleep(Duration::from_millis(50));
@@ -304,9 +304,10 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// SIGKILLs `pid` from outside.
+/// SIGKILLs `pid` from outside (the shell's `kill` builtin: no `unsafe`,
+/// and no dependency on a `kill` executable being installed).
 pub fn sigkill(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
+    let _ = std::process::Command::new("sh")
+        .args(["-c", "kill -s KILL \"$1\"", "sh", &pid.to_string()])
         .status();
 }

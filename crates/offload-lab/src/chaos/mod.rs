@@ -290,10 +290,11 @@ pub(crate) fn alive(pid: u32) -> bool {
     }
 }
 
-/// SIGKILLs `pid` from outside, with the `kill` command (no `unsafe`).
+/// SIGKILLs `pid` from outside, with the shell's `kill` builtin (no
+/// `unsafe`, and no dependency on a `kill` executable being installed).
 pub(crate) fn sigkill(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
+    let _ = std::process::Command::new("sh")
+        .args(["-c", "kill -s KILL \"$1\"", "sh", &pid.to_string()])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
