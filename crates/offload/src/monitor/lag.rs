@@ -152,6 +152,8 @@ impl LagMonitor {
                 }
                 let lag = lag.saturating_sub(shared.config.timer_floor);
                 shared.histogram.record(lag);
+                #[cfg(feature = "metrics")]
+                metrics::histogram!("offload_loop_lag_seconds").record(lag.as_secs_f64());
                 if lag > shared.config.threshold {
                     shared.over.fetch_add(1, Ordering::Relaxed);
                     if shared.config.log {

@@ -735,6 +735,13 @@ impl Watchdog {
         if self.shared.config.log {
             tracing::warn!(target: "offload::monitor", "{report}");
         }
+        #[cfg(feature = "metrics")]
+        match report.phase {
+            StallPhase::Started => metrics::counter!("offload_loop_stalls_total").increment(1),
+            StallPhase::Ended => metrics::histogram!("offload_loop_stall_seconds")
+                .record(report.duration.as_secs_f64()),
+            StallPhase::Ongoing(_) => {}
+        }
         if let Some(f) = &self.shared.config.on_report {
             // A panicking callback must not kill the watchdog.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&report)));
