@@ -1,0 +1,102 @@
+//! `offload-lab bench <suite> --quick --json`: every suite prints lines in
+//! the shared format, ratios agree with their values, and the cases each
+//! issue asks for are there. Figures in quick debug runs are noise: no
+//! value is judged, only the shape.
+
+mod common;
+use common::*;
+
+/// Runs one suite and checks every line's fields; returns the lines.
+fn suite(name: &str) -> Vec<serde_json::Value> {
+    let out = run(&["bench", name, "--quick", "--json"]);
+    let lines = json_lines(&out);
+    assert!(!lines.is_empty(), "bench {name} printed nothing");
+    for l in &lines {
+        assert_eq!(l["suite"], name, "{l}");
+        for field in ["case", "ours", "peer", "unit"] {
+            assert!(
+                l[field].as_str().is_some_and(|s| !s.is_empty()),
+                "{field} in {l}"
+            );
+        }
+        let (ours, peer) = (l["ours_value"].as_f64(), l["peer_value"].as_f64());
+        let (ours, peer) = (ours.expect("ours_value"), peer.expect("peer_value"));
+        if peer != 0.0 {
+            let ratio = l["ratio"].as_f64().expect("ratio");
+            assert!(
+                (ratio - ours / peer).abs() <= 1e-9 * ratio.abs().max(1.0),
+                "{l}"
+            );
+        }
+        assert!(l["better"] == "lower" || l["better"] == "higher", "{l}");
+    }
+    lines
+}
+
+fn cases(lines: &[serde_json::Value]) -> Vec<&str> {
+    lines.iter().filter_map(|l| l["case"].as_str()).collect()
+}
+
+#[test]
+fn smoke_threads() {
+    let lines = suite("threads");
+    let cases = cases(&lines);
+    for case in ["round_trip_median", "round_trip_p99", "throughput"] {
+        assert!(cases.contains(&case), "{case} missing: {cases:?}");
+    }
+    for peer in [
+        "tokio_spawn_blocking",
+        "blocking_unblock",
+        "rayon_spawn_oneshot",
+    ] {
+        assert!(lines.iter().any(|l| l["peer"] == peer), "{peer} missing");
+    }
+}
+
+#[test]
+fn procs() {
+    let lines = suite("procs");
+    let cases = cases(&lines);
+    for case in ["round_trip_median", "round_trip_p99", "scaling"] {
+        assert!(cases.contains(&case), "{case} missing: {cases:?}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["peer"].as_str().unwrap().contains("socketpair"))
+    );
+    // The Python peer is skipped with a message where python3 is missing.
+    if lines
+        .iter()
+        .any(|l| l["peer"].as_str().unwrap().contains("python"))
+    {
+        assert!(cases.contains(&"throughput"), "{cases:?}");
+    }
+}
+
+#[test]
+fn monitor() {
+    let cases_seen = cases(&suite("monitor")).join(",");
+    assert!(cases_seen.contains("overhead"), "{cases_seen}");
+    assert!(cases_seen.contains("detection_latency"), "{cases_seen}");
+}
+
+#[test]
+fn coop() {
+    let lines = suite("coop");
+    let cases = cases(&lines);
+    for case in [
+        "slice_1ms_throughput",
+        "every_1000_throughput",
+        "slice_1ms_lag_p99",
+        "every_1000000_lag_p99",
+    ] {
+        assert!(cases.contains(&case), "{case} missing: {cases:?}");
+    }
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["case"].as_str().unwrap().ends_with("_throughput"))
+            .all(|l| l["better"] == "higher")
+    );
+}
