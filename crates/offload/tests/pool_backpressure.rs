@@ -34,13 +34,7 @@ async fn try_run_on_a_full_queue_returns_the_closure() {
 }
 
 async fn run_waits_for_a_slot_then_proceeds() {
-    let pool = ThreadPool::builder()
-        .threads(1)
-        .queue_capacity(1)
-        .build()
-        .unwrap();
-    let (gate, blocker) = common::occupy(&pool);
-    let filler = pool.try_run(|| 1).unwrap();
+    let (pool, gate, blocker, filler) = common::full_pool();
     let mut waiting = pool.run(|| 2);
     assert!(common::poll_once(&mut waiting).is_pending());
     assert_eq!(
@@ -55,13 +49,7 @@ async fn run_waits_for_a_slot_then_proceeds() {
 }
 
 async fn execute_on_a_full_pool_rejects() {
-    let pool = ThreadPool::builder()
-        .threads(1)
-        .queue_capacity(1)
-        .build()
-        .unwrap();
-    let (gate, blocker) = common::occupy(&pool);
-    let filler = pool.try_run(|| 1).unwrap();
+    let (pool, gate, blocker, filler) = common::full_pool();
     // A job handed to `execute` directly (no waiting path) is rejected.
     struct Direct<'a>(&'a ThreadPool);
     impl Executor for Direct<'_> {

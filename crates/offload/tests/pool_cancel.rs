@@ -45,13 +45,7 @@ async fn dropped_queued_job_never_runs() {
 }
 
 async fn dropped_run_future_while_waiting_for_a_slot_never_runs() {
-    let pool = ThreadPool::builder()
-        .threads(1)
-        .queue_capacity(1)
-        .build()
-        .unwrap();
-    let (gate, blocker) = common::occupy(&pool);
-    let filler = pool.try_run(|| 1).unwrap();
+    let (pool, gate, blocker, filler) = common::full_pool();
 
     let ran = Arc::new(AtomicBool::new(false));
     let r = ran.clone();

@@ -121,13 +121,7 @@ async fn submit_after_shutdown_is_an_error() {
 }
 
 async fn waiting_submitters_are_released_by_shutdown() {
-    let pool = ThreadPool::builder()
-        .threads(1)
-        .queue_capacity(1)
-        .build()
-        .unwrap();
-    let (gate, blocker) = common::occupy(&pool);
-    let filler = pool.try_run(|| 0).unwrap();
+    let (pool, gate, blocker, filler) = common::full_pool();
     let mut waiting = pool.run(|| 1);
     assert!(common::poll_once(&mut waiting).is_pending());
     pool.shutdown_now();

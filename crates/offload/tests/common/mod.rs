@@ -136,3 +136,22 @@ pub fn occupy(pool: &offload::ThreadPool) -> (Gate, offload::JobHandle<()>) {
     );
     (gate, handle)
 }
+
+/// A pool of one thread and one queue slot, with the thread blocked on a
+/// gate (see [`occupy`]) and the slot taken by a job returning 1: the next
+/// submission finds the queue full.
+pub fn full_pool() -> (
+    offload::ThreadPool,
+    Gate,
+    offload::JobHandle<()>,
+    offload::JobHandle<i32>,
+) {
+    let pool = offload::ThreadPool::builder()
+        .threads(1)
+        .queue_capacity(1)
+        .build()
+        .expect("valid pool");
+    let (gate, blocker) = occupy(&pool);
+    let filler = pool.try_run(|| 1).expect("the queue slot is free");
+    (pool, gate, blocker, filler)
+}
