@@ -223,29 +223,153 @@ impl Task for OpenFds {
     }
 }
 
-/// The path that the worker's control channel (fd 0) is bound to, from
-/// `/proc/net/unix`: `Some("")` for an unnamed socket, `Some(path)` for a
-/// named one, `None` if fd 0 is not a Unix socket.
+/// Every Unix socket the worker holds, by descriptor, with the path it is
+/// bound to from `/proc/net/unix` (`""` for an unnamed socket), and what
+/// its fd 0 is.
 #[derive(Debug)]
-pub struct ChannelPath;
-impl Task for ChannelPath {
-    const NAME: &'static str = "channel_path";
+pub struct Sockets;
+impl Task for Sockets {
+    const NAME: &'static str = "sockets";
     type Input = ();
-    type Output = Option<String>;
-    fn run(_: ()) -> Option<String> {
-        let link = std::fs::read_link("/proc/self/fd/0").ok()?;
-        let inode = link
-            .to_str()?
-            .strip_prefix("socket:[")?
-            .strip_suffix(']')?
-            .to_owned();
+    type Output = (String, Vec<(u32, String)>);
+    fn run(_: ()) -> (String, Vec<(u32, String)>) {
         // Columns: Num RefCount Protocol Flags Type St Inode [Path]
-        let table = std::fs::read_to_string("/proc/net/unix").ok()?;
-        table.lines().skip(1).find_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            (cols.get(6) == Some(&inode.as_str()))
-                .then(|| cols.get(7).map_or(String::new(), |p| (*p).to_owned()))
-        })
+        let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+        let path_of = |inode: &str| {
+            table.lines().skip(1).find_map(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                (cols.get(6) == Some(&inode))
+                    .then(|| cols.get(7).map_or(String::new(), |p| (*p).to_owned()))
+            })
+        };
+        let stdin = std::fs::read_link("/proc/self/fd/0")
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sockets = OpenFds::run(())
+            .into_iter()
+            .filter_map(|(fd, target)| {
+                let inode = target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned();
+                Some((fd, path_of(&inode).unwrap_or_else(|| "?".into())))
+            })
+            .collect();
+        (stdin, sockets)
+    }
+}
+
+/// Appends `tag` to the file `path` when it starts, then sleeps
+/// `sleep_ms`: counts how often a call really ran, across worker deaths.
+#[derive(Debug)]
+pub struct Record;
+impl Task for Record {
+    const NAME: &'static str = "record";
+    type Input = (String, String, u64);
+    type Output = String;
+    fn run((path, tag, sleep_ms): (String, String, u64)) -> String {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("record file");
+        writeln!(f, "{tag}").expect("record");
+        drop(f);
+        std::thread::sleep(Duration::from_millis(sleep_ms));
+        tag
+    }
+}
+
+/// How many times each tag was recorded in `path`.
+pub fn recorded(path: &std::path::Path) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        *counts.entry(line.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Starts `sleep <secs>` with the worker's stdin, stdout and stderr (the
+/// defaults of `Command`), does not wait for it, and returns its pid.
+#[derive(Debug)]
+pub struct SpawnSleeper;
+impl Task for SpawnSleeper {
+    const NAME: &'static str = "spawn_sleeper";
+    type Input = u32;
+    type Output = u32;
+    // Left running on purpose: a daemon-like grandchild; the test kills it.
+    #[allow(clippy::zombie_processes)]
+    fn run(secs: u32) -> u32 {
+        let child = std::process::Command::new("sleep")
+            .arg(secs.to_string())
+            .spawn()
+            .expect("sleep");
+        child.id()
+    }
+}
+
+/// Reads the worker's stdin to its end (at most 64 bytes), as a task that
+/// forgot where it runs might: returns what it got.
+#[derive(Debug)]
+pub struct ReadStdin;
+impl Task for ReadStdin {
+    const NAME: &'static str = "read_stdin";
+    type Input = ();
+    type Output = Vec<u8>;
+    fn run(_: ()) -> Vec<u8> {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let _ = std::io::stdin().lock().take(64).read_to_end(&mut buf);
+        buf
+    }
+}
+
+/// Runs the worker's own executable with `args` (as a task that shells
+/// out to its own program would) and returns its exit code and stdout.
+#[derive(Debug)]
+pub struct RunSelf;
+impl Task for RunSelf {
+    const NAME: &'static str = "run_self";
+    type Input = Vec<String>;
+    type Output = (Option<i32>, String);
+    fn run(args: Vec<String>) -> (Option<i32>, String) {
+        let exe = std::env::current_exe().expect("current exe");
+        let out = std::process::Command::new(exe)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run self");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+/// Prints `n` lines of `len` bytes to stderr (or one line of `len` bytes
+/// with no newline when `n` is 0); returns how many bytes it wrote.
+#[derive(Debug)]
+pub struct Print;
+impl Task for Print {
+    const NAME: &'static str = "print";
+    type Input = (u32, usize);
+    type Output = usize;
+    fn run((n, len): (u32, usize)) -> usize {
+        use std::io::Write;
+        let line = vec![b'x'; len];
+        let mut err = std::io::stderr().lock();
+        if n == 0 {
+            err.write_all(&line).expect("write");
+            err.flush().expect("flush");
+            return len;
+        }
+        for _ in 0..n {
+            err.write_all(&line).expect("write");
+            err.write_all(b"\n").expect("write");
+        }
+        err.flush().expect("flush");
+        n as usize * (len + 1)
     }
 }
 
@@ -288,8 +412,30 @@ pub fn registry() -> Registry {
         .with::<WeightedSum>()
         .with::<EnvVars>()
         .with::<OpenFds>()
-        .with::<ChannelPath>()
-        .init(|| INIT_RAN.store(true, Ordering::SeqCst))
+        .with::<Sockets>()
+        .with::<Record>()
+        .with::<SpawnSleeper>()
+        .with::<ReadStdin>()
+        .with::<RunSelf>()
+        .with::<Print>()
+        .init(init)
+}
+
+/// The fixture's init hook: records that it ran; with
+/// `FIXTURE_INIT_PID_DIR` set, writes its pid there; with
+/// `FIXTURE_INIT_SLEEP_MS`, takes that long (a slow connection or model).
+fn init() {
+    INIT_RAN.store(true, Ordering::SeqCst);
+    if let Some(dir) = std::env::var_os("FIXTURE_INIT_PID_DIR") {
+        let pid = std::process::id();
+        let _ = std::fs::write(std::path::Path::new(&dir).join(pid.to_string()), b"");
+    }
+    if let Some(ms) = std::env::var("FIXTURE_INIT_SLEEP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }
 
 /// Whether process `pid` is still running (a zombie counts as dead).

@@ -63,10 +63,19 @@ fn unknown_task_is_a_typed_error() {
 fn frame_limit_applies_both_ways() {
     let pool = fixture().workers(1).max_frame_bytes(4096).build().unwrap();
     let err = block(pool.call::<Echo>("x".repeat(10_000))).unwrap_err();
-    assert!(err.is_codec(), "input over the limit: {err}");
+    assert!(
+        err.is_too_large() && !err.is_codec(),
+        "input over the limit: {err}"
+    );
+    assert!(!err.is_retryable());
     let err = block(pool.call::<Bytes>(100_000)).unwrap_err();
-    assert!(err.is_codec(), "output over the limit: {err}");
+    assert!(err.is_too_large(), "output over the limit: {err}");
+    // Neither killed the worker: the next call runs on the same one.
+    assert_eq!(pool.metrics().started, 1);
     assert_eq!(block(pool.call::<Bytes>(100)).unwrap().len(), 100);
+    // Just under the limit in both directions still fits.
+    let near = "y".repeat(4096 - 64);
+    assert_eq!(block(pool.call::<Echo>(near.clone())).unwrap(), near);
 }
 
 #[test]

@@ -81,8 +81,14 @@ fn two_pools_at_once() {
     assert!(b.worker_pids().keys().all(|k| k.starts_with("other-")));
 }
 
+/// Whether process `pid` is gone entirely: exited and reaped (a zombie's
+/// `/proc` entry stays until it is reaped).
+fn reaped(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 #[test]
-fn dropping_the_pool_reaps_every_worker() {
+fn dropping_the_pool_reaps_every_worker_in_the_background() {
     let pool = fixture().workers(2).build().unwrap();
     assert!(eventually(Duration::from_secs(10), || pool
         .worker_pids()
@@ -91,13 +97,27 @@ fn dropping_the_pool_reaps_every_worker() {
     let pids: Vec<u32> = pool.worker_pids().values().copied().collect();
     assert!(pids.iter().all(|&p| alive(p)));
     drop(pool);
+    // The drop did not wait; the reaper collects both within its grace.
     for p in pids {
-        assert!(!alive(p), "worker {p} left behind");
-        // Reaped, not a zombie: the process entry is gone entirely.
         assert!(
-            !std::path::Path::new(&format!("/proc/{p}")).exists(),
-            "zombie {p}"
+            eventually(Duration::from_secs(5), || reaped(p)),
+            "worker {p} left behind or a zombie"
         );
+    }
+}
+
+#[test]
+fn shutdown_resolves_once_every_worker_is_reaped() {
+    let pool = fixture().workers(2).build().unwrap();
+    assert!(eventually(Duration::from_secs(10), || pool
+        .worker_pids()
+        .len()
+        == 2));
+    let pids: Vec<u32> = pool.worker_pids().values().copied().collect();
+    block(pool.shutdown());
+    assert_eq!(pool.metrics().workers, 0);
+    for p in pids {
+        assert!(reaped(p), "worker {p} not reaped when shutdown resolved");
     }
 }
 

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use common::{block, fixture};
-use offload_tests::{ChannelPath, EnvVars, OpenFds, Sum};
+use offload_tests::{EnvVars, OpenFds, Sockets, Sum};
 
 /// Unix socket files directly under `dir`.
 fn sockets_in(dir: &Path) -> BTreeSet<std::path::PathBuf> {
@@ -46,37 +46,44 @@ fn smoke() {
 }
 
 #[test]
-fn the_control_channel_is_an_unnamed_inherited_socket() {
+fn the_channels_are_unnamed_private_sockets() {
     let cwd = std::env::current_dir().unwrap();
     let tmp = std::env::temp_dir();
     let before = (sockets_in(&cwd), sockets_in(&tmp));
     let pool = fixture().workers(2).build().unwrap();
     for _ in 0..2 {
-        // fd 0 is a Unix socket bound to no path: only a process that
-        // inherited it can talk to the worker.
-        let path = block(pool.call::<ChannelPath>(())).unwrap();
-        assert_eq!(path.as_deref(), Some(""), "fd 0 of the worker: {path:?}");
-        // The worker holds stdin (the socket), stdout and stderr (pipes to
+        // The worker's channels are Unix sockets bound to no path: only a
+        // process that was handed them can talk to the worker. Its fd 0
+        // is /dev/null, so a subprocess of a task inherits nothing of them.
+        let (stdin, sockets) = block(pool.call::<Sockets>(())).unwrap();
+        assert_eq!(stdin, "/dev/null");
+        assert!(!sockets.is_empty());
+        assert!(
+            sockets.iter().all(|(fd, path)| *fd > 2 && path.is_empty()),
+            "{sockets:?}"
+        );
+        // The worker holds stdin (/dev/null), stdout and stderr (pipes to
         // its parent), and nothing else of its parent's: not the other
         // workers' channels, not the parent's files.
         let fds = block(pool.call::<OpenFds>(())).unwrap();
-        let inherited: Vec<_> = fds.iter().filter(|(fd, _)| *fd <= 2).collect();
-        assert_eq!(inherited.len(), 3, "{fds:?}");
-        assert!(inherited[0].1.starts_with("socket:["), "{fds:?}");
-        assert!(inherited[1].1.starts_with("pipe:["), "{fds:?}");
-        assert!(inherited[2].1.starts_with("pipe:["), "{fds:?}");
-        // Beyond 0-2: the worker's own clones of its channel, the
-        // directory handle used to list them, and descriptors that this
-        // test process itself inherited without close-on-exec from
-        // whoever started it (std passes those to every child; see
-        // SECURITY.md). Nothing that offload opened in the parent: the
-        // parent's ends of the channels are close-on-exec.
+        let std_fds: Vec<_> = fds.iter().filter(|(fd, _)| *fd <= 2).collect();
+        assert_eq!(std_fds.len(), 3, "{fds:?}");
+        assert_eq!(std_fds[0].1, "/dev/null", "{fds:?}");
+        assert!(std_fds[1].1.starts_with("pipe:["), "{fds:?}");
+        assert!(std_fds[2].1.starts_with("pipe:["), "{fds:?}");
+        // Beyond 0-2: the worker's own channels, the directory handle used
+        // to list them, and descriptors that this test process itself
+        // inherited without close-on-exec from whoever started it (std
+        // passes those to every child; see SECURITY.md). Nothing that
+        // offload opened in the parent: the parent's ends of the channels
+        // are close-on-exec.
         let ours = open_fds();
+        let channels: BTreeSet<u32> = sockets.iter().map(|(fd, _)| *fd).collect();
         let others: Vec<_> = fds
             .iter()
             .filter(|(fd, t)| {
                 *fd > 2
-                    && *t != inherited[0].1
+                    && !channels.contains(fd)
                     && !t.starts_with("/proc/")
                     && ours.get(fd) != Some(t)
             })

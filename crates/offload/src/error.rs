@@ -1,9 +1,15 @@
 //! Error types: one opaque [`Error`] for everything that can happen to a job,
 //! [`BuildError`] for invalid configurations, and [`TryRunError`], which
 //! hands the closure back when a non-waiting submission fails.
+//!
+//! This file is platform-neutral: what is specific to worker processes
+//! (reading an exit status) lives in `proc/`.
 
 use std::any::Any;
 use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// Why a job failed: returned by every future that runs work in an executor.
 ///
@@ -56,29 +62,39 @@ enum Kind {
     Protocol(String),
     /// Workers cannot be started (they die at start-up); the pool backs off.
     WorkerStart(String),
+    /// An input or output is larger than the transport allows.
+    TooLarge {
+        what: Payload,
+        /// The encoded size, when known (encoding stops at the limit).
+        size: Option<u64>,
+        limit: u64,
+    },
+    /// Nobody serves the task: no worker is subscribed (remote pools).
+    NoWorkers(String),
+    /// The worker knows the task under another version of its types.
+    VersionMismatch(String),
+    /// The message system between caller and worker failed.
+    Transport(String),
 }
 
-/// How a worker process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which side of a call a size error concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Payload {
+    Input,
+    Output,
+}
+
+/// How a worker (a process, or a remote worker) ended. Built from an exit
+/// status in `proc/`; here it is plain data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct WorkerExit {
     pub(crate) worker: String,
     pub(crate) code: Option<i32>,
     pub(crate) signal: Option<i32>,
 }
 
-impl WorkerExit {
-    pub(crate) fn from_status(worker: &str, status: Option<std::process::ExitStatus>) -> Self {
-        use std::os::unix::process::ExitStatusExt;
-        WorkerExit {
-            worker: worker.to_owned(),
-            code: status.and_then(|s| s.code()),
-            signal: status.and_then(|s| s.signal()),
-        }
-    }
-}
-
 /// Why a job that never ran was cancelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum CancelReason {
     /// The executor dropped the job without running it.
     Dropped,
@@ -163,6 +179,108 @@ impl Error {
     pub(crate) fn worker_start(what: impl Into<String>) -> Self {
         Error {
             kind: Kind::WorkerStart(what.into()),
+        }
+    }
+
+    pub(crate) fn too_large(what: Payload, size: Option<u64>, limit: u64) -> Self {
+        Error {
+            kind: Kind::TooLarge { what, size, limit },
+        }
+    }
+
+    pub(crate) fn no_workers(what: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::NoWorkers(what.into()),
+        }
+    }
+
+    pub(crate) fn version_mismatch(what: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::VersionMismatch(what.into()),
+        }
+    }
+
+    pub(crate) fn transport(what: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Transport(what.into()),
+        }
+    }
+
+    /// The input or the output of a call is larger than the transport
+    /// allows (a process pool's frame limit, a message system's largest
+    /// message). Checked as early as possible: an input is refused before
+    /// it is sent, and its encoding stops at the limit.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self.kind, Kind::TooLarge { .. })
+    }
+
+    /// Nobody serves the task: a remote pool found no worker subscribed.
+    /// Reported at once, not at the call's timeout.
+    pub fn is_no_workers(&self) -> bool {
+        matches!(self.kind, Kind::NoWorkers(_))
+    }
+
+    /// The worker knows the task, but under another version of its input
+    /// or output types (two deployments out of step). See
+    /// [`Task::VERSION`](crate::proc::Task::VERSION).
+    pub fn is_version_mismatch(&self) -> bool {
+        matches!(self.kind, Kind::VersionMismatch(_))
+    }
+
+    /// The message system between the caller and a remote worker failed
+    /// (connection lost, server error); the call's outcome is unknown.
+    pub fn is_transport(&self) -> bool {
+        matches!(self.kind, Kind::Transport(_))
+    }
+
+    /// Whether the failure is transient, so the same call may succeed if
+    /// tried again later (the caller's to retry; an HTTP handler answers
+    /// 503, or 504 when [`is_timeout`](Self::is_timeout)), as opposed to
+    /// permanent for this input (500: a panic, a codec error, an unknown
+    /// task, a version mismatch, an oversized payload).
+    ///
+    /// Transient: the queue was full or the pool shut down, the call was
+    /// cancelled or timed out, its worker was lost or could not start, the
+    /// worker broke the protocol (a fresh one replaces it), no worker
+    /// serves the task, or the transport failed.
+    ///
+    /// ```
+    /// fn status(e: &offload::Error) -> u16 {
+    ///     match (e.is_retryable(), e.is_timeout()) {
+    ///         (true, true) => 504,
+    ///         (true, false) => 503,
+    ///         (false, _) => 500,
+    ///     }
+    /// }
+    /// # let _ = status;
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match &self.kind {
+            Kind::Cancelled(_)
+            | Kind::Shutdown
+            | Kind::Rejected
+            | Kind::Spawn(_)
+            | Kind::Timeout(_)
+            | Kind::WorkerLost(_)
+            | Kind::Protocol(_)
+            | Kind::WorkerStart(_)
+            | Kind::NoWorkers(_)
+            | Kind::Transport(_) => true,
+            Kind::Panic(_)
+            | Kind::RemotePanic { .. }
+            | Kind::Codec(_)
+            | Kind::UnknownTask(_)
+            | Kind::TooLarge { .. }
+            | Kind::VersionMismatch(_) => false,
+        }
+    }
+
+    /// The name of the worker a lost call ran on (`offload-proc-3`, or a
+    /// remote worker's name).
+    pub fn worker(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::WorkerLost(e) => Some(&e.worker),
+            _ => None,
         }
     }
 
@@ -311,6 +429,21 @@ impl fmt::Display for Error {
             Kind::UnknownTask(t) => write!(f, "the worker has no task named {t:?}"),
             Kind::Protocol(m) => write!(f, "worker protocol error: {m}"),
             Kind::WorkerStart(m) => write!(f, "workers cannot be started: {m}"),
+            Kind::TooLarge { what, size, limit } => {
+                let what = match what {
+                    Payload::Input => "input",
+                    Payload::Output => "output",
+                };
+                match size {
+                    Some(size) => {
+                        write!(f, "{what} of {size} bytes exceeds the {limit}-byte limit")
+                    }
+                    None => write!(f, "{what} exceeds the {limit}-byte limit"),
+                }
+            }
+            Kind::NoWorkers(m) => write!(f, "no worker serves the call: {m}"),
+            Kind::VersionMismatch(m) => write!(f, "task version mismatch: {m}"),
+            Kind::Transport(m) => write!(f, "transport failed: {m}"),
         }
     }
 }
@@ -321,6 +454,95 @@ impl std::error::Error for Error {
             Kind::Spawn(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+/// An [`Error`] as data, so that it can cross a process or a machine
+/// boundary (a worker reports a task's failure; a remote worker reports
+/// its process pool's). Append-only: a new kind gets a new variant at the
+/// end, so older readers fail to decode it instead of misreading it.
+#[derive(Serialize, Deserialize)]
+enum WireError {
+    Panic(String),
+    Cancelled(CancelReason),
+    Shutdown,
+    Rejected,
+    Spawn(String),
+    Timeout(Duration),
+    WorkerLost(WorkerExit),
+    RemotePanic {
+        message: String,
+        location: Option<String>,
+    },
+    Codec(String),
+    UnknownTask(String),
+    Protocol(String),
+    WorkerStart(String),
+    TooLarge {
+        what: Payload,
+        size: Option<u64>,
+        limit: u64,
+    },
+    NoWorkers(String),
+    VersionMismatch(String),
+    Transport(String),
+}
+
+/// Serialises the error's kind and details. An I/O error inside (a thread
+/// that could not spawn) travels as its message; a local panic arrives as
+/// a panic with the same message.
+impl Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wire = match &self.kind {
+            Kind::Panic(m) => WireError::Panic(m.clone()),
+            Kind::Cancelled(r) => WireError::Cancelled(*r),
+            Kind::Shutdown => WireError::Shutdown,
+            Kind::Rejected => WireError::Rejected,
+            Kind::Spawn(e) => WireError::Spawn(e.to_string()),
+            Kind::Timeout(d) => WireError::Timeout(*d),
+            Kind::WorkerLost(e) => WireError::WorkerLost(e.clone()),
+            Kind::RemotePanic { message, location } => WireError::RemotePanic {
+                message: message.clone(),
+                location: location.clone(),
+            },
+            Kind::Codec(m) => WireError::Codec(m.clone()),
+            Kind::UnknownTask(m) => WireError::UnknownTask(m.clone()),
+            Kind::Protocol(m) => WireError::Protocol(m.clone()),
+            Kind::WorkerStart(m) => WireError::WorkerStart(m.clone()),
+            Kind::TooLarge { what, size, limit } => WireError::TooLarge {
+                what: *what,
+                size: *size,
+                limit: *limit,
+            },
+            Kind::NoWorkers(m) => WireError::NoWorkers(m.clone()),
+            Kind::VersionMismatch(m) => WireError::VersionMismatch(m.clone()),
+            Kind::Transport(m) => WireError::Transport(m.clone()),
+        };
+        wire.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let kind = match WireError::deserialize(d)? {
+            WireError::Panic(m) => Kind::Panic(m),
+            WireError::Cancelled(r) => Kind::Cancelled(r),
+            WireError::Shutdown => Kind::Shutdown,
+            WireError::Rejected => Kind::Rejected,
+            WireError::Spawn(m) => Kind::Spawn(std::io::Error::other(m)),
+            WireError::Timeout(d) => Kind::Timeout(d),
+            WireError::WorkerLost(e) => Kind::WorkerLost(e),
+            WireError::RemotePanic { message, location } => Kind::RemotePanic { message, location },
+            WireError::Codec(m) => Kind::Codec(m),
+            WireError::UnknownTask(m) => Kind::UnknownTask(m),
+            WireError::Protocol(m) => Kind::Protocol(m),
+            WireError::WorkerStart(m) => Kind::WorkerStart(m),
+            WireError::TooLarge { what, size, limit } => Kind::TooLarge { what, size, limit },
+            WireError::NoWorkers(m) => Kind::NoWorkers(m),
+            WireError::VersionMismatch(m) => Kind::VersionMismatch(m),
+            WireError::Transport(m) => Kind::Transport(m),
+        };
+        Ok(Error { kind })
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`Executor`] + [`run_in_executor`]: bring your own executor by
 //!   implementing one method.
 //! - [`proc`]: worker processes for isolation and hard timeouts.
+//! - [`remote`]: building blocks for executors on other machines.
 //! - [`coop`]: yield to the scheduler from CPU-bound loops instead.
 //! - [`monitor`]: find out when, where and why the loop stalls.
 //!
@@ -79,6 +80,7 @@ pub mod coop;
 pub mod monitor;
 #[cfg(unix)]
 pub mod proc;
+pub mod remote;
 
 pub use dedicated::{Dedicated, DedicatedBuilder};
 pub use default_pool::{THREADS_ENV, default_pool, run, set_default_pool};

@@ -1,7 +1,8 @@
 //! Property-based fuzzing of everything a worker's bytes reach in the
 //! parent: the frame decoder (`wire::read_frame`), the handshake
 //! (`protocol::decode_hello`) and the reply decoder
-//! (`protocol::decode_reply`), plus the worker's own call decoding.
+//! (`protocol::decode_reply`, the one production uses), plus the worker's
+//! own call decoding (`protocol::decode_call`) and dispatch.
 //!
 //! cargo-fuzz needs a nightly compiler; proptest runs on stable, inside
 //! `cargo test`. Malformed, truncated, oversized and random input must give
@@ -21,12 +22,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use super::protocol::{
-    FromWorker, HELLO_MAGIC, Hello, HelloError, PROTOCOL_VERSION, ReplyError, ToWorker,
-    decode_hello, decode_reply, encode_hello,
+    CallHead, HELLO_MAGIC, Hello, HelloError, PROTOCOL_VERSION, Reply, ReplyHead, Stop, TaskInfo,
+    decode_call, decode_hello, decode_reply, encode_head, encode_hello,
 };
 use super::task::{Registry, Task};
-use super::wire::{FrameError, read_frame, write_frame};
-use crate::proc::protocol::Failure;
+use super::wire::{Deadline, FrameError, read_frame, write_frame};
+use crate::error::Error;
 
 /// Cases per property: `OFFLOAD_FUZZ_CASES`, or 1000.
 fn cases() -> u32 {
@@ -85,6 +86,12 @@ impl<'a> Probe<'a> {
     }
 }
 
+impl Deadline for Probe<'_> {
+    fn set_read_timeout(&mut self, _: Option<std::time::Duration>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Read for Probe<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.largest_request = self.largest_request.max(buf.len());
@@ -110,7 +117,7 @@ fn read_all(
 ) -> Result<(Vec<Vec<u8>>, FrameError), TestCaseError> {
     let mut frames = Vec::new();
     loop {
-        match read_frame(probe, max) {
+        match read_frame(probe, max, None) {
             Ok(frame) => {
                 prop_assert!(frame.len() <= max);
                 frames.push(frame);
@@ -171,7 +178,7 @@ fn frames_with_any_announced_length() {
             let mut data = len.to_le_bytes().to_vec();
             data.extend_from_slice(&body);
             let mut probe = Probe::new(&data, chunk, false);
-            let result = read_frame(&mut probe, max);
+            let result = read_frame(&mut probe, max, None);
             let len = len as usize;
             if len > max {
                 let refused = matches!(result, Err(FrameError::TooLarge { len: l, max: m }) if l == len && m == max);
@@ -206,7 +213,8 @@ fn frames_round_trip_and_truncate() {
             let max = 300;
             let mut data = Vec::new();
             for p in &payloads {
-                write_frame(&mut data, p, max).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                write_frame(&mut data, p, &[], max)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
             let (frames, end) = read_all(&mut Probe::new(&data, chunk, interrupt), max)?;
             prop_assert_eq!(&frames, &payloads);
@@ -226,7 +234,7 @@ fn frames_round_trip_and_truncate() {
                 }
             }
             // A payload over the limit is refused by the writer.
-            prop_assert!(write_frame(&mut Vec::new(), &[0; 301], max).is_err());
+            prop_assert!(write_frame(&mut Vec::new(), &[0; 300], &[0], max).is_err());
             Ok(())
         },
     );
@@ -266,7 +274,15 @@ fn hellos_round_trip_truncated_and_mutated() {
     fuzz(
         "hellos_round_trip_truncated_and_mutated",
         strategy,
-        |(build, tasks, pid, at, byte)| {
+        |(build, names, pid, at, byte)| {
+            let tasks = names
+                .into_iter()
+                .enumerate()
+                .map(|(i, name)| TaskInfo {
+                    name,
+                    fingerprint: i as u64 * 0x9E37_79B9,
+                })
+                .collect();
             let hello = Hello { build, tasks, pid };
             let bytes = encode_hello(&hello);
             prop_assert_eq!(decode_hello(&bytes), Ok(hello.clone()));
@@ -281,57 +297,117 @@ fn hellos_round_trip_truncated_and_mutated() {
             // The whole path: in a frame, through the frame decoder.
             let stream = [frame(&bytes), frame(&mutated)].concat();
             let mut probe = Probe::new(&stream, 7, true);
-            prop_assert_eq!(read_frame(&mut probe, 1024).ok(), Some(bytes));
-            let _ = read_frame(&mut probe, 1024).map(|f| decode_hello(&f));
+            prop_assert_eq!(read_frame(&mut probe, 1024, None).ok(), Some(bytes));
+            let _ = read_frame(&mut probe, 1024, None).map(|f| decode_hello(&f));
             Ok(())
         },
     );
 }
 
-fn failure() -> impl Strategy<Value = Failure> {
+fn error() -> impl Strategy<Value = Error> {
     prop_oneof![
         (".{0,20}", proptest::option::of(".{0,20}"))
-            .prop_map(|(message, location)| Failure::Panic { message, location }),
-        ".{0,20}".prop_map(Failure::UnknownTask),
-        ".{0,20}".prop_map(Failure::BadInput),
-        ".{0,20}".prop_map(Failure::BadOutput),
+            .prop_map(|(message, location)| Error::remote_panic(message, location)),
+        ".{0,20}".prop_map(Error::unknown_task),
+        ".{0,20}".prop_map(Error::codec),
+        ".{0,20}".prop_map(Error::version_mismatch),
+        any::<u64>().prop_map(|limit| Error::too_large(crate::error::Payload::Output, None, limit)),
     ]
 }
 
+/// Encodes a worker's reply as the worker does: header, then the output.
+fn reply_bytes(id: u64, result: &Result<Vec<u8>, Error>) -> Vec<u8> {
+    let head = match result {
+        Ok(_) => ReplyHead::Done { id, result: Ok(()) },
+        Err(e) => ReplyHead::Done {
+            id,
+            result: Err(postcard::from_bytes(&postcard::to_stdvec(e).unwrap()).unwrap()),
+        },
+    };
+    let mut bytes = encode_head(&head);
+    if let Ok(out) = result {
+        bytes.extend_from_slice(out);
+    }
+    bytes
+}
+
 #[test]
-fn replies_round_trip_and_refuse_wrong_ids() {
+fn replies_round_trip_truncate_and_mutate() {
     let strategy = (
-        any::<u64>(),
         any::<u64>(),
         prop_oneof![
             prop::collection::vec(any::<u8>(), 0..300).prop_map(Ok),
-            failure().prop_map(Err),
+            error().prop_map(Err),
         ],
         any::<prop::sample::Index>(),
         any::<u8>(),
     );
     fuzz(
-        "replies_round_trip_and_refuse_wrong_ids",
+        "replies_round_trip_truncate_and_mutate",
         strategy,
-        |(id, other, result, at, byte)| {
-            let bytes = postcard::to_stdvec(&FromWorker::Done {
-                id,
-                result: result.clone(),
-            })
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(decode_reply(&bytes, id), Ok(result));
-            if other != id {
-                prop_assert_eq!(
-                    decode_reply(&bytes, other),
-                    Err(ReplyError::WrongId { got: id })
-                );
+        |(id, result, at, byte)| {
+            let bytes = reply_bytes(id, &result);
+            match (decode_reply(bytes.clone()), &result) {
+                (
+                    Ok(Reply::Done {
+                        id: got,
+                        result: Ok(body),
+                    }),
+                    Ok(out),
+                ) => {
+                    prop_assert_eq!(got, id);
+                    prop_assert_eq!(body.bytes(), &out[..]);
+                }
+                (
+                    Ok(Reply::Done {
+                        id: got,
+                        result: Err(e),
+                    }),
+                    Err(sent),
+                ) => {
+                    prop_assert_eq!(got, id);
+                    prop_assert_eq!(e.to_string(), sent.to_string());
+                }
+                (other, _) => prop_assert!(false, "{other:?}"),
             }
+            // A cut inside the header is refused; a cut inside an output
+            // decodes to a shorter output, which the task's codec refuses.
             let cut = at.index(bytes.len());
-            prop_assert!(decode_reply(&bytes[..cut], id).is_err());
+            let _ = decode_reply(bytes[..cut].to_vec());
             let mut mutated = bytes;
             let i = at.index(mutated.len());
             mutated[i] = byte;
-            let _ = decode_reply(&mutated, id);
+            let _ = decode_reply(mutated);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn stops_round_trip_and_carry_nothing() {
+    fuzz(
+        "stops_round_trip_and_carry_nothing",
+        (
+            any::<u64>(),
+            any::<bool>(),
+            prop::collection::vec(any::<u8>(), 0..8),
+        ),
+        |(id, timeout, extra)| {
+            let why = if timeout {
+                Stop::Timeout
+            } else {
+                Stop::Cancelled
+            };
+            let mut bytes = encode_head(&ReplyHead::Stopped { id, why });
+            let decoded = decode_reply(bytes.clone());
+            prop_assert!(
+                matches!(decoded, Ok(Reply::Stopped { id: got, why: w }) if got == id && w == why),
+                "{decoded:?}"
+            );
+            bytes.extend_from_slice(&extra);
+            if !extra.is_empty() {
+                prop_assert!(decode_reply(bytes).is_err());
+            }
             Ok(())
         },
     );
@@ -353,18 +429,14 @@ fn reply_path_from_random_streams() {
         strategy,
         |(noise, output, at, chunk)| {
             let max = 1024;
-            let valid = postcard::to_stdvec(&FromWorker::Done {
-                id: 1,
-                result: Ok(output),
-            })
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let valid = reply_bytes(1, &Ok(output));
             let mut spliced = frame(&valid);
             let i = at.index(spliced.len() + 1);
             spliced.splice(i..i, noise.iter().copied());
             for stream in [&noise, &spliced] {
                 let mut probe = Probe::new(stream, chunk, false);
-                while let Ok(f) = read_frame(&mut probe, max) {
-                    let _ = decode_reply(&f, 1);
+                while let Ok(f) = read_frame(&mut probe, max, None) {
+                    let _ = decode_reply(f);
                 }
                 prop_assert!(probe.largest_request <= max);
             }
@@ -375,12 +447,28 @@ fn reply_path_from_random_streams() {
 
 #[test]
 fn calls_from_random_bytes() {
-    // The worker's side: whatever arrives is a call or a decode error.
+    // The worker's side: whatever arrives is a call or a decode error, and
+    // a call's input is exactly the bytes after its header.
     fuzz(
         "calls_from_random_bytes",
-        prop::collection::vec(any::<u8>(), 0..512),
-        |data| {
-            let _ = postcard::from_bytes::<ToWorker>(&data);
+        (
+            prop::collection::vec(any::<u8>(), 0..512),
+            any::<u64>(),
+            "[a-z.]{0,12}",
+            prop::collection::vec(any::<u8>(), 0..64),
+        ),
+        |(data, id, task, input)| {
+            let _ = decode_call(&data);
+            let head = CallHead {
+                id,
+                task,
+                timeout: None,
+            };
+            let mut frame = encode_head(&head);
+            frame.extend_from_slice(&input);
+            let (got, rest) = decode_call(&frame).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(got, head);
+            prop_assert_eq!(rest, &input[..]);
             Ok(())
         },
     );
@@ -405,7 +493,7 @@ fn dispatch_of_random_input() {
         |data| {
             match registry.dispatch("words", &data) {
                 Ok(out) => prop_assert!(postcard::from_bytes::<usize>(&out).is_ok()),
-                Err(f) => prop_assert!(matches!(f, Failure::BadInput(_)), "{f:?}"),
+                Err(e) => prop_assert!(e.is_codec(), "{e:?}"),
             }
             Ok(())
         },
@@ -434,17 +522,15 @@ fn huge_announced_counts_inside_a_frame_are_refused() {
         hello.extend_from_slice(count);
         hello.extend_from_slice(b"\x01a");
         assert!(matches!(decode_hello(&hello), Err(HelloError::Corrupt(_))));
-        // A reply whose output claims ~4 GiB.
-        let mut reply = vec![0u8, 1, 0]; // Done, id 1, Ok
+        // A failed reply whose message claims ~4 GiB.
+        let mut reply = vec![0u8, 1, 1, 10]; // Done, id 1, Err, Codec
         reply.extend_from_slice(count);
         reply.extend_from_slice(&[1, 2, 3]);
-        assert!(matches!(
-            decode_reply(&reply, 1),
-            Err(ReplyError::Undecodable(_))
-        ));
-        // A call whose input claims ~4 GiB.
-        let mut call = vec![0u8, 1, 1, b't'];
+        assert!(decode_reply(reply).is_err());
+        // A call whose task name claims ~4 GiB.
+        let mut call = vec![1u8];
         call.extend_from_slice(count);
-        assert!(postcard::from_bytes::<ToWorker>(&call).is_err());
+        call.extend_from_slice(b"t");
+        assert!(decode_call(&call).is_err());
     }
 }

@@ -14,20 +14,40 @@
 //!   executable, re-executed, serves them.
 //! - Call them through a [`ProcessPool`]: `pool.call::<Sum>(input).await`.
 //!
-//! The design (driver threads, handshake, framing, cancellation, no orphans)
-//! is described in `README.md` beside this module.
+//! The design (driver threads, handshake, framing, who decides what a
+//! cancellation or a timeout applies to, no orphans) is described in
+//! `README.md` beside this module.
+//!
+//! # Layout
+//!
+//! - the call a user makes: `pool.rs` ([`ProcessPool`]), `builder.rs`,
+//!   `call.rs` ([`Call`], [`CallOptions`], [`OnDrop`]);
+//! - what a task is: `task.rs` ([`Task`], [`Registry`]), `codec.rs`;
+//! - the parent's side of the workers: `supervisor.rs` (lanes, starts,
+//!   retries), `child/` (one worker process: spawn, handshake, output,
+//!   reaping, reading replies);
+//! - the worker's side: `worker/` (serving calls, the control channel,
+//!   which call is running);
+//! - between them: `protocol.rs` (messages, hello), `wire.rs` (frames).
 
+mod builder;
+mod call;
 mod child;
+mod codec;
 #[cfg(test)]
 mod fuzz;
 mod pool;
 mod protocol;
+mod supervisor;
 mod task;
 mod wire;
 mod worker;
 
-pub use pool::{Call, CallOptions, OnDrop, ProcMetrics, ProcessPool, ProcessPoolBuilder};
-pub use task::{Registry, Task};
+pub use builder::ProcessPoolBuilder;
+pub use call::{Call, CallOptions, OnDrop};
+pub use child::WorkerOutput;
+pub use pool::{ProcMetrics, ProcessPool, Shutdown};
+pub use task::{Registry, Task, fingerprint};
 pub use worker::run_worker_if_child;
 
 /// Turns a plain function into a [`Task`] (feature `macros`).

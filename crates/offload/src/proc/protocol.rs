@@ -1,14 +1,28 @@
 //! The messages between a pool and its workers, and the handshake.
 //!
-//! Every message is one frame (see `wire.rs`) whose payload is postcard.
-//! The worker speaks first: a hello frame that starts with a fixed magic
-//! and the protocol version *outside* postcard, so that a worker of another
-//! protocol version is recognised as such, not as garbage.
+//! Every message is one frame (see `wire.rs`). The worker speaks first: a
+//! hello frame that starts with a fixed magic and the protocol version
+//! *outside* postcard, so that a worker of another protocol version is
+//! recognised as such, not as garbage. After it:
+//!
+//! - call channel, parent → worker: `postcard(CallHead)` then the task's
+//!   encoded input up to the end of the frame;
+//! - call channel, worker → parent: `postcard(ReplyHead)`, then for a
+//!   successful call the task's encoded output up to the end of the frame;
+//! - control channel, parent → worker: `postcard(Control)`.
+//!
+//! Inputs and outputs ride after a small header instead of inside it, so
+//! they are written from and decoded in the buffers they already live in:
+//! never copied into a message.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+
 /// Bumped on any incompatible change to the messages below.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// The first bytes of a hello frame.
 pub(crate) const HELLO_MAGIC: [u8; 4] = *b"OFLD";
@@ -19,41 +33,148 @@ pub(crate) struct Hello {
     /// Tells two builds of the same program apart (see [`build_id`]).
     pub(crate) build: String,
     /// The tasks the worker serves.
-    pub(crate) tasks: Vec<String>,
+    pub(crate) tasks: Vec<TaskInfo>,
     pub(crate) pid: u32,
 }
 
-/// Parent → worker.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ToWorker {
-    /// Run `task` on `input` (postcard of the task's input type).
-    Call {
-        id: u64,
-        task: String,
-        input: Vec<u8>,
-    },
+/// A task a worker serves, and the fingerprint of its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TaskInfo {
+    pub(crate) name: String,
+    pub(crate) fingerprint: u64,
 }
 
-/// Worker → parent, after the hello.
+impl Hello {
+    /// The fingerprint under which the worker serves `task`, if it does.
+    pub(crate) fn fingerprint(&self, task: &str) -> Option<u64> {
+        self.tasks
+            .iter()
+            .find(|t| t.name == task)
+            .map(|t| t.fingerprint)
+    }
+}
+
+/// The header of a call; the input follows it in the frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CallHead {
+    /// Increasing per worker, in the order the calls were written.
+    pub(crate) id: u64,
+    pub(crate) task: String,
+    /// The call's hard timeout, counted by the worker from when it starts
+    /// the call; the worker stops itself when it passes.
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// A message on the control channel, read by the worker even while a
+/// call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Control {
+    /// The caller gave up on call `id`: stop it if it is running, skip it
+    /// if it has not started, ignore it if it has finished.
+    Cancel { id: u64 },
+}
+
+/// The header of a worker's message; a successful call's output follows.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum FromWorker {
-    /// The call `id` finished: the output bytes, or why not.
+pub(crate) enum ReplyHead {
+    /// Call `id` finished; `Ok` means its output follows the header.
+    Done { id: u64, result: Result<(), Error> },
+    /// The worker was running call `id` and stops there, killing itself
+    /// (no reply of any later call can follow).
+    Stopped { id: u64, why: Stop },
+}
+
+/// Why a worker stopped itself in the middle of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Stop {
+    /// The call ran past its timeout.
+    Timeout,
+    /// The caller gave up on the call.
+    Cancelled,
+}
+
+/// A decoded worker message.
+#[derive(Debug)]
+pub(crate) enum Reply {
     Done {
         id: u64,
-        result: Result<Vec<u8>, Failure>,
+        result: Result<Body, Error>,
+    },
+    Stopped {
+        id: u64,
+        why: Stop,
     },
 }
 
-/// Why a call failed inside a worker that survived it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Failure {
-    Panic {
-        message: String,
-        location: Option<String>,
-    },
-    UnknownTask(String),
-    BadInput(String),
-    BadOutput(String),
+impl Reply {
+    /// The call the message is about.
+    pub(crate) fn id(&self) -> u64 {
+        match self {
+            Reply::Done { id, .. } | Reply::Stopped { id, .. } => *id,
+        }
+    }
+}
+
+/// A task's encoded output: the frame it arrived in and where it starts,
+/// so it is decoded in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Body {
+    frame: Vec<u8>,
+    at: usize,
+}
+
+impl Body {
+    /// The encoded output.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.frame[self.at..]
+    }
+
+    /// The encoded output, owned (copies only when it does not start the
+    /// frame).
+    pub(crate) fn into_vec(mut self) -> Vec<u8> {
+        if self.at == 0 {
+            self.frame
+        } else {
+            self.frame.drain(..self.at);
+            self.frame
+        }
+    }
+}
+
+/// Encodes a header (a small postcard message). Headers hold ids, names
+/// and error messages, which always serialise.
+pub(crate) fn encode_head<T: Serialize>(head: &T) -> Vec<u8> {
+    postcard::to_stdvec(head).unwrap_or_default()
+}
+
+/// Decodes a call frame: its header, and its input bytes.
+pub(crate) fn decode_call(frame: &[u8]) -> Result<(CallHead, &[u8]), String> {
+    postcard::take_from_bytes::<CallHead>(frame).map_err(|e| e.to_string())
+}
+
+/// Decodes a worker's message. The one decoder of replies, fuzzed in
+/// `fuzz.rs`.
+pub(crate) fn decode_reply(frame: Vec<u8>) -> Result<Reply, String> {
+    let (head, rest) = postcard::take_from_bytes::<ReplyHead>(&frame).map_err(|e| e.to_string())?;
+    let at = frame.len() - rest.len();
+    Ok(match head {
+        ReplyHead::Done { id, result: Ok(()) } => Reply::Done {
+            id,
+            result: Ok(Body { frame, at }),
+        },
+        ReplyHead::Done { id, result: Err(e) } => {
+            if at != frame.len() {
+                return Err(format!("the failed call {id} carries an output"));
+            }
+            Reply::Done { id, result: Err(e) }
+        }
+        ReplyHead::Stopped { id, why } => {
+            if at != frame.len() {
+                return Err(format!("the stop of call {id} carries an output"));
+            }
+            Reply::Stopped { id, why }
+        }
+    })
 }
 
 /// Encodes a hello frame payload: magic, version (LE), postcard body.
@@ -61,8 +182,7 @@ pub(crate) fn encode_hello(hello: &Hello) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&HELLO_MAGIC);
     out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    // Serialising strings and a Vec into a Vec cannot fail.
-    out.extend_from_slice(&postcard::to_stdvec(hello).unwrap_or_default());
+    out.extend_from_slice(&encode_head(hello));
     out
 }
 
@@ -101,41 +221,18 @@ pub(crate) fn decode_hello(frame: &[u8]) -> Result<Hello, HelloError> {
     postcard::from_bytes(&frame[8..]).map_err(|e| HelloError::Corrupt(e.to_string()))
 }
 
-/// Why a reply frame was refused (the fuzz tests' view of the reply path).
-#[cfg(test)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ReplyError {
-    /// Not a postcard `FromWorker`.
-    Undecodable(String),
-    /// The reply of another call than the one running.
-    WrongId { got: u64 },
-}
-
-/// Decodes the reply to call `id`: the task's output bytes, or why it
-/// failed in a worker that survived it.
-#[cfg(test)]
-pub(crate) fn decode_reply(frame: &[u8], id: u64) -> Result<Result<Vec<u8>, Failure>, ReplyError> {
-    match decode_any_reply(frame) {
-        Ok((got, result)) if got == id => Ok(result),
-        Ok((got, _)) => Err(ReplyError::WrongId { got }),
-        Err(e) => Err(ReplyError::Undecodable(e)),
-    }
-}
-
-/// Decodes a reply frame whatever call it answers: its id and result.
-pub(crate) fn decode_any_reply(frame: &[u8]) -> Result<(u64, Result<Vec<u8>, Failure>), String> {
-    match postcard::from_bytes::<FromWorker>(frame) {
-        Ok(FromWorker::Done { id, result }) => Ok((id, result)),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Identifies this build of this program: crate version, and the size and
-/// modification time of the running executable. A parent compares it with
-/// its re-executed workers' to catch a binary replaced on disk (a deploy)
-/// between the parent's start and a worker's.
+/// Identifies this build of this program: crate version, and the size,
+/// modification time and inode of the *running* executable image. A parent
+/// compares it with its re-executed workers' to catch a worker that is not
+/// the same program.
+///
+/// On Linux the image is read through `/proc/self/exe`, which names the
+/// file the process was started from even after a deploy replaced or
+/// deleted it; workers are started from that same image, so a deploy
+/// cannot break a live pool.
 pub(crate) fn build_id() -> String {
-    let exe = std::env::current_exe()
+    use std::os::unix::fs::MetadataExt;
+    let exe = running_image()
         .and_then(std::fs::metadata)
         .map(|m| {
             let mtime = m
@@ -143,10 +240,20 @@ pub(crate) fn build_id() -> String {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos());
-            format!("{}:{}", m.len(), mtime)
+            format!("{}:{}:{}:{}", m.dev(), m.ino(), m.len(), mtime)
         })
         .unwrap_or_else(|_| "unknown".to_owned());
     format!("offload-{}/{}", env!("CARGO_PKG_VERSION"), exe)
+}
+
+/// The path through which the running executable's image can be opened or
+/// executed, whatever happened to its file since.
+pub(crate) fn running_image() -> std::io::Result<std::path::PathBuf> {
+    if cfg!(target_os = "linux") && std::path::Path::new("/proc/self/exe").exists() {
+        Ok("/proc/self/exe".into())
+    } else {
+        std::env::current_exe()
+    }
 }
 
 #[cfg(test)]
@@ -157,10 +264,15 @@ mod tests {
     fn hello_round_trip_and_refusals() {
         let h = Hello {
             build: "b".into(),
-            tasks: vec!["sum".into()],
+            tasks: vec![TaskInfo {
+                name: "sum".into(),
+                fingerprint: 7,
+            }],
             pid: 7,
         };
         assert_eq!(decode_hello(&encode_hello(&h)).unwrap(), h);
+        assert_eq!(h.fingerprint("sum"), Some(7));
+        assert_eq!(h.fingerprint("other"), None);
         let mut other = encode_hello(&h);
         other[4] = 99;
         assert_eq!(decode_hello(&other), Err(HelloError::Version(99)));
@@ -171,6 +283,49 @@ mod tests {
             decode_hello(&corrupt),
             Err(HelloError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn a_reply_body_is_decoded_where_it_arrived() {
+        let mut frame = encode_head(&ReplyHead::Done {
+            id: 3,
+            result: Ok(()),
+        });
+        frame.extend_from_slice(b"output");
+        match decode_reply(frame).unwrap() {
+            Reply::Done {
+                id: 3,
+                result: Ok(body),
+            } => {
+                assert_eq!(body.bytes(), b"output");
+                assert_eq!(body.into_vec(), b"output");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn failures_and_stops_carry_no_body() {
+        let mut frame = encode_head(&ReplyHead::Stopped {
+            id: 1,
+            why: Stop::Timeout,
+        });
+        assert!(matches!(
+            decode_reply(frame.clone()),
+            Ok(Reply::Stopped {
+                id: 1,
+                why: Stop::Timeout
+            })
+        ));
+        frame.push(0);
+        assert!(decode_reply(frame).is_err());
+    }
+
+    #[test]
+    fn the_build_id_names_the_running_image() {
+        let id = build_id();
+        assert!(!id.ends_with("/unknown"), "{id}");
+        assert_eq!(id, build_id());
     }
 
     #[test]

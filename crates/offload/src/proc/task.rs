@@ -11,7 +11,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::protocol::Failure;
+use super::codec;
+use super::protocol::TaskInfo;
+use crate::error::{Error, Payload};
 
 /// A unit of work that runs in a worker process, found by [`NAME`](Task::NAME).
 ///
@@ -37,6 +39,12 @@ pub trait Task: 'static {
     /// The name the worker finds the task by. Unique within a registry;
     /// keep it stable across versions that must interoperate.
     const NAME: &'static str;
+    /// The version of the task's contract (default 0). Bump it when the
+    /// meaning of the input or output changes without their types
+    /// changing: a caller and a worker that disagree refuse the call with
+    /// [`Error::is_version_mismatch`](crate::Error::is_version_mismatch).
+    /// See [`fingerprint`].
+    const VERSION: u32 = 0;
     /// What the caller sends.
     type Input: Serialize + DeserializeOwned + Send + 'static;
     /// What the worker sends back.
@@ -46,18 +54,72 @@ pub trait Task: 'static {
     fn run(input: Self::Input) -> Self::Output;
 }
 
-/// Runs a registered task on encoded input. Type-erased so a registry can
-/// hold many tasks.
-type Handler = fn(&[u8]) -> Result<Vec<u8>, Failure>;
+/// The fingerprint of task `T`'s contract: its name, its
+/// [`VERSION`](Task::VERSION), and the names of its input and output
+/// types. Workers announce it for every task they serve, and a call whose
+/// fingerprint differs from the worker's is refused with
+/// [`Error::is_version_mismatch`](crate::Error::is_version_mismatch)
+/// instead of decoding bytes of one type as another.
+///
+/// Type names come from [`std::any::type_name`], which is not guaranteed
+/// to be the same across compiler versions: build callers and workers
+/// that must interoperate with the same toolchain, or rely on `VERSION`.
+///
+/// ```
+/// struct Sum;
+/// impl offload::proc::Task for Sum {
+///     const NAME: &'static str = "sum";
+///     type Input = Vec<u64>;
+///     type Output = u64;
+///     fn run(v: Vec<u64>) -> u64 { v.iter().sum() }
+/// }
+/// struct SumV2;
+/// impl offload::proc::Task for SumV2 {
+///     const NAME: &'static str = "sum";
+///     const VERSION: u32 = 2;
+///     type Input = Vec<u64>;
+///     type Output = u64;
+///     fn run(v: Vec<u64>) -> u64 { v.iter().sum() }
+/// }
+/// use offload::proc::fingerprint;
+/// assert_ne!(fingerprint::<Sum>(), fingerprint::<SumV2>());
+/// ```
+pub fn fingerprint<T: Task>() -> u64 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let parts: [&[u8]; 4] = [
+        T::NAME.as_bytes(),
+        &T::VERSION.to_le_bytes(),
+        std::any::type_name::<T::Input>().as_bytes(),
+        std::any::type_name::<T::Output>().as_bytes(),
+    ];
+    for part in parts {
+        for &b in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
 
-fn handle<T: Task>(input: &[u8]) -> Result<Vec<u8>, Failure> {
-    let input: T::Input =
-        postcard::from_bytes(input).map_err(|e| Failure::BadInput(e.to_string()))?;
+/// Runs a registered task on encoded input, encoding at most `max_output`
+/// bytes of output. Type-erased so a registry can hold many tasks.
+type Handler = fn(&[u8], usize) -> Result<Vec<u8>, Error>;
+
+/// A registered task: how to run it, and its fingerprint.
+#[derive(Clone, Copy)]
+struct Entry {
+    handler: Handler,
+    fingerprint: u64,
+}
+
+fn handle<T: Task>(input: &[u8], max_output: usize) -> Result<Vec<u8>, Error> {
+    let input: T::Input = codec::decode(input, Payload::Input)?;
     let output = catch_unwind(AssertUnwindSafe(|| T::run(input))).map_err(|payload| {
         let (message, location) = super::worker::take_panic(payload);
-        Failure::Panic { message, location }
+        Error::remote_panic(message, location)
     })?;
-    postcard::to_stdvec(&output).map_err(|e| Failure::BadOutput(e.to_string()))
+    codec::encode(&output, Payload::Output, max_output)
 }
 
 /// The tasks a worker serves, and a hook run once in each worker process
@@ -81,7 +143,7 @@ fn handle<T: Task>(input: &[u8]) -> Result<Vec<u8>, Failure> {
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
-    tasks: BTreeMap<&'static str, Handler>,
+    tasks: BTreeMap<&'static str, Entry>,
     init: Option<fn()>,
     duplicates: Vec<&'static str>,
 }
@@ -96,7 +158,11 @@ impl Registry {
     /// error that [`ProcessPoolBuilder::build`](super::ProcessPoolBuilder::build)
     /// reports.
     pub fn with<T: Task>(mut self) -> Self {
-        if self.tasks.insert(T::NAME, handle::<T>).is_some() {
+        let entry = Entry {
+            handler: handle::<T>,
+            fingerprint: fingerprint::<T>(),
+        };
+        if self.tasks.insert(T::NAME, entry).is_some() {
             self.duplicates.push(T::NAME);
         }
         self
@@ -121,6 +187,22 @@ impl Registry {
         self.tasks.contains_key(name)
     }
 
+    /// The [`fingerprint`] of the task registered under `name`.
+    pub fn fingerprint(&self, name: &str) -> Option<u64> {
+        self.tasks.get(name).map(|e| e.fingerprint)
+    }
+
+    /// The tasks as a worker announces them.
+    pub(crate) fn task_infos(&self) -> Vec<TaskInfo> {
+        self.tasks
+            .iter()
+            .map(|(name, e)| TaskInfo {
+                name: (*name).to_owned(),
+                fingerprint: e.fingerprint,
+            })
+            .collect()
+    }
+
     pub(crate) fn duplicates(&self) -> &[&'static str] {
         &self.duplicates
     }
@@ -131,11 +213,49 @@ impl Registry {
         }
     }
 
-    /// Runs task `name` on encoded `input` and returns the encoded output.
-    pub(crate) fn dispatch(&self, name: &str, input: &[u8]) -> Result<Vec<u8>, Failure> {
+    /// Runs task `name` on its encoded input, on the calling thread, and
+    /// returns its encoded output: the whole of a worker's work, with no
+    /// process or transport involved. Another transport (a message system
+    /// carrying calls between machines) receives a task's name and input
+    /// bytes, calls this, and sends the result back; the [`Error`] is
+    /// serde-serialisable for that purpose.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_unknown_task`] for a name that is not registered,
+    /// [`Error::is_codec`] for input bytes that are not the task's input
+    /// (or an output serde refuses), [`Error::is_remote_panic`] if the
+    /// task panicked (the panic is caught here).
+    ///
+    /// ```
+    /// struct Sum;
+    /// impl offload::proc::Task for Sum {
+    ///     const NAME: &'static str = "sum";
+    ///     type Input = Vec<u64>;
+    ///     type Output = u64;
+    ///     fn run(v: Vec<u64>) -> u64 { v.iter().sum() }
+    /// }
+    /// let registry = offload::proc::Registry::new().with::<Sum>();
+    /// let input = postcard::to_stdvec(&vec![1u64, 2, 3]).unwrap();
+    /// let output = registry.dispatch("sum", &input).unwrap();
+    /// assert_eq!(postcard::from_bytes::<u64>(&output).unwrap(), 6);
+    /// assert!(registry.dispatch("nope", &input).unwrap_err().is_unknown_task());
+    /// ```
+    pub fn dispatch(&self, name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
+        self.dispatch_limited(name, input, usize::MAX)
+    }
+
+    /// [`dispatch`](Self::dispatch), refusing an output over `max_output`
+    /// bytes ([`Error::is_too_large`]) as soon as its encoding passes it.
+    pub(crate) fn dispatch_limited(
+        &self,
+        name: &str,
+        input: &[u8],
+        max_output: usize,
+    ) -> Result<Vec<u8>, Error> {
         match self.tasks.get(name) {
-            Some(handler) => handler(input),
-            None => Err(Failure::UnknownTask(name.to_owned())),
+            Some(entry) => (entry.handler)(input, max_output),
+            None => Err(Error::unknown_task(name)),
         }
     }
 }

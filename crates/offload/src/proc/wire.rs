@@ -2,12 +2,22 @@
 //!
 //! The length is checked against the frame limit *before* anything is
 //! allocated, so a peer can never make us allocate more than the limit,
-//! whatever bytes it sends.
+//! whatever bytes it sends. This file is the one place the limit is
+//! checked, on both sides of the channel.
+//!
+//! A frame is written as a small header and a body without joining them
+//! (one vectored write), so a large encoded input or output is never
+//! copied into a second buffer on its way to the socket. A frame is read
+//! into one buffer of exactly its length, which is then decoded in place.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
+use std::time::{Duration, Instant};
 
 /// The default largest frame: 64 MiB.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// Bytes of the length prefix.
+const LEN_BYTES: usize = 4;
 
 /// Why a frame could not be read.
 #[derive(Debug)]
@@ -18,7 +28,7 @@ pub(crate) enum FrameError {
     Truncated,
     /// The announced length exceeds the limit; nothing was allocated.
     TooLarge { len: usize, max: usize },
-    /// A read timed out (the stream's read timeout, used for deadlines).
+    /// The frame's deadline passed before all of it arrived.
     TimedOut,
     /// Any other I/O error.
     Io(io::Error),
@@ -38,97 +48,226 @@ impl std::fmt::Display for FrameError {
     }
 }
 
-fn classify(e: io::Error, started: bool) -> FrameError {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FrameError::TimedOut,
-        io::ErrorKind::UnexpectedEof if started => FrameError::Truncated,
-        io::ErrorKind::UnexpectedEof => FrameError::Closed,
-        _ => FrameError::Io(e),
+/// A stream whose reads can be bounded by a deadline (a socket's read
+/// timeout). Implemented for the buffered socket the pool reads, and for
+/// plain readers in tests and fuzzing (which never time out).
+pub(crate) trait Deadline {
+    /// Bounds the next reads by `timeout` (`None`: wait forever).
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl Deadline for &[u8] {
+    fn set_read_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
+        Ok(())
     }
 }
 
-/// Writes one frame. Refuses (without writing) a payload over `max`.
-pub(crate) fn write_frame(w: &mut impl Write, payload: &[u8], max: usize) -> io::Result<()> {
-    if payload.len() > max {
+impl Deadline for std::io::BufReader<std::os::unix::net::UnixStream> {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.get_ref().set_read_timeout(timeout)
+    }
+}
+
+/// Writes one frame made of `head` followed by `body`, in one vectored
+/// write where the kernel takes it all. Refuses (without writing) a frame
+/// over `max`.
+pub(crate) fn write_frame(
+    w: &mut impl Write,
+    head: &[u8],
+    body: &[u8],
+    max: usize,
+) -> io::Result<()> {
+    let len = head.len() + body.len();
+    if len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "frame of {} bytes exceeds the {max}-byte limit",
-                payload.len()
-            ),
+            format!("frame of {len} bytes exceeds the {max}-byte limit"),
         ));
     }
-    let len = u32::try_from(payload.len())
+    let len = u32::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame longer than 4 GiB"))?;
-    // One write for header and payload keeps small frames in one segment.
-    let mut buf = Vec::with_capacity(4 + payload.len());
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(payload);
-    w.write_all(&buf)?;
+    let prefix = len.to_le_bytes();
+    let mut parts = [
+        IoSlice::new(&prefix),
+        IoSlice::new(head),
+        IoSlice::new(body),
+    ];
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        match w.write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     w.flush()
 }
 
-/// Reads one frame of at most `max` bytes.
-pub(crate) fn read_frame(r: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameError> {
-    let mut header = [0u8; 4];
-    // Distinguish "closed between frames" from "closed inside a frame".
-    let mut got = 0;
-    while got < 4 {
-        match r.read(&mut header[got..]) {
-            Ok(0) if got == 0 => return Err(FrameError::Closed),
-            Ok(0) => return Err(FrameError::Truncated),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(classify(e, got > 0)),
-        }
+/// Reads one frame of at most `max` bytes, all of it before `deadline`
+/// (`None`: no deadline). The deadline holds for the whole frame, so a
+/// peer that trickles bytes cannot stretch it.
+pub(crate) fn read_frame<R: Read + Deadline>(
+    r: &mut R,
+    max: usize,
+    deadline: Option<Instant>,
+) -> Result<Vec<u8>, FrameError> {
+    let read = read_bounded(r, max, deadline);
+    if deadline.is_some() {
+        // Leave the stream as found: later reads without a deadline wait.
+        let _ = r.set_read_timeout(None);
+    }
+    read
+}
+
+fn read_bounded<R: Read + Deadline>(
+    r: &mut R,
+    max: usize,
+    deadline: Option<Instant>,
+) -> Result<Vec<u8>, FrameError> {
+    let mut header = [0u8; LEN_BYTES];
+    // Tell "closed between frames" from "closed inside a frame".
+    if fill(r, &mut header, deadline, false)? == 0 {
+        return Err(FrameError::Closed);
     }
     let len = u32::from_le_bytes(header) as usize;
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
     let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).map_err(|e| classify(e, true))?;
+    fill(r, &mut payload, deadline, true)?;
     Ok(payload)
+}
+
+/// Fills `buf` completely, or reports why not. Returns 0 only when the
+/// stream was closed before the first byte and `started` is false.
+fn fill<R: Read + Deadline>(
+    r: &mut R,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+    started: bool,
+) -> Result<usize, FrameError> {
+    let mut got = 0;
+    while got < buf.len() {
+        if let Some(at) = deadline {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(FrameError::TimedOut);
+            }
+            r.set_read_timeout(Some(left)).map_err(FrameError::Io)?;
+        }
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 && !started => return Ok(0),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(FrameError::TimedOut);
+            }
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    Ok(got)
+}
+
+/// The deadline `timeout` after `from`, or none when it lies beyond what
+/// an `Instant` can hold (`Duration::MAX` means "never").
+pub(crate) fn deadline_after(from: Instant, timeout: Duration) -> Option<Instant> {
+    from.checked_add(timeout)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, payload, &[], 1 << 20).unwrap();
+        buf
+    }
+
     #[test]
     fn round_trip() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, b"hello", 100).unwrap();
-        write_frame(&mut buf, b"", 100).unwrap();
+        write_frame(&mut buf, b"hel", b"lo", 100).unwrap();
+        write_frame(&mut buf, b"", b"", 100).unwrap();
         let mut r = &buf[..];
-        assert_eq!(read_frame(&mut r, 100).unwrap(), b"hello");
-        assert_eq!(read_frame(&mut r, 100).unwrap(), b"");
-        assert!(matches!(read_frame(&mut r, 100), Err(FrameError::Closed)));
+        assert_eq!(read_frame(&mut r, 100, None).unwrap(), b"hello");
+        assert_eq!(read_frame(&mut r, 100, None).unwrap(), b"");
+        assert!(matches!(
+            read_frame(&mut r, 100, None),
+            Err(FrameError::Closed)
+        ));
     }
 
     #[test]
     fn oversized_is_refused_before_allocating() {
         let bytes = u32::MAX.to_le_bytes();
         assert!(matches!(
-            read_frame(&mut &bytes[..], 1024),
+            read_frame(&mut &bytes[..], 1024, None),
             Err(FrameError::TooLarge { len, max: 1024 }) if len == u32::MAX as usize
         ));
-        assert!(write_frame(&mut Vec::new(), &[0; 11], 10).is_err());
+        assert!(write_frame(&mut Vec::new(), &[0; 6], &[0; 5], 10).is_err());
     }
 
     #[test]
     fn truncated_header_and_body() {
         assert!(matches!(
-            read_frame(&mut &[1u8, 0][..], 10),
+            read_frame(&mut &[1u8, 0][..], 10, None),
             Err(FrameError::Truncated)
         ));
-        let mut buf = Vec::new();
-        write_frame(&mut buf, b"abcdef", 10).unwrap();
+        let mut buf = frame(b"abcdef");
         buf.truncate(7);
         assert!(matches!(
-            read_frame(&mut &buf[..], 10),
+            read_frame(&mut &buf[..], 10, None),
             Err(FrameError::Truncated)
         ));
+    }
+
+    #[test]
+    fn a_passed_deadline_times_out_before_reading() {
+        let buf = frame(b"abc");
+        let past = Instant::now() - Duration::from_millis(1);
+        assert!(matches!(
+            read_frame(&mut &buf[..], 10, Some(past)),
+            Err(FrameError::TimedOut)
+        ));
+    }
+
+    #[test]
+    fn a_trickling_peer_cannot_stretch_the_deadline() {
+        use std::os::unix::net::UnixStream;
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            // A 100-byte frame, one byte every 20 ms: 2 s in all.
+            let _ = tx.write_all(&100u32.to_le_bytes());
+            for _ in 0..100 {
+                if tx.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let mut rx = std::io::BufReader::new(rx);
+        let started = Instant::now();
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let read = read_frame(&mut rx, 1000, Some(deadline));
+        assert!(matches!(read, Err(FrameError::TimedOut)), "{read:?}");
+        // Every read got a fresh timeout, yet the frame's deadline held.
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(rx);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn deadlines_saturate() {
+        assert_eq!(deadline_after(Instant::now(), Duration::MAX), None);
+        assert!(deadline_after(Instant::now(), Duration::from_secs(1)).is_some());
     }
 
     #[test]
@@ -144,7 +283,7 @@ mod tests {
         }
         for start in 0..256 {
             let mut r = &data[start..];
-            while let Ok(frame) = read_frame(&mut r, 512) {
+            while let Ok(frame) = read_frame(&mut r, 512, None) {
                 assert!(frame.len() <= 512);
             }
         }

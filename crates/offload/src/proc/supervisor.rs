@@ -1,0 +1,350 @@
+//! Supervision of a pool's workers: which driver thread feeds which
+//! worker, starting and replacing workers (with a back-off when they die
+//! at start-up), sending a call and sending it again when its worker died
+//! before starting it, and the counts the pool reports.
+//!
+//! A pool has `workers` *lanes*; each lane holds at most one worker
+//! process at a time and has `depth` driver threads seated at it.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use super::call::CancelSwitch;
+use super::child::{CallError, Hooks, Launch, WorkerProc};
+use super::protocol::{Body, TaskInfo};
+use crate::error::Error;
+
+/// How many times a call is sent before giving up, when each time its
+/// worker died before starting it.
+const MAX_SENDS: usize = 4;
+
+/// The longest a pool waits between start attempts after repeated failures.
+const MAX_COOLDOWN: Duration = Duration::from_secs(30);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+thread_local! {
+    /// The lane this driver thread feeds. Dropped when the thread exits;
+    /// the last driver of a lane to go takes its worker with it, so idle
+    /// reaping and shutdown need no extra code.
+    static SEAT: RefCell<Option<Seat>> = const { RefCell::new(None) };
+}
+
+/// A driver thread's place at one lane.
+struct Seat {
+    supervisor: Arc<Supervisor>,
+    lane: usize,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let lane = &self.supervisor.lanes[self.lane];
+        let mut st = lock(&lane.state);
+        st.drivers -= 1;
+        let worker = if st.drivers == 0 {
+            st.worker.take()
+        } else {
+            None
+        };
+        drop(st);
+        // Closing its channel lets the worker exit; the reaper collects it.
+        drop(worker);
+    }
+}
+
+/// One lane: its worker and how many drivers are seated at it.
+#[derive(Default)]
+struct Lane {
+    state: Mutex<LaneState>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    worker: Option<Arc<WorkerProc>>,
+    drivers: usize,
+}
+
+/// Counts shared by the pool and its workers (a worker updates them when
+/// it is reaped, which may be after the pool's last handle is gone).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Live workers by name → pid.
+    pub(crate) pids: Mutex<BTreeMap<String, u32>>,
+    pub(crate) started: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    /// Workers started and not yet reaped.
+    pub(crate) live: AtomicUsize,
+    /// Woken when `live` drops to zero (a shutdown waiting for the reaper).
+    pub(crate) gone_waiters: Mutex<Vec<Waker>>,
+}
+
+impl Stats {
+    fn reaped(&self) {
+        if self.live.fetch_sub(1, Relaxed) == 1 {
+            let waiters = std::mem::take(&mut *lock(&self.gone_waiters));
+            waiters.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
+/// Start-up failures, to back off instead of fork-bombing the machine when
+/// workers die as soon as they start.
+#[derive(Debug, Default)]
+struct StartGuard {
+    consecutive_failures: u32,
+    /// No start is tried before this instant.
+    cooldown_until: Option<Instant>,
+    last_error: String,
+    /// The last failure broke the protocol (a wrong or late hello), as
+    /// opposed to a worker that died or could not be spawned: calls
+    /// refused during the cooldown keep that kind.
+    last_was_protocol: bool,
+}
+
+/// Everything the driver threads of one pool share.
+pub(crate) struct Supervisor {
+    pub(crate) launch: Launch,
+    /// Worker name prefix (`offload-proc`): workers are `{prefix}-{lane}`.
+    pub(crate) prefix: String,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) max_tasks_per_child: Option<u64>,
+    /// The tasks the pool's registry declares, to check workers against.
+    pub(crate) expected: Option<Vec<TaskInfo>>,
+    /// Whether a worker that disagrees with `expected` was reported.
+    warned: AtomicBool,
+    start: Mutex<StartGuard>,
+    lanes: Vec<Lane>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        launch: Launch,
+        prefix: String,
+        default_timeout: Option<Duration>,
+        max_tasks_per_child: Option<u64>,
+        expected: Option<Vec<TaskInfo>>,
+        workers: usize,
+    ) -> Self {
+        Supervisor {
+            launch,
+            prefix,
+            default_timeout,
+            max_tasks_per_child,
+            expected,
+            warned: AtomicBool::new(false),
+            start: Mutex::new(StartGuard::default()),
+            lanes: (0..workers).map(|_| Lane::default()).collect(),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// Starts a worker for lane `lane`, retrying twice with a short
+    /// back-off; after that, fails fast until a cooldown passes. Every
+    /// kind of start failure counts (a worker that dies, one whose hello
+    /// is wrong or late): none can make the pool start workers in a loop.
+    fn start_worker(&self, lane: usize) -> Result<WorkerProc, Error> {
+        let name = format!("{}-{lane}", self.prefix);
+        for attempt in 0..3u32 {
+            {
+                let guard = lock(&self.start);
+                if let Some(until) = guard.cooldown_until {
+                    let now = Instant::now();
+                    if now < until {
+                        let msg = format!(
+                            "workers fail at start-up ({}); next attempt in {:?}",
+                            guard.last_error,
+                            until - now
+                        );
+                        return Err(if guard.last_was_protocol {
+                            Error::protocol(msg)
+                        } else {
+                            Error::worker_start(msg)
+                        });
+                    }
+                }
+            }
+            let stats = self.stats.clone();
+            let unlist_stats = self.stats.clone();
+            let unlist_name = name.clone();
+            let pid_cell = Arc::new(AtomicU64::new(0));
+            let unlist_pid = pid_cell.clone();
+            let hooks = Hooks {
+                // Unlist the pid *before* reaping: once reaped, the kernel
+                // may give the pid to another process. A replacement under
+                // the same name may already be listed: remove the entry
+                // only if it is still this worker's.
+                unlist: Box::new(move || {
+                    let mut pids = lock(&unlist_stats.pids);
+                    let pid = unlist_pid.load(Relaxed) as u32;
+                    if pids.get(&unlist_name) == Some(&pid) {
+                        pids.remove(&unlist_name);
+                    }
+                }),
+                reaped: Box::new(move || stats.reaped()),
+            };
+            match WorkerProc::start(&self.launch, &name, self.max_tasks_per_child, hooks) {
+                Ok(w) => {
+                    *lock(&self.start) = StartGuard::default();
+                    pid_cell.store(u64::from(w.pid), Relaxed);
+                    self.stats.started.fetch_add(1, Relaxed);
+                    self.stats.live.fetch_add(1, Relaxed);
+                    lock(&self.stats.pids).insert(w.name.clone(), w.pid);
+                    self.check_tasks(&w);
+                    return Ok(w);
+                }
+                Err(e) => {
+                    let mut guard = lock(&self.start);
+                    guard.consecutive_failures += 1;
+                    guard.last_error = e.to_string();
+                    guard.last_was_protocol = e.is_protocol();
+                    if attempt == 2 || e.is_protocol() {
+                        let exp = guard.consecutive_failures.min(10);
+                        let cooldown =
+                            (Duration::from_millis(250) * 2u32.pow(exp)).min(MAX_COOLDOWN);
+                        guard.cooldown_until = Some(Instant::now() + cooldown);
+                        tracing::warn!(worker = %name, error = %e, ?cooldown, "offload: workers fail at start-up; backing off");
+                        return Err(e);
+                    }
+                    drop(guard);
+                    std::thread::sleep(Duration::from_millis(50) * 2u32.pow(attempt));
+                }
+            }
+        }
+        unreachable!("the loop returns on its third attempt")
+    }
+
+    /// Reports, once per pool, a worker that does not serve the registry's
+    /// tasks as the pool knows them (calls to those tasks then fail with
+    /// [`Error::is_unknown_task`] or [`Error::is_version_mismatch`]).
+    fn check_tasks(&self, worker: &WorkerProc) {
+        let Some(expected) = &self.expected else {
+            return;
+        };
+        let mut missing = Vec::new();
+        let mut other_version = Vec::new();
+        for task in expected {
+            match worker.hello.fingerprint(&task.name) {
+                None => missing.push(task.name.as_str()),
+                Some(fp) if fp != task.fingerprint => other_version.push(task.name.as_str()),
+                Some(_) => {}
+            }
+        }
+        if (!missing.is_empty() || !other_version.is_empty()) && !self.warned.swap(true, Relaxed) {
+            tracing::warn!(worker = %worker.name, ?missing, ?other_version, "offload: the worker does not serve the pool's registry; calls to these tasks will fail");
+        }
+    }
+
+    /// The lane this driver thread feeds, taking the least crowded one on
+    /// first use.
+    pub(crate) fn seat(self: &Arc<Self>) -> usize {
+        SEAT.with(|seat| {
+            let mut seat = seat.borrow_mut();
+            if let Some(s) = seat.as_ref() {
+                return s.lane;
+            }
+            let lane = (0..self.lanes.len())
+                .min_by_key(|&i| lock(&self.lanes[i].state).drivers)
+                .unwrap_or(0);
+            lock(&self.lanes[lane].state).drivers += 1;
+            *seat = Some(Seat {
+                supervisor: self.clone(),
+                lane,
+            });
+            lane
+        })
+    }
+
+    /// The lane's worker, starting a fresh one if it has none, or a dead or
+    /// retired one. Only one driver starts it; the others of the lane wait.
+    pub(crate) fn worker(&self, lane: usize) -> Result<Arc<WorkerProc>, Error> {
+        let mut st = lock(&self.lanes[lane].state);
+        if let Some(w) = st.worker.as_ref() {
+            if w.is_usable() {
+                return Ok(w.clone());
+            }
+        }
+        let old = st.worker.take();
+        let fresh = Arc::new(self.start_worker(lane)?);
+        st.worker = Some(fresh.clone());
+        drop(st);
+        // A retired worker finishes what it was sent, then exits when its
+        // last caller lets go of it.
+        drop(old);
+        Ok(fresh)
+    }
+
+    /// Runs one call on this driver thread's worker, sending it again if
+    /// its worker died before it started. `fingerprint` is the caller's
+    /// idea of the task's version; `switch` lets the caller cancel it.
+    pub(crate) fn call(
+        self: &Arc<Self>,
+        task: &str,
+        fingerprint: Option<u64>,
+        input: &[u8],
+        timeout: Option<Duration>,
+        switch: &CancelSwitch,
+    ) -> Result<Body, Error> {
+        let lane = self.seat();
+        for _ in 0..MAX_SENDS {
+            let worker = self.worker(lane)?;
+            match (worker.hello.fingerprint(task), fingerprint) {
+                (None, _) => return Err(Error::unknown_task(task)),
+                (Some(theirs), Some(ours)) if theirs != ours => {
+                    return Err(Error::version_mismatch(format!(
+                        "{} serves task {task:?} with fingerprint {theirs:#x}, the caller expects {ours:#x}",
+                        worker.name
+                    )));
+                }
+                _ => {}
+            }
+            if switch.fired() {
+                return Err(Error::cancelled(crate::error::CancelReason::Dropped));
+            }
+            let id = match worker.send(task, input, timeout) {
+                Ok(id) => id,
+                Err(CallError::Retry) => continue,
+                Err(CallError::Failed(e)) => return Err(e),
+            };
+            switch.arm(&worker, id);
+            let result = worker.wait(id);
+            switch.disarm();
+            match result {
+                Ok(body) => return Ok(body),
+                Err(CallError::Failed(e)) => {
+                    if e.is_timeout() {
+                        self.stats.timeouts.fetch_add(1, Relaxed);
+                    } else if e.is_worker_lost() {
+                        self.stats.lost.fetch_add(1, Relaxed);
+                    }
+                    return Err(e);
+                }
+                Err(CallError::Retry) => continue,
+            }
+        }
+        Err(Error::worker_start(format!(
+            "the call found its worker gone {MAX_SENDS} times before it could start"
+        )))
+    }
+
+    /// After a call: replace a dead worker at once, so the pool is back at
+    /// full size before the next call arrives.
+    pub(crate) fn after_call(self: &Arc<Self>) {
+        let lane = self.seat();
+        let dead = lock(&self.lanes[lane].state)
+            .worker
+            .as_ref()
+            .is_some_and(|w| w.is_dead());
+        if dead {
+            // An error is recorded in the start guard; the next call reports it.
+            let _ = self.worker(lane);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The worker side: what a worker process runs after
+//! [`run_worker_if_child`] recognises it as one.
+//!
+//! Three threads: the executor (named after the worker) reads a call,
+//! runs it, answers, and reads the next; the control and deadline threads
+//! (`control.rs`) may stop the running call. Which call is running is
+//! decided in `running.rs`.
+
+mod channel;
+mod control;
+pub(crate) mod marker;
+mod running;
+
+use std::cell::RefCell;
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+
+pub(crate) use channel::CONTROL_TAG;
+use running::{Begin, Running};
+
+use super::protocol::{Hello, ReplyHead, build_id, decode_call, encode_head, encode_hello};
+use super::task::Registry;
+use super::wire::{FrameError, read_frame, write_frame};
+use crate::error::{CancelReason, Error};
+
+/// Exit codes of a worker that gives up, so the parent can tell why.
+pub(crate) mod exit_code {
+    /// The control channel (fd 0) is not usable.
+    pub(crate) const NO_CHANNEL: i32 = 70;
+    /// The registry's `init` hook panicked.
+    pub(crate) const INIT_PANICKED: i32 = 71;
+    /// The parent sent something that is not a call.
+    pub(crate) const PROTOCOL: i32 = 72;
+    /// A thread the worker needs could not be started.
+    pub(crate) const NO_THREAD: i32 = 73;
+}
+
+/// The most bytes a reply's header takes besides the output (an id and a
+/// tag); the output may use the rest of a frame.
+const REPLY_HEAD_ROOM: usize = 32;
+
+/// Turns this process into a worker if it was started as one, and never
+/// returns in that case; otherwise returns at once.
+///
+/// Call it first thing in `main`, before anything else runs (argument
+/// parsing, threads, runtimes, logging to stdout), with the same registry
+/// the parent uses:
+///
+/// ```no_run
+/// # struct Sum;
+/// # impl offload::proc::Task for Sum {
+/// #     const NAME: &'static str = "sum";
+/// #     type Input = Vec<u64>;
+/// #     type Output = u64;
+/// #     fn run(v: Vec<u64>) -> u64 { v.iter().sum() }
+/// # }
+/// fn registry() -> offload::proc::Registry {
+///     offload::proc::Registry::new().with::<Sum>()
+/// }
+///
+/// fn main() {
+///     offload::proc::run_worker_if_child(&registry());
+///     // ... the parent's own code: parse arguments, build a ProcessPool, call tasks.
+/// }
+/// ```
+///
+/// A worker serves calls one at a time on a thread named after it. It
+/// exits when its parent closes its channel, and at once, busy or not,
+/// when its parent dies, however it dies. A process is a worker only if
+/// its own parent started it as one: a task that runs the same program
+/// again starts an ordinary process.
+pub fn run_worker_if_child(registry: &Registry) {
+    let Some(me) = marker::current() else {
+        return;
+    };
+    std::process::exit(serve(registry, &me.name, me.max_frame));
+}
+
+thread_local! {
+    /// Where the last panic on this thread happened, recorded by the hook
+    /// installed in [`serve`] and read by [`take_panic`].
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The message and location of a caught panic.
+pub(crate) fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, Option<String>) {
+    // A payload whose destructor panics must not escape: drop it under
+    // `catch_unwind` too.
+    let message = catch_unwind(AssertUnwindSafe(move || {
+        Error::panic(payload)
+            .panic_message()
+            .unwrap_or_default()
+            .to_owned()
+    }))
+    .unwrap_or_else(|_| "a panic whose payload panicked when dropped".to_owned());
+    (message, PANIC_LOCATION.with(|l| l.borrow_mut().take()))
+}
+
+fn serve(registry: &Registry, name: &str, max_frame: usize) -> i32 {
+    let channels = match channel::take() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: no control channel: {e}");
+            return exit_code::NO_CHANNEL;
+        }
+    };
+    let (reader, replies) = match channels.calls.try_clone() {
+        Ok(w) => (BufReader::new(channels.calls), Arc::new(Mutex::new(w))),
+        Err(e) => {
+            eprintln!("{name}: cannot clone the call channel: {e}");
+            return exit_code::NO_CHANNEL;
+        }
+    };
+    let running = Arc::new(Running::default());
+
+    // Watch the parent before `init`: a parent that dies during a long
+    // init takes its worker with it.
+    if let Err(e) = control::start(
+        name,
+        channels.control,
+        running.clone(),
+        replies.clone(),
+        max_frame,
+    ) {
+        eprintln!("{name}: cannot start the control thread: {e}");
+        return exit_code::NO_THREAD;
+    }
+
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info.location().map(|l| l.to_string());
+        PANIC_LOCATION.with(|l| *l.borrow_mut() = location);
+        default_hook(info);
+    }));
+
+    if catch_unwind(AssertUnwindSafe(|| registry.run_init())).is_err() {
+        eprintln!("{name}: the registry's init hook panicked; exiting");
+        return exit_code::INIT_PANICKED;
+    }
+
+    let hello = Hello {
+        build: build_id(),
+        tasks: registry.task_infos(),
+        pid: std::process::id(),
+    };
+    let said_hello = {
+        let mut out = replies.lock().unwrap_or_else(|e| e.into_inner());
+        write_frame(&mut *out, &encode_hello(&hello), &[], max_frame)
+    };
+    if said_hello.is_err() {
+        // The parent is gone already.
+        return 0;
+    }
+
+    // Calls run on a thread named after the worker, so that stack traces
+    // and `top -H` show `offload-proc-N`. It reads its own calls: no
+    // hand-off between threads on the hot path.
+    let registry = registry.clone();
+    let exec_name = name.to_owned();
+    let executor = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || execute(&registry, &exec_name, reader, &replies, &running, max_frame));
+    match executor {
+        Ok(handle) => {
+            let _ = handle.join();
+            0
+        }
+        Err(e) => {
+            eprintln!("{name}: cannot start the executor thread: {e}");
+            exit_code::NO_THREAD
+        }
+    }
+}
+
+/// The executor loop: read a call, run it, answer; exit when the parent
+/// closes the channel.
+fn execute(
+    registry: &Registry,
+    name: &str,
+    mut reader: BufReader<UnixStream>,
+    replies: &Mutex<UnixStream>,
+    running: &Running,
+    max_frame: usize,
+) -> ! {
+    let max_output = max_frame.saturating_sub(REPLY_HEAD_ROOM);
+    loop {
+        let frame = match read_frame(&mut reader, max_frame, None) {
+            Ok(frame) => frame,
+            // The parent closed the channel: it is done with us, or gone.
+            Err(FrameError::Closed) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("{name}: call channel failed: {e}; exiting");
+                std::process::exit(exit_code::PROTOCOL);
+            }
+        };
+        let (head, input) = match decode_call(&frame) {
+            Ok(call) => call,
+            Err(e) => {
+                eprintln!("{name}: undecodable call ({e}); exiting");
+                std::process::exit(exit_code::PROTOCOL);
+            }
+        };
+        let (result, output) = match running.begin(head.id, head.timeout) {
+            Begin::Skip => (Err(Error::cancelled(CancelReason::Dropped)), Vec::new()),
+            Begin::Run => {
+                // The task's panic is caught inside `dispatch`; this also
+                // catches one from dropping its input or output.
+                let out = catch_unwind(AssertUnwindSafe(|| {
+                    registry.dispatch_limited(&head.task, input, max_output)
+                }))
+                .unwrap_or_else(|payload| {
+                    let (message, location) = take_panic(payload);
+                    Err(Error::remote_panic(message, location))
+                });
+                running.end();
+                match out {
+                    Ok(bytes) => (Ok(()), bytes),
+                    Err(e) => (Err(e), Vec::new()),
+                }
+            }
+        };
+        drop(frame);
+        let head = encode_head(&ReplyHead::Done {
+            id: head.id,
+            result,
+        });
+        let mut out = replies.lock().unwrap_or_else(|e| e.into_inner());
+        if write_frame(&mut *out, &head, &output, max_frame).is_err() || out.flush().is_err() {
+            std::process::exit(0);
+        }
+    }
+}
