@@ -43,6 +43,39 @@ fn a_worker_that_never_says_hello() {
 }
 
 #[test]
+fn a_hello_trickled_a_byte_at_a_time_still_times_out() {
+    // The deadline holds for the whole hello, not for each read.
+    let started = std::time::Instant::now();
+    let err = first_error("trickle-hello");
+    assert!(err.is_protocol(), "{err}");
+    assert!(err.to_string().contains("no hello"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_trickled_reply_does_not_stretch_the_calls_timeout() {
+    let pool = rogue("trickle-reply").build().unwrap();
+    let started = std::time::Instant::now();
+    let err = block(pool.call_with::<Sum>(
+        vec![1],
+        offload::proc::CallOptions::new().timeout(Duration::from_millis(300)),
+    ))
+    .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    // The reply would take 20 s; the call ends at its timeout plus the
+    // grace a worker has to stop itself.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn corrupt_reply() {
     let err = first_error("bad-reply");
     assert!(err.is_protocol(), "{err}");

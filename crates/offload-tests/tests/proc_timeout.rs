@@ -112,3 +112,22 @@ fn dropping_a_call_queued_in_the_worker_does_not_kill_the_running_one() {
     );
     assert!(alive(pid));
 }
+
+#[test]
+fn absurd_timeouts_saturate_instead_of_overflowing() {
+    // `Duration::MAX` cannot be added to an instant: it means "no
+    // timeout", for a call and for the pool, and the worker stays usable.
+    let pool = fixture().workers(1).timeout(Duration::MAX).build().unwrap();
+    assert_eq!(block(pool.call::<Sum>(vec![1])).unwrap(), 1);
+    let opts = CallOptions::new().timeout(Duration::MAX);
+    assert!(block(pool.call_with::<SleepMs>(20, opts)).is_ok());
+    assert_eq!(block(pool.call::<Sum>(vec![2])).unwrap(), 2);
+    // A zero timeout is a timeout that has passed when the call starts.
+    let zero = CallOptions::new().timeout(Duration::ZERO);
+    assert!(
+        block(pool.call_with::<SleepMs>(1_000, zero))
+            .unwrap_err()
+            .is_timeout()
+    );
+    assert_eq!(block(pool.call::<Sum>(vec![3])).unwrap(), 3);
+}

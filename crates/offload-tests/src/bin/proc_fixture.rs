@@ -4,16 +4,32 @@
 //! - `proc_fixture self-call`: builds a pool that re-executes this binary,
 //!   calls `sum`, prints the result;
 //! - `proc_fixture orphan-parent`: builds a pool of 2, starts two long
-//!   calls, prints `pids <a> <b>` and waits to be killed.
+//!   calls, prints `pids <a> <b>` and waits to be killed;
+//! - `proc_fixture idle`: builds a pool of 2 and waits to be killed (with
+//!   `FIXTURE_INIT_*` set, its workers sit in a slow `init`);
+//! - `proc_fixture deploy`: calls `sum`, replaces its own executable file
+//!   on disk (as a deploy does), kills its worker, calls `sum` again on a
+//!   fresh worker; prints `sum <a> <b>`;
+//! - `proc_fixture print-calls`: 50 calls of a task that prints 10 lines to
+//!   stderr; prints `ok <n>` (run it with a stderr nobody reads).
 
 use std::time::Duration;
 
 use offload::proc::ProcessPool;
-use offload_tests::{Pid, SleepMs, Sum, registry};
+use offload_tests::{Die, Pid, Print, SleepMs, Sum, registry};
 
 fn main() {
     offload::proc::run_worker_if_child(&registry());
     let mode = std::env::args().nth(1).unwrap_or_default();
+    if mode == "idle" {
+        let _pool = ProcessPool::builder()
+            .workers(2)
+            .registry(registry())
+            .build()
+            .expect("pool");
+        std::thread::sleep(Duration::from_secs(120));
+        return;
+    }
     let pool = ProcessPool::builder()
         .workers(2)
         .registry(registry())
@@ -43,6 +59,27 @@ fn main() {
             println!("pids {}", list.join(" "));
             std::thread::sleep(Duration::from_secs(120));
             drop(calls);
+        }
+        "deploy" => {
+            let a = futures::executor::block_on(pool.call::<Sum>(vec![1, 2]))
+                .expect("call before the deploy");
+            let exe = std::env::current_exe().expect("exe");
+            std::fs::remove_file(&exe).expect("remove the executable");
+            std::fs::write(&exe, b"#!/bin/sh\nexit 3\n").expect("write the new executable");
+            // Kill both workers: their replacements start after the deploy.
+            for _ in 0..2 {
+                let _ =
+                    futures::executor::block_on(pool.call::<Die>(offload_tests::Death::Exit(9)));
+            }
+            let b = futures::executor::block_on(pool.call::<Sum>(vec![3, 4]))
+                .expect("call after the deploy");
+            println!("sum {a} {b}");
+        }
+        "print-calls" => {
+            let ok = (0..50)
+                .filter(|_| futures::executor::block_on(pool.call::<Print>((10, 100))).is_ok())
+                .count();
+            println!("ok {ok}");
         }
         other => {
             eprintln!("unknown mode {other:?}");

@@ -44,30 +44,24 @@ struct Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        let lane = &self.supervisor.lanes[self.lane];
-        let mut st = lock(&lane.state);
-        st.drivers -= 1;
-        let worker = if st.drivers == 0 {
-            st.worker.take()
-        } else {
-            None
+        let left = {
+            let mut seated = lock(&self.supervisor.seated);
+            seated[self.lane] -= 1;
+            seated[self.lane]
         };
-        drop(st);
-        // Closing its channel lets the worker exit; the reaper collects it.
-        drop(worker);
+        if left == 0 {
+            let worker = lock(&self.supervisor.lanes[self.lane].worker).take();
+            // Closing its channel lets the worker exit; the reaper collects it.
+            drop(worker);
+        }
     }
 }
 
-/// One lane: its worker and how many drivers are seated at it.
+/// One lane: its worker, if it has one. Held while a worker starts, so the
+/// other drivers of the lane wait for it instead of starting another.
 #[derive(Default)]
 struct Lane {
-    state: Mutex<LaneState>,
-}
-
-#[derive(Default)]
-struct LaneState {
-    worker: Option<Arc<WorkerProc>>,
-    drivers: usize,
+    worker: Mutex<Option<Arc<WorkerProc>>>,
 }
 
 /// Counts shared by the pool and its workers (a worker updates them when
@@ -121,6 +115,9 @@ pub(crate) struct Supervisor {
     warned: AtomicBool,
     start: Mutex<StartGuard>,
     lanes: Vec<Lane>,
+    /// Drivers seated at each lane: chosen and counted under one lock, so
+    /// drivers starting together spread over the lanes.
+    seated: Mutex<Vec<usize>>,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -142,6 +139,7 @@ impl Supervisor {
             warned: AtomicBool::new(false),
             start: Mutex::new(StartGuard::default()),
             lanes: (0..workers).map(|_| Lane::default()).collect(),
+            seated: Mutex::new(vec![0; workers]),
             stats: Arc::new(Stats::default()),
         }
     }
@@ -250,10 +248,12 @@ impl Supervisor {
             if let Some(s) = seat.as_ref() {
                 return s.lane;
             }
-            let lane = (0..self.lanes.len())
-                .min_by_key(|&i| lock(&self.lanes[i].state).drivers)
-                .unwrap_or(0);
-            lock(&self.lanes[lane].state).drivers += 1;
+            let lane = {
+                let mut seated = lock(&self.seated);
+                let lane = (0..seated.len()).min_by_key(|&i| seated[i]).unwrap_or(0);
+                seated[lane] += 1;
+                lane
+            };
             *seat = Some(Seat {
                 supervisor: self.clone(),
                 lane,
@@ -265,16 +265,16 @@ impl Supervisor {
     /// The lane's worker, starting a fresh one if it has none, or a dead or
     /// retired one. Only one driver starts it; the others of the lane wait.
     pub(crate) fn worker(&self, lane: usize) -> Result<Arc<WorkerProc>, Error> {
-        let mut st = lock(&self.lanes[lane].state);
-        if let Some(w) = st.worker.as_ref() {
+        let mut current = lock(&self.lanes[lane].worker);
+        if let Some(w) = current.as_ref() {
             if w.is_usable() {
                 return Ok(w.clone());
             }
         }
-        let old = st.worker.take();
+        let old = current.take();
         let fresh = Arc::new(self.start_worker(lane)?);
-        st.worker = Some(fresh.clone());
-        drop(st);
+        *current = Some(fresh.clone());
+        drop(current);
         // A retired worker finishes what it was sent, then exits when its
         // last caller lets go of it.
         drop(old);
@@ -338,8 +338,7 @@ impl Supervisor {
     /// full size before the next call arrives.
     pub(crate) fn after_call(self: &Arc<Self>) {
         let lane = self.seat();
-        let dead = lock(&self.lanes[lane].state)
-            .worker
+        let dead = lock(&self.lanes[lane].worker)
             .as_ref()
             .is_some_and(|w| w.is_dead());
         if dead {

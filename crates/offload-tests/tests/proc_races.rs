@@ -1,0 +1,177 @@
+//! A cancellation or a timeout applies to the call it names and to no
+//! other: with pipelining, the worker may already run the next call while
+//! the parent has not yet read the reply of the one before. Nothing is lost
+//! and nothing runs twice (issue: "fifteen ways to lose, hang or duplicate
+//! work", items 1 and 2).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{block, eventually, fixture};
+use offload::proc::CallOptions;
+use offload_tests::*;
+
+/// A fresh file for `Record` to append to.
+fn record_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("offload-races-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn record(path: &std::path::Path, tag: &str, sleep_ms: u64) -> (String, String, u64) {
+    (
+        path.to_string_lossy().into_owned(),
+        tag.to_owned(),
+        sleep_ms,
+    )
+}
+
+/// Sends SIGSTOP to `pid` (the shell's `kill` builtin: no `unsafe`).
+fn sigstop(pid: u32) {
+    let _ = std::process::Command::new("sh")
+        .args(["-c", "kill -s STOP \"$1\"", "sh", &pid.to_string()])
+        .status();
+}
+
+#[test]
+fn smoke() {
+    let path = record_file("smoke");
+    let pool = fixture().workers(1).build().unwrap();
+    assert_eq!(
+        block(pool.call::<Record>(record(&path, "a", 0))).unwrap(),
+        "a"
+    );
+    assert_eq!(recorded(&path).get("a"), Some(&1));
+}
+
+#[test]
+fn a_call_cancelled_while_queued_in_its_worker_never_runs() {
+    // Depth 2: the second call waits in the worker's socket behind the
+    // first. Dropping it skips it in the worker; the first is untouched.
+    let path = record_file("queued");
+    let pool = fixture().workers(1).pipeline_depth(2).build().unwrap();
+    let pid = block(pool.call::<Pid>(())).unwrap();
+    let first = pool.call::<Record>(record(&path, "first", 300));
+    assert!(eventually(Duration::from_secs(10), || recorded(&path)
+        .contains_key("first")));
+    let mut second = pool.call::<Record>(record(&path, "second", 0));
+    assert!(futures::FutureExt::now_or_never(&mut second).is_none());
+    assert!(eventually(Duration::from_secs(10), || pool
+        .metrics()
+        .calls
+        .running
+        == 2));
+    drop(second);
+    assert_eq!(block(first).unwrap(), "first");
+    // The worker answered the skipped call and lives on.
+    assert_eq!(block(pool.call::<Pid>(())).unwrap(), pid);
+    assert!(
+        !recorded(&path).contains_key("second"),
+        "{:?}",
+        recorded(&path)
+    );
+    assert_eq!(pool.metrics().started, 1);
+}
+
+#[test]
+fn a_worker_that_cannot_stop_its_call_is_killed_at_the_backstop() {
+    // The worker stops a call at its timeout itself. One that cannot (here
+    // SIGSTOPped) is killed by the parent a little later; the call behind
+    // it never started, so it is sent again and runs exactly once.
+    let path = record_file("backstop");
+    let pool = fixture().workers(1).pipeline_depth(2).build().unwrap();
+    let pid = block(pool.call::<Pid>(())).unwrap();
+    let slow = pool.call_with::<SleepMs>(
+        10_000,
+        CallOptions::new().timeout(Duration::from_millis(200)),
+    );
+    let behind = pool.call::<Record>(record(&path, "behind", 0));
+    assert!(eventually(Duration::from_secs(10), || pool
+        .metrics()
+        .calls
+        .running
+        == 2));
+    sigstop(pid);
+    let (slow, behind) = block(async { tokio::join!(slow, behind) });
+    let err = slow.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(behind.unwrap(), "behind");
+    assert_eq!(recorded(&path).get("behind"), Some(&1));
+    assert!(eventually(Duration::from_secs(5), || !alive(pid)));
+    assert_eq!(pool.metrics().timeouts, 1);
+}
+
+#[test]
+fn timeouts_racing_replies_never_run_the_next_call_twice() {
+    // The first call's reply and its deadline arrive together; the next
+    // call is already in the worker. Whatever wins, the next call runs
+    // exactly once and succeeds.
+    let path = record_file("timeout-race");
+    let pool = fixture().workers(1).pipeline_depth(2).build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut timed_out = 0;
+    for i in 0..30 {
+        let racer =
+            pool.call_with::<SleepMs>(50, CallOptions::new().timeout(Duration::from_millis(50)));
+        let tag = format!("next-{i}");
+        let next = pool.call::<Record>(record(&path, &tag, 1));
+        let (racer, next) = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(racer, next) })
+                .await
+                .expect("hung")
+        });
+        match racer {
+            Ok(_) => {}
+            Err(e) if e.is_timeout() => timed_out += 1,
+            Err(e) => panic!("the racing call failed otherwise: {e}"),
+        }
+        assert_eq!(next.unwrap(), tag);
+    }
+    let counts = recorded(&path);
+    assert_eq!(counts.len(), 30, "{counts:?}");
+    assert!(counts.values().all(|&n| n == 1), "ran twice: {counts:?}");
+    eprintln!("{timed_out} of 30 racing calls timed out");
+}
+
+#[test]
+fn a_storm_of_cancellations_stops_only_the_calls_it_names() {
+    // Callers give up on large-reply calls at random moments (often right
+    // as the reply is written) while other calls are queued behind them.
+    // Every call that was not given up on succeeds, exactly once.
+    let path = record_file("cancel-storm");
+    let pool = fixture().workers(1).pipeline_depth(2).build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..40 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let patience = Duration::from_micros(x % 20_000);
+        let big = pool.call::<Bytes>(4 << 20);
+        let tag = format!("kept-{i}");
+        let kept = pool.call::<Record>(record(&path, &tag, 2));
+        let kept = rt.block_on(async move {
+            // Give up on the big one after `patience`, then await the other.
+            let _ = tokio::time::timeout(patience, big).await;
+            tokio::time::timeout(Duration::from_secs(30), kept)
+                .await
+                .expect("hung")
+        });
+        assert_eq!(kept.unwrap(), tag, "call {i} (patience {patience:?})");
+    }
+    let counts = recorded(&path);
+    assert_eq!(counts.len(), 40, "{counts:?}");
+    assert!(counts.values().all(|&n| n == 1), "ran twice: {counts:?}");
+}
