@@ -36,6 +36,55 @@ impl Task for SleepMs {
     }
 }
 
+/// Appends call `id` to the file `path` (one short `O_APPEND` write, so
+/// concurrent workers never interleave), then spins `work_us`
+/// microseconds; returns `id`. The chaos scenarios count the marks to
+/// prove that no call ran twice.
+#[derive(Debug)]
+pub(crate) struct Mark;
+impl Task for Mark {
+    const NAME: &'static str = "mark";
+    type Input = (String, u64, u64);
+    type Output = u64;
+    fn run((path, id, work_us): (String, u64, u64)) -> u64 {
+        mark(&path, id);
+        let until = std::time::Instant::now() + Duration::from_micros(work_us);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        id
+    }
+}
+
+fn mark(path: &str, id: u64) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(format!("{id}\n").as_bytes());
+    }
+}
+
+/// Marks call `id` like [`Mark`], then starts a daemon-like subprocess
+/// (`sh -c 'sleep 0.2 &'`: the sleep outlives the task, holding the
+/// worker's stdout and stderr) and returns `id`.
+#[derive(Debug)]
+pub(crate) struct SpawnDaemon;
+impl Task for SpawnDaemon {
+    const NAME: &'static str = "spawn_daemon";
+    type Input = (String, u64);
+    type Output = u64;
+    fn run((path, id): (String, u64)) -> u64 {
+        mark(&path, id);
+        let _ = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.2 &"])
+            .status();
+        id
+    }
+}
+
 /// The tasks the lab's worker processes serve.
 pub(crate) fn registry() -> Registry {
     Registry::new()
@@ -43,6 +92,8 @@ pub(crate) fn registry() -> Registry {
         .with::<Burn>()
         .with::<Spin>()
         .with::<SleepMs>()
+        .with::<Mark>()
+        .with::<SpawnDaemon>()
         .with::<crate::experiments::io::HttpGet>()
         .with::<crate::experiments::cpu::Countdown>()
         .with::<crate::experiments::json::JsonWalk>()

@@ -19,6 +19,10 @@ const SCENARIOS: &[&str] = &[
     "shutdown-drain/procs",
     "shutdown-now/procs",
     "shutdown-deadline/procs",
+    "cancel-storm",
+    "timeout-race",
+    "subprocess-kill-storm",
+    "cancel-storm/threads",
 ];
 
 #[test]
@@ -65,7 +69,7 @@ fn quick_chaos_is_clean() {
         for key in ["submitted", "ok", "failed", "pool_size"] {
             assert!(line[key].is_u64(), "{key} missing: {line}");
         }
-        for key in ["hung", "lost", "left_behind", "unexpected"] {
+        for key in ["hung", "lost", "left_behind", "ran_twice", "unexpected"] {
             assert_eq!(line[key].as_u64(), Some(0), "{key}: {line}");
         }
         assert!(line["submitted"].as_u64() > Some(0), "{line}");

@@ -20,6 +20,7 @@
 mod flood;
 mod kill_storm;
 mod orphans;
+mod races;
 mod runaway;
 mod shutdown;
 mod thread_panics;
@@ -131,6 +132,9 @@ pub(crate) struct Outcome {
     /// Failures of an unexpected kind, and broken invariants (a wrong
     /// result, a count that does not add up).
     pub(crate) unexpected: u64,
+    /// Calls that ran more than once (counted by scenarios whose tasks
+    /// mark their runs; must be 0).
+    pub(crate) ran_twice: u64,
     /// Figures and notes, for humans.
     pub(crate) detail: String,
 }
@@ -138,7 +142,11 @@ pub(crate) struct Outcome {
 impl Outcome {
     /// Whether the scenario passed.
     pub(crate) fn is_clean(&self) -> bool {
-        self.hung == 0 && self.lost == 0 && self.left_behind == 0 && self.unexpected == 0
+        self.hung == 0
+            && self.lost == 0
+            && self.left_behind == 0
+            && self.ran_twice == 0
+            && self.unexpected == 0
     }
 }
 
@@ -221,6 +229,7 @@ impl Tally {
             left_behind,
             pool_size: pool_size as u64,
             unexpected: self.unexpected,
+            ran_twice: 0,
             detail,
         }
     }
@@ -246,6 +255,8 @@ pub(crate) fn kind(e: &offload::Error) -> &'static str {
         "worker_start"
     } else if e.is_codec() {
         "codec"
+    } else if e.is_too_large() {
+        "too_large"
     } else {
         "other"
     }
@@ -412,6 +423,10 @@ const SCENARIOS: &[Scenario] = &[
     ("flood", flood::run),
     ("parent-death", orphans::run),
     ("shutdown", shutdown::run),
+    ("cancel-storm", races::cancel_storm),
+    ("timeout-race", races::timeout_race),
+    ("subprocess-kill-storm", races::subprocess_storm),
+    ("cancel-storm/threads", races::thread_cancel_storm),
 ];
 
 /// Runs the scenarios and prints their lines; fails if any is not clean.
@@ -426,8 +441,8 @@ pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<()> {
     thread_panics::silence_pool_panics();
     if !args.json {
         println!(
-            "{:<24} {:>9} {:>9} {:>7} {:>5} {:>5} {:>5} {:>5}  detail",
-            "scenario", "submitted", "ok", "failed", "hung", "lost", "left", "pool"
+            "{:<24} {:>9} {:>9} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5}  detail",
+            "scenario", "submitted", "ok", "failed", "hung", "lost", "left", "twice", "pool"
         );
     }
     let mut dirty = Vec::new();
@@ -440,7 +455,7 @@ pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&o)?);
             } else {
                 println!(
-                    "{:<24} {:>9} {:>9} {:>7} {:>5} {:>5} {:>5} {:>5}  {}",
+                    "{:<24} {:>9} {:>9} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5}  {}",
                     o.scenario,
                     o.submitted,
                     o.ok,
@@ -448,6 +463,7 @@ pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<()> {
                     o.hung,
                     o.lost,
                     o.left_behind,
+                    o.ran_twice,
                     o.pool_size,
                     o.detail
                 );
