@@ -1,5 +1,5 @@
 //! The [`Executor`] trait, [`run_in_executor`], and the compile-time guard
-//! against the seed's pitfall (a closure that returns a future).
+//! against handing a blocking pool a closure that returns a future.
 
 use std::fmt;
 use std::future::Future;
@@ -165,24 +165,9 @@ impl fmt::Debug for Submit {
 /// # A closure that returns a future does not compile
 ///
 /// In Python, `run_in_executor(None, some_async_def)` silently builds a
-/// coroutine that never runs. Here the same mistake is a compile error
-/// (`cannot infer type of the type parameter `OutputIsNotAFuture``): a
+/// coroutine that never runs. Here the same mistake is a compile error: a
 /// thread cannot drive a future, so run async code with `.await` instead.
-///
-/// ```compile_fail
-/// # futures::executor::block_on(async {
-/// // error[E0283/E0282]: the closure returns a future
-/// let _ = offload::run(|| async { 1 }).await;
-/// # });
-/// ```
-///
-/// ```compile_fail
-/// # use std::future::Future;
-/// # fn fetch() -> impl Future<Output = u8> { async { 1 } }
-/// # futures::executor::block_on(async {
-/// let _ = offload::run_in_executor(offload::default_pool(), || fetch()).await;
-/// # });
-/// ```
+/// See [`Blocking`] for the guard and its one explicit escape.
 pub fn run_in_executor<E, F, T, OutputIsNotAFuture>(executor: &E, f: F) -> Run<T>
 where
     E: Executor + ?Sized,
@@ -253,28 +238,125 @@ impl<T> fmt::Debug for Run<T> {
     }
 }
 
-/// Implemented for every type that is *not* a future, with the marker
-/// [`NotAFuture`]; futures implement it a second time with [`IsAFuture`].
+/// The bound that keeps a closure returning a future out of a blocking pool.
 ///
-/// The blocking entry points ([`run`](crate::run), [`run_in_executor`],
-/// [`ThreadPool::run`](crate::ThreadPool::run), …) require
+/// A blocking thread cannot drive a future: a closure that *returns* one
+/// (`|| async { .. }`, or a call to an `async fn`) would hand back a future
+/// that never ran its body. Python's `run_in_executor` accepts that mistake
+/// silently (it builds a coroutine and never runs it); here it does not
+/// compile.
+///
+/// Every type implements `Blocking<M>` for one marker `M`, and futures for
+/// a second one. The blocking entry points ([`run`](crate::run),
+/// [`run_in_executor`], [`ThreadPool::run`](crate::ThreadPool::run),
+/// [`try_run`](crate::ThreadPool::try_run),
+/// [`Dedicated::run`](crate::Dedicated::run), …) require
 /// `T: Blocking<OutputIsNotAFuture>` of the closure's output `T` and let the
-/// compiler infer the marker. For an ordinary value exactly one impl applies
-/// and the marker is inferred silently. For a future both apply, the marker
-/// cannot be inferred, and the call fails to compile: the seed's pitfall
-/// (Python silently builds a coroutine that never runs) becomes an error.
+/// compiler infer the marker: for an ordinary value exactly one impl applies
+/// and the call compiles; for a future both apply, the marker cannot be
+/// inferred, and the call fails ("type annotations needed … cannot infer
+/// type of the type parameter `OutputIsNotAFuture`").
 ///
-/// If you really mean to compute a future on a blocking thread and get it
-/// back unpolled, name the marker: `offload::run::<_, _, offload::NotAFuture>(f)`.
-pub trait Blocking<Marker> {}
+/// The markers cannot be named outside this crate (and the trait cannot be
+/// implemented there), so following the compiler's hint to name the
+/// parameter leads nowhere. To return a future from a blocking closure on
+/// purpose, wrap it in [`Unpolled`], the one documented way.
+///
+/// Generic code that offloads a closure with a generic output passes the
+/// bound on: `fn f<T, M>(..) where T: Blocking<M>`.
+///
+/// ```compile_fail
+/// # futures::executor::block_on(async {
+/// let _ = offload::run(|| async { 1 }).await; // error: cannot infer `OutputIsNotAFuture`
+/// # });
+/// ```
+///
+/// ```compile_fail
+/// # use std::future::Future;
+/// # fn fetch() -> impl Future<Output = u8> { async { 1 } }
+/// # futures::executor::block_on(async {
+/// let _ = offload::run_in_executor(offload::default_pool(), || fetch()).await;
+/// # });
+/// ```
+///
+/// ```compile_fail
+/// let pool = offload::ThreadPool::builder().build().unwrap();
+/// let _ = pool.run(|| async { 1 });
+/// ```
+///
+/// ```compile_fail
+/// let pool = offload::ThreadPool::builder().build().unwrap();
+/// let _ = pool.try_run(|| async { 1 });
+/// ```
+///
+/// ```compile_fail
+/// let conn = offload::Dedicated::builder().build(|| 0u8).unwrap();
+/// let _ = conn.run(|c: &mut u8| async { 1 });
+/// ```
+///
+/// Naming the marker, as the compiler suggests, does not compile either:
+///
+/// ```compile_fail
+/// let _ = offload::run::<_, _, offload::NotAFuture>(|| async { 1 });
+/// ```
+///
+/// ```compile_fail
+/// let _ = offload::run::<_, _, ()>(|| async { 1 });
+/// ```
+///
+/// The explicit escape, and a generic caller:
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// let unpolled = offload::run(|| offload::Unpolled(async { 1 })).await?;
+/// assert_eq!(unpolled.into_inner().await, 1);
+///
+/// async fn offload_any<T: Send + 'static, M>(f: impl FnOnce() -> T + Send + 'static) -> T
+/// where
+///     T: offload::Blocking<M>,
+/// {
+///     offload::run(f).await.unwrap()
+/// }
+/// assert_eq!(offload_any(|| 2).await, 2);
+/// # Ok::<(), offload::Error>(())
+/// # }).unwrap();
+/// ```
+pub trait Blocking<Marker>: marker::Sealed<Marker> {}
 
-/// Marker of the [`Blocking`] impl that every type has.
+/// The markers of [`Blocking`], unnameable outside this crate.
+mod marker {
+    /// Keeps [`Blocking`](super::Blocking) implemented here only.
+    pub trait Sealed<M> {}
+
+    /// Marker of the impl that every type has.
+    #[derive(Debug)]
+    pub enum NotAFuture {}
+
+    /// Marker of the impl that only futures have.
+    #[derive(Debug)]
+    pub enum IsAFuture {}
+
+    impl<T> Sealed<NotAFuture> for T {}
+    impl<T: std::future::Future> Sealed<IsAFuture> for T {}
+}
+
+impl<T> Blocking<marker::NotAFuture> for T {}
+impl<T: Future> Blocking<marker::IsAFuture> for T {}
+
+/// A future returned, unpolled, from a blocking closure: the one way to
+/// do that on purpose (see [`Blocking`]). It is not a future itself, so
+/// the blocking entry points accept it; take the future out with
+/// [`into_inner`](Self::into_inner) and await it in async code.
+///
+/// Building a future on a blocking thread is rarely what you want: it
+/// makes sense when constructing it is itself blocking (it opens a file, or
+/// connects, before returning the future).
 #[derive(Debug)]
-pub enum NotAFuture {}
+pub struct Unpolled<F>(pub F);
 
-/// Marker of the [`Blocking`] impl that only futures have.
-#[derive(Debug)]
-pub enum IsAFuture {}
-
-impl<T> Blocking<NotAFuture> for T {}
-impl<T: Future> Blocking<IsAFuture> for T {}
+impl<F> Unpolled<F> {
+    /// The future, still unpolled.
+    pub fn into_inner(self) -> F {
+        self.0
+    }
+}

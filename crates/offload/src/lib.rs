@@ -48,11 +48,12 @@
 //! # }).unwrap();
 //! ```
 //!
-//! # The seed's pitfall, caught at compile time
+//! # A closure that returns a future does not compile
 //!
 //! Python lets you pass an `async def` to `run_in_executor`: the executor
 //! builds a coroutine and never runs it. Here a closure that returns a
-//! future does not compile (see [`Blocking`]):
+//! future does not compile (see [`Blocking`], which also shows the one
+//! explicit way to return a future on purpose, [`Unpolled`]):
 //!
 //! ```compile_fail
 //! # futures::executor::block_on(async {
@@ -85,7 +86,7 @@ pub mod remote;
 pub use dedicated::{Dedicated, DedicatedBuilder};
 pub use default_pool::{THREADS_ENV, default_pool, run, set_default_pool};
 pub use error::{BuildError, Error, TryRunError};
-pub use executor::{Blocking, Executor, IsAFuture, NotAFuture, Run, Submit, run_in_executor};
+pub use executor::{Blocking, Executor, Run, Submit, Unpolled, run_in_executor};
 pub use histogram::LatencySummary;
 pub use job::{Job, JobHandle};
 pub use pool::{

@@ -266,22 +266,17 @@ impl Offloader {
     }
 
     /// Runs the blocking closure `f` where this offloader says.
-    pub(crate) async fn run<F, T>(&self, f: F) -> anyhow::Result<T>
+    pub(crate) async fn run<F, T, M>(&self, f: F) -> anyhow::Result<T>
     where
         F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
+        // `T` is generic here, so the guard against closures that return a
+        // future is passed on to the callers (see `offload::Blocking`).
+        T: offload::Blocking<M> + Send + 'static,
     {
-        // The marker is named because `T` is generic here: the compiler
-        // cannot prove a generic `T` is not a future (see `offload::Blocking`).
         Ok(match self {
             Offloader::Inline => f(),
-            Offloader::Default => {
-                offload::run_in_executor::<_, _, _, offload::NotAFuture>(offload::default_pool(), f)
-                    .await?
-            }
-            Offloader::Pool(pool) => {
-                offload::run_in_executor::<_, _, _, offload::NotAFuture>(pool, f).await?
-            }
+            Offloader::Default => offload::run_in_executor(offload::default_pool(), f).await?,
+            Offloader::Pool(pool) => offload::run_in_executor(pool, f).await?,
         })
     }
 }
