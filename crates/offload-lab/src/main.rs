@@ -67,7 +67,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     // This executable is also the lab's process-pool worker and the
     // ping-pong peer of `bench procs`: become one if started as one.
-    offload::proc::run_worker_if_child(&bench::procs::registry());
+    offload::proc::run_worker_if_child(&tasks::registry());
     bench::procs::run_pingpong_if_child();
     chaos::run_child_if_requested();
     exit_quietly_on_broken_pipe();

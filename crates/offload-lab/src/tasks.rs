@@ -6,7 +6,37 @@ use std::time::Duration;
 
 use offload::proc::{Registry, Task};
 
-use crate::bench::procs::{Burn, Noop};
+/// The tiny task: the pool's own overhead is what gets measured.
+#[derive(Debug)]
+pub(crate) struct Noop;
+impl Task for Noop {
+    const NAME: &'static str = "noop";
+    type Input = u64;
+    type Output = u64;
+    fn run(x: u64) -> u64 {
+        x
+    }
+}
+
+/// Burns the CPU for a given number of loop steps (calibrated to ~10 ms).
+#[derive(Debug)]
+pub(crate) struct Burn;
+impl Task for Burn {
+    const NAME: &'static str = "burn";
+    type Input = u64;
+    type Output = u64;
+    fn run(steps: u64) -> u64 {
+        burn(steps)
+    }
+}
+
+pub(crate) fn burn(steps: u64) -> u64 {
+    let mut x = 0u64;
+    for i in 0..steps {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+    }
+    x
+}
 
 /// A runaway task: spins until it is killed.
 #[derive(Debug)]

@@ -9,47 +9,11 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use offload::proc::{ProcessPool, Registry, Task};
+use offload::proc::ProcessPool;
 
 use super::BenchArgs;
 use crate::report::{BenchLine, Better, percentiles};
-
-/// The tiny task: the pool's own overhead is what gets measured.
-#[derive(Debug)]
-pub(crate) struct Noop;
-impl Task for Noop {
-    const NAME: &'static str = "noop";
-    type Input = u64;
-    type Output = u64;
-    fn run(x: u64) -> u64 {
-        x
-    }
-}
-
-/// Burns the CPU for a given number of loop steps (calibrated to ~10 ms).
-#[derive(Debug)]
-pub(crate) struct Burn;
-impl Task for Burn {
-    const NAME: &'static str = "burn";
-    type Input = u64;
-    type Output = u64;
-    fn run(steps: u64) -> u64 {
-        burn(steps)
-    }
-}
-
-fn burn(steps: u64) -> u64 {
-    let mut x = 0u64;
-    for i in 0..steps {
-        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
-    }
-    x
-}
-
-/// The tasks the lab's worker processes serve (see `tasks.rs`).
-pub(crate) fn registry() -> Registry {
-    crate::tasks::registry()
-}
+use crate::tasks::{Burn, Noop, burn, registry};
 
 /// Set in the environment of the ping-pong peer process.
 const PINGPONG_ENV: &str = "OFFLOAD_LAB_PINGPONG";

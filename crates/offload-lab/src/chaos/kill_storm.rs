@@ -15,7 +15,7 @@ use offload::proc::ProcessPool;
 use super::{
     Config, Outcome, Tally, bounded, join, left_behind, median_max, not_built, sigkill, wait_until,
 };
-use crate::bench::procs::Noop;
+use crate::tasks::Noop;
 
 const NAME: &str = "cx-kill";
 const WORKERS: usize = 2;

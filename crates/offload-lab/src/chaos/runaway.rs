@@ -9,7 +9,7 @@ use offload::proc::{CallOptions, ProcessPool};
 use super::{
     Config, Outcome, Tally, bounded, join, left_behind, median_max, not_built, wait_until,
 };
-use crate::bench::procs::Noop;
+use crate::tasks::Noop;
 use crate::tasks::Spin;
 
 const NAME: &str = "cx-runaway";

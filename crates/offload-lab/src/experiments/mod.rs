@@ -24,7 +24,7 @@
 //! - `process`: `pool.call::<Task>(input).await` on an
 //!   `offload::proc::ProcessPool` (the seed's `ProcessPoolExecutor`) of as
 //!   many worker processes as the `thread` mode has threads. The work is a
-//!   registered [`offload::proc::Task`] (see `bench::procs::registry`):
+//!   registered [`offload::proc::Task`] (see `tasks::registry`):
 //!   its input and output cross a socket, serialised; the worker is this
 //!   very executable, re-executed (see [`process_pool`]).
 
@@ -293,7 +293,7 @@ pub(crate) fn process_pool(name: &str, workers: usize) -> anyhow::Result<Arc<Pro
     let pool = ProcessPool::builder()
         .name(format!("lab-{name}"))
         .workers(workers)
-        .registry(crate::bench::procs::registry())
+        .registry(crate::tasks::registry())
         .build()?;
     let start = Instant::now();
     while pool.metrics().workers < workers {
