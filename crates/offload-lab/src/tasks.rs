@@ -115,6 +115,30 @@ impl Task for SpawnDaemon {
     }
 }
 
+/// Echoes its bytes (the payload benchmarks: `Vec<u8>`).
+#[derive(Debug)]
+pub(crate) struct EchoBytes;
+impl Task for EchoBytes {
+    const NAME: &'static str = "echo_bytes";
+    type Input = Vec<u8>;
+    type Output = Vec<u8>;
+    fn run(v: Vec<u8>) -> Vec<u8> {
+        v
+    }
+}
+
+/// Echoes its text (the payload benchmarks: `String`).
+#[derive(Debug)]
+pub(crate) struct EchoString;
+impl Task for EchoString {
+    const NAME: &'static str = "echo_string";
+    type Input = String;
+    type Output = String;
+    fn run(s: String) -> String {
+        s
+    }
+}
+
 /// The tasks the lab's worker processes serve.
 pub(crate) fn registry() -> Registry {
     Registry::new()
@@ -123,6 +147,8 @@ pub(crate) fn registry() -> Registry {
         .with::<Spin>()
         .with::<SleepMs>()
         .with::<Mark>()
+        .with::<EchoBytes>()
+        .with::<EchoString>()
         .with::<SpawnDaemon>()
         .with::<crate::experiments::io::HttpGet>()
         .with::<crate::experiments::cpu::Countdown>()

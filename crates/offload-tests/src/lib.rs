@@ -290,6 +290,20 @@ pub fn recorded(path: &std::path::Path) -> std::collections::BTreeMap<String, us
     counts
 }
 
+/// Echoes its bytes, reversed (so an echo that never reached the task
+/// would show).
+#[derive(Debug)]
+pub struct ReverseBytes;
+impl Task for ReverseBytes {
+    const NAME: &'static str = "reverse_bytes";
+    type Input = Vec<u8>;
+    type Output = Vec<u8>;
+    fn run(mut v: Vec<u8>) -> Vec<u8> {
+        v.reverse();
+        v
+    }
+}
+
 /// Starts `sleep <secs>` with the worker's stdin, stdout and stderr (the
 /// defaults of `Command`), does not wait for it, and returns its pid.
 #[derive(Debug)]
@@ -418,6 +432,7 @@ pub fn registry() -> Registry {
         .with::<ReadStdin>()
         .with::<RunSelf>()
         .with::<Print>()
+        .with::<ReverseBytes>()
         .init(init)
 }
 

@@ -127,3 +127,51 @@ fn tasks_written_with_the_task_attribute() {
         60
     );
 }
+
+#[test]
+fn bulk_bytes_and_text_round_trip_intact() {
+    let pool = fixture().workers(1).build().unwrap();
+    let bytes: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let mut reversed = bytes.clone();
+    reversed.reverse();
+    assert!(block(pool.call::<ReverseBytes>(bytes)).unwrap() == reversed);
+    let text: String = "héllo wörld ✓ ".repeat(500_000);
+    assert_eq!(block(pool.call::<Echo>(text.clone())).unwrap(), text);
+    assert_eq!(
+        block(pool.call::<ReverseBytes>(Vec::new())).unwrap(),
+        Vec::<u8>::new()
+    );
+    assert_eq!(block(pool.call::<Echo>(String::new())).unwrap(), "");
+}
+
+#[test]
+fn untyped_calls_carry_postcard_bytes() {
+    use offload::proc::{CallOptions, fingerprint};
+    let pool = fixture().workers(1).build().unwrap();
+    let input = postcard_vec(&[1u8, 2, 3]);
+    let out = block(pool.call_bytes(
+        "reverse_bytes",
+        Some(fingerprint::<ReverseBytes>()),
+        input,
+        CallOptions::new(),
+    ))
+    .unwrap();
+    assert_eq!(out, postcard_vec(&[3, 2, 1]));
+    // A length prefix that does not match the bytes is the task's codec
+    // error; the worker survives it.
+    let err = block(pool.call_bytes("reverse_bytes", None, vec![9, 1, 2], CallOptions::new()))
+        .unwrap_err();
+    assert!(err.is_codec(), "{err}");
+    // Another version of the task is refused before it is sent.
+    let err =
+        block(pool.call_bytes("reverse_bytes", Some(1), vec![0], CallOptions::new())).unwrap_err();
+    assert!(err.is_version_mismatch(), "{err}");
+    assert_eq!(pool.metrics().started, 1);
+}
+
+/// Postcard's encoding of a byte vector: a varint length, then the bytes.
+fn postcard_vec(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![bytes.len() as u8];
+    out.extend_from_slice(bytes);
+    out
+}

@@ -3,6 +3,7 @@
 
 mod coop;
 mod monitor;
+mod payload;
 pub(crate) mod procs;
 mod threads;
 

@@ -15,8 +15,9 @@ use super::BenchArgs;
 use crate::report::{BenchLine, Better, percentiles};
 use crate::tasks::{Burn, Noop, burn, registry};
 
-/// Set in the environment of the ping-pong peer process.
-const PINGPONG_ENV: &str = "OFFLOAD_LAB_PINGPONG";
+/// Set in the environment of the ping-pong peer process: `1` for 8-byte
+/// ping-pongs, `bulk` for length-prefixed echoes.
+pub(crate) const PINGPONG_ENV: &str = "OFFLOAD_LAB_PINGPONG";
 
 /// If this process is the ping-pong peer, echo 8-byte messages on fd 0
 /// until EOF, then exit. Call first thing in `main`.
@@ -28,6 +29,10 @@ pub(crate) fn run_pingpong_if_child() {
         std::process::exit(2);
     };
     let mut s = UnixStream::from(fd);
+    if std::env::var_os(PINGPONG_ENV).is_some_and(|m| m == "bulk") {
+        super::payload::echo_bulk(&mut s);
+        std::process::exit(0);
+    }
     let mut buf = [0u8; 8];
     while s.read_exact(&mut buf).is_ok() {
         if s.write_all(&buf).is_err() {
@@ -209,6 +214,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     drop((one, two));
 
     let py = python(if args.quick { 500 } else { 5_000 }, jobs)?;
+    let payload_lines = super::payload::run(args, &rt)?;
 
     if !args.json {
         println!(
@@ -302,5 +308,6 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
         rate_one,
         Better::Higher,
     ));
+    lines.extend(payload_lines);
     Ok(lines)
 }

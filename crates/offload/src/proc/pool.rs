@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::builder::ProcessPoolBuilder;
 use super::call::{Call, CallOptions, CancelSwitch, ReplyCell};
-use super::codec;
+use super::codec::{self, Encoded};
 use super::protocol::Body;
 use super::supervisor::{Stats, Supervisor};
 use super::task::{Task, fingerprint};
@@ -133,8 +133,8 @@ impl ProcessPool {
             T::NAME.into(),
             Some(fingerprint::<T>()),
             options,
-            move |max| input.take().map(|i| codec::encode(&i, Payload::Input, max)),
-            |body| codec::decode(body.bytes(), Payload::Output),
+            move |max| input.take().map(|i| codec::encode(i, Payload::Input, max)),
+            |body| codec::decode(body.into_input(), Payload::Output),
         );
         call.job = Some(self.drivers.run(job));
         call
@@ -173,7 +173,10 @@ impl ProcessPool {
                             max as u64,
                         ))
                     } else {
-                        Ok(i)
+                        Ok(Encoded {
+                            prefix: Vec::new(),
+                            bytes: i,
+                        })
                     }
                 })
             },
@@ -200,9 +203,9 @@ impl ProcessPool {
             CallOptions::default(),
             move |max| {
                 let input = taken.lock().unwrap_or_else(|e| e.into_inner()).take();
-                input.map(|i| codec::encode(&i, Payload::Input, max))
+                input.map(|i| codec::encode(i, Payload::Input, max))
             },
-            |body| codec::decode(body.bytes(), Payload::Output),
+            |body| codec::decode(body.into_input(), Payload::Output),
         );
         match self.drivers.try_run(job) {
             Ok(handle) => {
@@ -236,7 +239,7 @@ impl ProcessPool {
         task: String,
         fingerprint: Option<u64>,
         options: CallOptions,
-        encode: impl FnOnce(usize) -> Option<Result<Vec<u8>, Error>> + Send + 'static,
+        encode: impl FnOnce(usize) -> Option<Result<Encoded, Error>> + Send + 'static,
         decode: impl FnOnce(Body) -> Result<O, Error> + Send + 'static,
     ) -> (impl FnOnce() + Send + 'static, Call<O>) {
         let reply = Arc::new(ReplyCell::new());

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::codec::Input;
 use crate::error::Error;
 
 /// Bumped on any incompatible change to the messages below.
@@ -125,18 +126,25 @@ pub(crate) struct Body {
 
 impl Body {
     /// The encoded output.
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.frame[self.at..]
     }
 
-    /// The encoded output, owned (copies only when it does not start the
-    /// frame).
+    /// The encoded output, owned (moved to the front of its buffer, not
+    /// copied into another).
     pub(crate) fn into_vec(mut self) -> Vec<u8> {
-        if self.at == 0 {
-            self.frame
-        } else {
+        if self.at > 0 {
             self.frame.drain(..self.at);
-            self.frame
+        }
+        self.frame
+    }
+
+    /// The encoded output, to decode where it lies.
+    pub(crate) fn into_input(self) -> Input<'static> {
+        Input::Owned {
+            frame: self.frame,
+            at: self.at,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::call::CancelSwitch;
 use super::child::{CallError, Hooks, Launch, WorkerProc};
+use super::codec::Encoded;
 use super::protocol::{Body, TaskInfo};
 use crate::error::Error;
 
@@ -288,7 +289,7 @@ impl Supervisor {
         self: &Arc<Self>,
         task: &str,
         fingerprint: Option<u64>,
-        input: &[u8],
+        input: &Encoded,
         timeout: Option<Duration>,
         switch: &CancelSwitch,
     ) -> Result<Body, Error> {

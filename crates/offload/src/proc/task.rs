@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::codec;
+use super::codec::{self, Encoded, Input};
 use super::protocol::TaskInfo;
 use crate::error::{Error, Payload};
 
@@ -104,7 +104,7 @@ pub fn fingerprint<T: Task>() -> u64 {
 
 /// Runs a registered task on encoded input, encoding at most `max_output`
 /// bytes of output. Type-erased so a registry can hold many tasks.
-type Handler = fn(&[u8], usize) -> Result<Vec<u8>, Error>;
+type Handler = fn(Input<'_>, usize) -> Result<Encoded, Error>;
 
 /// A registered task: how to run it, and its fingerprint.
 #[derive(Clone, Copy)]
@@ -113,13 +113,13 @@ struct Entry {
     fingerprint: u64,
 }
 
-fn handle<T: Task>(input: &[u8], max_output: usize) -> Result<Vec<u8>, Error> {
+fn handle<T: Task>(input: Input<'_>, max_output: usize) -> Result<Encoded, Error> {
     let input: T::Input = codec::decode(input, Payload::Input)?;
     let output = catch_unwind(AssertUnwindSafe(|| T::run(input))).map_err(|payload| {
         let (message, location) = super::worker::take_panic(payload);
         Error::remote_panic(message, location)
     })?;
-    codec::encode(&output, Payload::Output, max_output)
+    codec::encode(output, Payload::Output, max_output)
 }
 
 /// The tasks a worker serves, and a hook run once in each worker process
@@ -242,7 +242,8 @@ impl Registry {
     /// assert!(registry.dispatch("nope", &input).unwrap_err().is_unknown_task());
     /// ```
     pub fn dispatch(&self, name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
-        self.dispatch_limited(name, input, usize::MAX)
+        self.dispatch_limited(name, Input::Borrowed(input), usize::MAX)
+            .map(Encoded::into_vec)
     }
 
     /// [`dispatch`](Self::dispatch), refusing an output over `max_output`
@@ -250,9 +251,9 @@ impl Registry {
     pub(crate) fn dispatch_limited(
         &self,
         name: &str,
-        input: &[u8],
+        input: Input<'_>,
         max_output: usize,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<Encoded, Error> {
         match self.tasks.get(name) {
             Some(entry) => (entry.handler)(input, max_output),
             None => Err(Error::unknown_task(name)),

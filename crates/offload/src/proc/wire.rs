@@ -77,7 +77,18 @@ pub(crate) fn write_frame(
     body: &[u8],
     max: usize,
 ) -> io::Result<()> {
-    let len = head.len() + body.len();
+    write_frame_parts(w, head, &[body], max)
+}
+
+/// [`write_frame`] with a body in several parts (a length prefix and the
+/// bytes it announces), none of them copied.
+pub(crate) fn write_frame_parts(
+    w: &mut impl Write,
+    head: &[u8],
+    body: &[&[u8]],
+    max: usize,
+) -> io::Result<()> {
+    let len = head.len() + body.iter().map(|b| b.len()).sum::<usize>();
     if len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -87,11 +98,10 @@ pub(crate) fn write_frame(
     let len = u32::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame longer than 4 GiB"))?;
     let prefix = len.to_le_bytes();
-    let mut parts = [
-        IoSlice::new(&prefix),
-        IoSlice::new(head),
-        IoSlice::new(body),
-    ];
+    let mut parts = Vec::with_capacity(2 + body.len());
+    parts.push(IoSlice::new(&prefix));
+    parts.push(IoSlice::new(head));
+    parts.extend(body.iter().map(|b| IoSlice::new(b)));
     let mut parts = &mut parts[..];
     while !parts.is_empty() {
         match w.write_vectored(parts) {

@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 pub use output::WorkerOutput;
 pub(crate) use spawn::Launch;
 
+use super::codec::Encoded;
 use super::protocol::{Body, CallHead, Control, Hello, Reply, Stop, decode_reply, encode_head};
-use super::wire::{FrameError, deadline_after, read_frame, write_frame};
+use super::wire::{FrameError, deadline_after, read_frame, write_frame_parts};
 use crate::error::{CancelReason, Error};
 
 /// How long past a call's timeout its worker has to stop itself before
@@ -224,7 +225,7 @@ impl WorkerProc {
     pub(crate) fn send(
         &self,
         task: &str,
-        input: &[u8],
+        input: &Encoded,
         timeout: Option<Duration>,
     ) -> Result<u64, CallError> {
         // The writer lock orders both the ids and the bytes on the socket,
@@ -262,7 +263,8 @@ impl WorkerProc {
             }
             line.in_flight.push_back(InFlight { id, timeout });
         }
-        if write_frame(&mut *writer, &head, input, self.max_frame).is_err() {
+        let body = [&input.prefix[..], &input.bytes[..]];
+        if write_frame_parts(&mut *writer, &head, &body, self.max_frame).is_err() {
             drop(writer);
             // The worker is gone: ours never arrived whole, so it is sent
             // again elsewhere. A leader reading for the calls before ours

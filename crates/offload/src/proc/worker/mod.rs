@@ -20,9 +20,10 @@ use std::sync::{Arc, Mutex};
 pub(crate) use channel::CONTROL_TAG;
 use running::{Begin, Running};
 
+use super::codec::{Encoded, Input};
 use super::protocol::{Hello, ReplyHead, build_id, decode_call, encode_head, encode_hello};
 use super::task::Registry;
-use super::wire::{FrameError, read_frame, write_frame};
+use super::wire::{FrameError, read_frame, write_frame, write_frame_parts};
 use crate::error::{CancelReason, Error};
 
 /// Exit codes of a worker that gives up, so the parent can tell why.
@@ -195,18 +196,23 @@ fn execute(
                 std::process::exit(exit_code::PROTOCOL);
             }
         };
-        let (head, input) = match decode_call(&frame) {
-            Ok(call) => call,
+        let (head, at) = match decode_call(&frame) {
+            Ok((head, input)) => (head, frame.len() - input.len()),
             Err(e) => {
                 eprintln!("{name}: undecodable call ({e}); exiting");
                 std::process::exit(exit_code::PROTOCOL);
             }
         };
         let (result, output) = match running.begin(head.id, head.timeout) {
-            Begin::Skip => (Err(Error::cancelled(CancelReason::Dropped)), Vec::new()),
+            Begin::Skip => (
+                Err(Error::cancelled(CancelReason::Dropped)),
+                Encoded::default(),
+            ),
             Begin::Run => {
-                // The task's panic is caught inside `dispatch`; this also
+                // The input is decoded in the frame it arrived in. The
+                // task's panic is caught inside `dispatch`; this also
                 // catches one from dropping its input or output.
+                let input = Input::Owned { frame, at };
                 let out = catch_unwind(AssertUnwindSafe(|| {
                     registry.dispatch_limited(&head.task, input, max_output)
                 }))
@@ -216,18 +222,18 @@ fn execute(
                 });
                 running.end();
                 match out {
-                    Ok(bytes) => (Ok(()), bytes),
-                    Err(e) => (Err(e), Vec::new()),
+                    Ok(encoded) => (Ok(()), encoded),
+                    Err(e) => (Err(e), Encoded::default()),
                 }
             }
         };
-        drop(frame);
         let head = encode_head(&ReplyHead::Done {
             id: head.id,
             result,
         });
         let mut out = replies.lock().unwrap_or_else(|e| e.into_inner());
-        if write_frame(&mut *out, &head, &output, max_frame).is_err() || out.flush().is_err() {
+        let body = [&output.prefix[..], &output.bytes[..]];
+        if write_frame_parts(&mut *out, &head, &body, max_frame).is_err() || out.flush().is_err() {
             std::process::exit(0);
         }
     }
