@@ -139,6 +139,34 @@ impl Task for EchoString {
     }
 }
 
+/// Leaks `mib` MiB (touched, so resident): a native library that never
+/// frees. Returns the worker's pid.
+#[derive(Debug)]
+pub(crate) struct Leak;
+impl Task for Leak {
+    const NAME: &'static str = "leak";
+    type Input = u32;
+    type Output = u32;
+    fn run(mib: u32) -> u32 {
+        std::mem::forget(vec![1u8; (mib as usize) << 20]);
+        std::process::id()
+    }
+}
+
+/// Allocates and touches `mib` MiB, then frees it: a runaway allocation
+/// when `mib` is large. Returns the worker's pid.
+#[derive(Debug)]
+pub(crate) struct Allocate;
+impl Task for Allocate {
+    const NAME: &'static str = "allocate";
+    type Input = u32;
+    type Output = u32;
+    fn run(mib: u32) -> u32 {
+        std::hint::black_box(vec![1u8; (mib as usize) << 20]);
+        std::process::id()
+    }
+}
+
 /// The tasks the lab's worker processes serve.
 pub(crate) fn registry() -> Registry {
     Registry::new()
@@ -148,6 +176,8 @@ pub(crate) fn registry() -> Registry {
         .with::<SleepMs>()
         .with::<Mark>()
         .with::<EchoBytes>()
+        .with::<Leak>()
+        .with::<Allocate>()
         .with::<EchoString>()
         .with::<SpawnDaemon>()
         .with::<crate::experiments::io::HttpGet>()

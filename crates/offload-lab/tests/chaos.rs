@@ -23,6 +23,8 @@ const SCENARIOS: &[&str] = &[
     "timeout-race",
     "subprocess-kill-storm",
     "cancel-storm/threads",
+    "leak",
+    "runaway-memory",
 ];
 
 #[test]

@@ -304,6 +304,50 @@ impl Task for ReverseBytes {
     }
 }
 
+/// Leaks `mib` MiB (touched, so resident) and returns the worker's pid: a
+/// native library that never frees.
+#[derive(Debug)]
+pub struct Leak;
+impl Task for Leak {
+    const NAME: &'static str = "leak";
+    type Input = u32;
+    type Output = u32;
+    fn run(mib: u32) -> u32 {
+        let block = vec![1u8; (mib as usize) << 20];
+        std::mem::forget(block);
+        std::process::id()
+    }
+}
+
+/// Allocates `mib` MiB, touches it and frees it; returns the worker's pid.
+#[derive(Debug)]
+pub struct Allocate;
+impl Task for Allocate {
+    const NAME: &'static str = "allocate";
+    type Input = u32;
+    type Output = u32;
+    fn run(mib: u32) -> u32 {
+        let block = vec![1u8; (mib as usize) << 20];
+        std::hint::black_box(&block);
+        std::process::id()
+    }
+}
+
+/// The worker's `oom_score_adj`.
+#[derive(Debug)]
+pub struct OomScoreAdj;
+impl Task for OomScoreAdj {
+    const NAME: &'static str = "oom_score_adj";
+    type Input = ();
+    type Output = i32;
+    fn run(_: ()) -> i32 {
+        std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(i32::MIN)
+    }
+}
+
 /// Starts `sleep <secs>` with the worker's stdin, stdout and stderr (the
 /// defaults of `Command`), does not wait for it, and returns its pid.
 #[derive(Debug)]
@@ -433,6 +477,9 @@ pub fn registry() -> Registry {
         .with::<RunSelf>()
         .with::<Print>()
         .with::<ReverseBytes>()
+        .with::<Leak>()
+        .with::<Allocate>()
+        .with::<OomScoreAdj>()
         .init(init)
 }
 

@@ -75,6 +75,9 @@ enum Kind {
     VersionMismatch(String),
     /// The message system between caller and worker failed.
     Transport(String),
+    /// The worker running the call ran out of memory: it hit the pool's
+    /// hard memory limit, or the kernel's OOM killer took it.
+    OutOfMemory(WorkerExit, String),
 }
 
 /// Which side of a call a size error concerns.
@@ -206,6 +209,21 @@ impl Error {
         }
     }
 
+    pub(crate) fn out_of_memory(exit: WorkerExit, how: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::OutOfMemory(exit, how.into()),
+        }
+    }
+
+    /// The worker running the call ran out of memory and died: the call's
+    /// task allocated past the pool's hard memory limit, or the kernel's
+    /// OOM killer chose the worker. Only this call failed; a fresh worker
+    /// takes the next. [`worker`](Self::worker), [`signal`](Self::signal)
+    /// and [`exit_code`](Self::exit_code) say which and how.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self.kind, Kind::OutOfMemory(..))
+    }
+
     /// The input or the output of a call is larger than the transport
     /// allows (a process pool's frame limit, a message system's largest
     /// message). Checked as early as possible: an input is refused before
@@ -271,7 +289,8 @@ impl Error {
             | Kind::Codec(_)
             | Kind::UnknownTask(_)
             | Kind::TooLarge { .. }
-            | Kind::VersionMismatch(_) => false,
+            | Kind::VersionMismatch(_)
+            | Kind::OutOfMemory(..) => false,
         }
     }
 
@@ -279,7 +298,7 @@ impl Error {
     /// remote worker's name).
     pub fn worker(&self) -> Option<&str> {
         match &self.kind {
-            Kind::WorkerLost(e) => Some(&e.worker),
+            Kind::WorkerLost(e) | Kind::OutOfMemory(e, _) => Some(&e.worker),
             _ => None,
         }
     }
@@ -329,7 +348,7 @@ impl Error {
     /// The exit code of a lost worker that exited on its own.
     pub fn exit_code(&self) -> Option<i32> {
         match &self.kind {
-            Kind::WorkerLost(e) => e.code,
+            Kind::WorkerLost(e) | Kind::OutOfMemory(e, _) => e.code,
             _ => None,
         }
     }
@@ -338,7 +357,7 @@ impl Error {
     /// abort, 11 for a segfault).
     pub fn signal(&self) -> Option<i32> {
         match &self.kind {
-            Kind::WorkerLost(e) => e.signal,
+            Kind::WorkerLost(e) | Kind::OutOfMemory(e, _) => e.signal,
             _ => None,
         }
     }
@@ -443,6 +462,13 @@ impl fmt::Display for Error {
             }
             Kind::NoWorkers(m) => write!(f, "no worker serves the call: {m}"),
             Kind::VersionMismatch(m) => write!(f, "task version mismatch: {m}"),
+            Kind::OutOfMemory(e, how) => {
+                write!(
+                    f,
+                    "worker {} ran out of memory running the call: {how}",
+                    e.worker
+                )
+            }
             Kind::Transport(m) => write!(f, "transport failed: {m}"),
         }
     }
@@ -486,6 +512,7 @@ enum WireError {
     NoWorkers(String),
     VersionMismatch(String),
     Transport(String),
+    OutOfMemory(WorkerExit, String),
 }
 
 /// Serialises the error's kind and details. An I/O error inside (a thread
@@ -517,6 +544,7 @@ impl Serialize for Error {
             Kind::NoWorkers(m) => WireError::NoWorkers(m.clone()),
             Kind::VersionMismatch(m) => WireError::VersionMismatch(m.clone()),
             Kind::Transport(m) => WireError::Transport(m.clone()),
+            Kind::OutOfMemory(e, how) => WireError::OutOfMemory(e.clone(), how.clone()),
         };
         wire.serialize(s)
     }
@@ -541,6 +569,7 @@ impl<'de> Deserialize<'de> for Error {
             WireError::NoWorkers(m) => Kind::NoWorkers(m),
             WireError::VersionMismatch(m) => Kind::VersionMismatch(m),
             WireError::Transport(m) => Kind::Transport(m),
+            WireError::OutOfMemory(e, how) => Kind::OutOfMemory(e, how),
         };
         Ok(Error { kind })
     }

@@ -19,6 +19,7 @@
 
 mod flood;
 mod kill_storm;
+mod memory;
 mod orphans;
 mod races;
 mod runaway;
@@ -257,6 +258,8 @@ pub(crate) fn kind(e: &offload::Error) -> &'static str {
         "codec"
     } else if e.is_too_large() {
         "too_large"
+    } else if e.is_out_of_memory() {
+        "out_of_memory"
     } else {
         "other"
     }
@@ -427,6 +430,8 @@ const SCENARIOS: &[Scenario] = &[
     ("timeout-race", races::timeout_race),
     ("subprocess-kill-storm", races::subprocess_storm),
     ("cancel-storm/threads", races::thread_cancel_storm),
+    ("leak", memory::leak),
+    ("runaway-memory", memory::runaway_memory),
 ];
 
 /// Runs the scenarios and prints their lines; fails if any is not clean.

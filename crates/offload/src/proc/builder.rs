@@ -33,6 +33,9 @@ pub struct ProcessPoolBuilder {
     max_frame: usize,
     env: Option<Vec<(OsString, OsString)>>,
     output: WorkerOutput,
+    soft_memory: Option<u64>,
+    hard_memory: Option<u64>,
+    oom_score_adj: Option<i16>,
 }
 
 impl Default for ProcessPoolBuilder {
@@ -53,6 +56,9 @@ impl Default for ProcessPoolBuilder {
             max_frame: DEFAULT_MAX_FRAME,
             env: None,
             output: WorkerOutput::default(),
+            soft_memory: None,
+            hard_memory: None,
+            oom_score_adj: Some(1000),
         }
     }
 }
@@ -188,6 +194,49 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Recycle a worker whose resident memory is above `bytes` after a
+    /// call (like Celery's `worker_max_memory_per_child`): the call
+    /// completes normally, the worker takes no more calls, and a fresh one
+    /// replaces it; no call fails because of it. Counted in
+    /// [`ProcMetrics::recycled`](super::ProcMetrics::recycled). Checked
+    /// after each call by the worker (`/proc/self/statm`, a few
+    /// microseconds); not checked when unset (the default).
+    pub fn max_memory_per_worker(mut self, bytes: u64) -> Self {
+        self.soft_memory = Some(bytes);
+        self
+    }
+
+    /// A limit the kernel enforces on each worker's memory (none by
+    /// default): the worker sets `RLIMIT_DATA` on itself before its
+    /// `init`, bounding its heap, anonymous mappings and thread stacks.
+    /// An allocation past it fails; a Rust task then aborts, and its call
+    /// fails with [`Error::is_out_of_memory`](crate::Error::is_out_of_memory)
+    /// (only that call; the worker is replaced). Native code that does not
+    /// check `malloc` may crash instead (`is_worker_lost`, signal 11).
+    ///
+    /// Works for any user and in containers, on Linux 4.7 and later; on
+    /// other systems the limit may be ignored (the worker reports it on
+    /// stderr and runs unbounded). The limit counts mappings, not
+    /// resident pages: leave room for the worker's own threads (a few
+    /// MiB) and for what its allocator reserves. To detect the abort, the
+    /// workers' stderr passes through the parent whatever
+    /// [`output`](Self::output) says. Must be at least 16 MiB.
+    pub fn hard_memory_limit(mut self, bytes: u64) -> Self {
+        self.hard_memory = Some(bytes);
+        self
+    }
+
+    /// The `oom_score_adj` each worker gives itself (default `Some(1000)`:
+    /// when the machine runs out of memory, the kernel's OOM killer takes a
+    /// worker, never the parent first; a call whose worker it takes fails
+    /// with [`Error::is_out_of_memory`](crate::Error::is_out_of_memory)).
+    /// `None` leaves the inherited score. Raising one's own score needs no
+    /// privilege; lowering it below the parent's does, and is then ignored.
+    pub fn oom_score_adj(mut self, adj: Option<i16>) -> Self {
+        self.oom_score_adj = adj;
+        self
+    }
+
     /// Checks the settings and starts the workers.
     ///
     /// # Errors
@@ -227,6 +276,19 @@ impl ProcessPoolBuilder {
                 "max_tasks_per_child must be at least 1",
             ));
         }
+        if self
+            .oom_score_adj
+            .is_some_and(|a| !(-1000..=1000).contains(&a))
+        {
+            return Err(BuildError::Invalid(
+                "oom_score_adj must be within -1000..=1000",
+            ));
+        }
+        if self.hard_memory.is_some_and(|b| b < 16 << 20) {
+            return Err(BuildError::Invalid(
+                "hard_memory_limit must be at least 16 MiB",
+            ));
+        }
         if self.hello_timeout.is_zero() {
             return Err(BuildError::Invalid("hello_timeout must be positive"));
         }
@@ -247,6 +309,9 @@ impl ProcessPoolBuilder {
                 max_frame: self.max_frame,
                 env: self.env,
                 output: self.output,
+                soft_memory: self.soft_memory,
+                hard_memory: self.hard_memory,
+                oom_score_adj: self.oom_score_adj,
             },
             self.name.clone(),
             self.timeout,

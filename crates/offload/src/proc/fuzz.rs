@@ -318,10 +318,15 @@ fn error() -> impl Strategy<Value = Error> {
 /// Encodes a worker's reply as the worker does: header, then the output.
 fn reply_bytes(id: u64, result: &Result<Vec<u8>, Error>) -> Vec<u8> {
     let head = match result {
-        Ok(_) => ReplyHead::Done { id, result: Ok(()) },
+        Ok(_) => ReplyHead::Done {
+            id,
+            result: Ok(()),
+            retire: id % 2 == 0,
+        },
         Err(e) => ReplyHead::Done {
             id,
             result: Err(postcard::from_bytes(&postcard::to_stdvec(e).unwrap()).unwrap()),
+            retire: false,
         },
     };
     let mut bytes = encode_head(&head);
@@ -352,6 +357,7 @@ fn replies_round_trip_truncate_and_mutate() {
                     Ok(Reply::Done {
                         id: got,
                         result: Ok(body),
+                        ..
                     }),
                     Ok(out),
                 ) => {
@@ -362,6 +368,7 @@ fn replies_round_trip_truncate_and_mutate() {
                     Ok(Reply::Done {
                         id: got,
                         result: Err(e),
+                        ..
                     }),
                     Err(sent),
                 ) => {

@@ -89,6 +89,9 @@ pub struct ProcMetrics {
     pub lost: u64,
     /// Calls killed by their timeout.
     pub timeouts: u64,
+    /// Workers replaced because they passed the soft memory limit
+    /// ([`max_memory_per_worker`](ProcessPoolBuilder::max_memory_per_worker)).
+    pub recycled: u64,
 }
 
 impl ProcessPool {
@@ -301,6 +304,7 @@ impl ProcessPool {
             started: stats.started.load(Relaxed),
             lost: stats.lost.load(Relaxed),
             timeouts: stats.timeouts.load(Relaxed),
+            recycled: stats.recycled.load(Relaxed),
         }
     }
 

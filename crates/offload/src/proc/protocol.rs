@@ -28,6 +28,24 @@ pub(crate) const PROTOCOL_VERSION: u32 = 2;
 /// The first bytes of a hello frame.
 pub(crate) const HELLO_MAGIC: [u8; 4] = *b"OFLD";
 
+/// What the parent tells a new worker before anything else (after the
+/// control channel), so that no setting travels in the environment that
+/// tasks and their subprocesses inherit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Settings {
+    /// The largest frame either side may send.
+    pub(crate) max_frame: u64,
+    /// Above this resident set after a call, the worker asks to be retired.
+    pub(crate) soft_memory: Option<u64>,
+    /// `RLIMIT_DATA` the worker sets on itself before `init`.
+    pub(crate) hard_memory: Option<u64>,
+    /// Written to the worker's `/proc/self/oom_score_adj`.
+    pub(crate) oom_score_adj: Option<i16>,
+}
+
+/// The largest settings frame.
+pub(crate) const MAX_SETTINGS_FRAME: usize = 256;
+
 /// What a worker announces before it takes calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Hello {
@@ -79,7 +97,13 @@ pub(crate) enum Control {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ReplyHead {
     /// Call `id` finished; `Ok` means its output follows the header.
-    Done { id: u64, result: Result<(), Error> },
+    /// `retire`: the worker is over its memory limit and asks to take no
+    /// more calls (it answers those already sent).
+    Done {
+        id: u64,
+        result: Result<(), Error>,
+        retire: bool,
+    },
     /// The worker was running call `id` and stops there, killing itself
     /// (no reply of any later call can follow).
     Stopped { id: u64, why: Stop },
@@ -100,6 +124,7 @@ pub(crate) enum Reply {
     Done {
         id: u64,
         result: Result<Body, Error>,
+        retire: bool,
     },
     Stopped {
         id: u64,
@@ -166,15 +191,28 @@ pub(crate) fn decode_reply(frame: Vec<u8>) -> Result<Reply, String> {
     let (head, rest) = postcard::take_from_bytes::<ReplyHead>(&frame).map_err(|e| e.to_string())?;
     let at = frame.len() - rest.len();
     Ok(match head {
-        ReplyHead::Done { id, result: Ok(()) } => Reply::Done {
+        ReplyHead::Done {
+            id,
+            result: Ok(()),
+            retire,
+        } => Reply::Done {
             id,
             result: Ok(Body { frame, at }),
+            retire,
         },
-        ReplyHead::Done { id, result: Err(e) } => {
+        ReplyHead::Done {
+            id,
+            result: Err(e),
+            retire,
+        } => {
             if at != frame.len() {
                 return Err(format!("the failed call {id} carries an output"));
             }
-            Reply::Done { id, result: Err(e) }
+            Reply::Done {
+                id,
+                result: Err(e),
+                retire,
+            }
         }
         ReplyHead::Stopped { id, why } => {
             if at != frame.len() {
@@ -298,12 +336,14 @@ mod tests {
         let mut frame = encode_head(&ReplyHead::Done {
             id: 3,
             result: Ok(()),
+            retire: true,
         });
         frame.extend_from_slice(b"output");
         match decode_reply(frame).unwrap() {
             Reply::Done {
                 id: 3,
                 result: Ok(body),
+                retire: true,
             } => {
                 assert_eq!(body.bytes(), b"output");
                 assert_eq!(body.into_vec(), b"output");

@@ -74,6 +74,8 @@ pub(crate) struct Stats {
     pub(crate) started: AtomicU64,
     pub(crate) lost: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    /// Workers replaced because they passed the soft memory limit.
+    pub(crate) recycled: AtomicU64,
     /// Workers started and not yet reaped.
     pub(crate) live: AtomicUsize,
     /// Woken when `live` drops to zero (a shutdown waiting for the reaper).
@@ -273,6 +275,9 @@ impl Supervisor {
             }
         }
         let old = current.take();
+        if old.as_ref().is_some_and(|w| w.is_over_memory()) {
+            self.stats.recycled.fetch_add(1, Relaxed);
+        }
         let fresh = Arc::new(self.start_worker(lane)?);
         *current = Some(fresh.clone());
         drop(current);

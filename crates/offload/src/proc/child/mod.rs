@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ExitStatus};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use output::WorkerOutput;
@@ -105,6 +105,8 @@ struct Line {
     reading: bool,
     /// A write failed: the worker is gone or going; send nothing more.
     unwritable: bool,
+    /// The worker passed its memory limit and asked to take no more calls.
+    retire_asked: bool,
 }
 
 /// The process itself, until it is reaped.
@@ -143,6 +145,12 @@ pub(crate) struct WorkerProc {
     max_frame: usize,
     /// Stop sending after this many calls (`max_tasks_per_child`).
     max_calls: Option<u64>,
+    /// The worker's hard memory limit, and its last stderr line, to tell
+    /// an abort on a failed allocation from other deaths.
+    hard_memory: Option<u64>,
+    stderr_tail: Option<Arc<output::Tail>>,
+    /// The system's count of OOM kills when the worker started.
+    oom_kills_at_start: Option<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -162,6 +170,7 @@ impl WorkerProc {
         max_calls: Option<u64>,
         hooks: Hooks,
     ) -> Result<Self, Error> {
+        let oom_kills_at_start = oom_kills();
         let spawned = spawn::spawn(launch, name)?;
         let mut child = spawned.child;
         let pid = child.id();
@@ -196,6 +205,9 @@ impl WorkerProc {
             news: Condvar::new(),
             max_frame: launch.max_frame,
             max_calls,
+            hard_memory: launch.hard_memory,
+            stderr_tail: spawned.stderr_tail,
+            oom_kills_at_start,
         })
     }
 
@@ -205,7 +217,14 @@ impl WorkerProc {
         line.outcomes.is_none()
             && line.killed.is_none()
             && !line.unwritable
+            && !line.retire_asked
             && self.max_calls.is_none_or(|max| line.sent < max)
+    }
+
+    /// Whether the worker asked to be retired because it passed the pool's
+    /// soft memory limit.
+    pub(crate) fn is_over_memory(&self) -> bool {
+        lock(&self.line).retire_asked
     }
 
     /// Whether the worker died (as opposed to alive, or merely retired).
@@ -236,6 +255,7 @@ impl WorkerProc {
             if line.outcomes.is_some()
                 || line.killed.is_some()
                 || line.unwritable
+                || line.retire_asked
                 || self.max_calls.is_some_and(|max| line.sent >= max)
             {
                 return Err(CallError::Retry);
@@ -363,10 +383,11 @@ impl WorkerProc {
             )));
         }
         match reply {
-            Reply::Done { id, result } => {
+            Reply::Done { id, result, retire } => {
                 line.in_flight.pop_front();
                 line.front_started = Some(Instant::now());
                 line.replies.insert(id, result);
+                line.retire_asked |= retire;
             }
             // The worker kills itself now; its end of stream comes next.
             Reply::Stopped { id, why } => line.stopped = Some((id, why)),
@@ -424,6 +445,18 @@ impl WorkerProc {
         if line.outcomes.is_some() {
             return;
         }
+        let killed_by_us = line.killed.is_some() || line.stopped.is_some();
+        let oom = if killed_by_us {
+            None
+        } else {
+            drop(line);
+            let oom = self.out_of_memory(&exit);
+            line = lock(&self.line);
+            if line.outcomes.is_some() {
+                return;
+            }
+            oom
+        };
         let unanswered: Vec<(u64, Option<Duration>)> =
             line.in_flight.iter().map(|c| (c.id, c.timeout)).collect();
         let mut outcomes = HashMap::new();
@@ -438,7 +471,10 @@ impl WorkerProc {
                 }
                 (_, Some(Kill::Backstop { id, timeout })) if id == first => Error::timeout(timeout),
                 (_, Some(Kill::Protocol(m))) if !intact => Error::protocol(m),
-                _ => Error::worker_lost(exit.clone()),
+                _ => match &oom {
+                    Some(how) => Error::out_of_memory(exit.clone(), how.clone()),
+                    None => Error::worker_lost(exit.clone()),
+                },
             };
             outcomes.insert(first, error);
             if !intact {
@@ -451,6 +487,39 @@ impl WorkerProc {
         line.outcomes = Some(outcomes);
         drop(line);
         self.news.notify_all();
+    }
+
+    /// Whether a worker that died on its own ran out of memory, and how:
+    /// an abort after Rust's "memory allocation of N bytes failed" under a
+    /// hard limit, or a SIGKILL while the kernel's OOM killer was at work.
+    fn out_of_memory(&self, exit: &crate::error::WorkerExit) -> Option<String> {
+        const SIGABRT: i32 = 6;
+        const SIGKILL: i32 = 9;
+        match (exit.signal, self.hard_memory, &self.stderr_tail) {
+            (Some(SIGABRT), Some(limit), Some(tail)) => {
+                // The message was written before the abort; its forwarding
+                // thread may still be on its way to it.
+                let deadline = Instant::now() + Duration::from_millis(200);
+                loop {
+                    if tail.saw_failed_allocation() {
+                        return Some(format!(
+                            "an allocation failed at the pool's hard memory limit of {limit} bytes"
+                        ));
+                    }
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            (Some(SIGKILL), _, _) => {
+                let (before, now) = (self.oom_kills_at_start?, oom_kills()?);
+                (now > before).then(|| {
+                    "killed by the kernel's OOM killer (SIGKILL while it was killing)".to_owned()
+                })
+            }
+            _ => None,
+        }
     }
 
     /// Reaps the process now (on the reading driver thread) and returns how
@@ -499,6 +568,16 @@ impl WorkerProc {
             }
         }
     }
+}
+
+/// The kernel's count of processes its OOM killer has killed (`None`
+/// where `/proc/vmstat` does not say).
+fn oom_kills() -> Option<u64> {
+    let vmstat = std::fs::read_to_string("/proc/vmstat").ok()?;
+    vmstat
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 impl Drop for WorkerProc {

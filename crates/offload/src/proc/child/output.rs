@@ -2,6 +2,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where the output of worker processes goes (their stdout and stderr),
 /// set with [`ProcessPoolBuilder::output`](crate::proc::ProcessPoolBuilder::output).
@@ -33,23 +35,51 @@ pub enum WorkerOutput {
 /// The longest piece of a line that is forwarded at once.
 pub(crate) const MAX_LINE: usize = 16 << 10;
 
+/// What a worker's stderr said that explains its death: Rust prints
+/// "memory allocation of N bytes failed" before it aborts on a failed
+/// allocation (a backtrace may follow), which says the worker hit its
+/// memory limit.
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    alloc_failed: AtomicBool,
+}
+
+impl Tail {
+    fn see(&self, line: &[u8]) {
+        const NEEDLE: &[u8] = b"memory allocation of ";
+        if line.windows(NEEDLE.len()).any(|w| w == NEEDLE) && line.ends_with(b"failed") {
+            self.alloc_failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether the worker reported a failed allocation.
+    pub(crate) fn saw_failed_allocation(&self) -> bool {
+        self.alloc_failed.load(Ordering::Acquire)
+    }
+}
+
 impl WorkerOutput {
-    /// Sets the worker's stdout and stderr on `cmd`.
-    pub(crate) fn configure(self, cmd: &mut Command) {
+    /// Sets the worker's stdout and stderr on `cmd`. With `watch_stderr`,
+    /// stderr passes through the parent whatever the mode (to keep its
+    /// [`Tail`]): forwarded as is for `Inherit`, dropped for `Discard`.
+    pub(crate) fn configure(self, cmd: &mut Command, watch_stderr: bool) {
         let (out, err) = match self {
             WorkerOutput::Prefixed | WorkerOutput::Tracing => (Stdio::piped(), Stdio::piped()),
             WorkerOutput::Inherit => (Stdio::inherit(), Stdio::inherit()),
             WorkerOutput::Discard => (Stdio::null(), Stdio::null()),
         };
+        let err = if watch_stderr { Stdio::piped() } else { err };
         cmd.stdout(out).stderr(err);
     }
 
-    /// Starts forwarding one of a worker's pipes (if it has one).
+    /// Starts forwarding one of a worker's pipes (if it has one), keeping
+    /// its last line in `tail` if given.
     pub(crate) fn forward(
         self,
         worker: &str,
         stream: Stream,
         pipe: Option<impl Read + Send + 'static>,
+        tail: Option<Arc<Tail>>,
     ) {
         let Some(pipe) = pipe else { return };
         let thread_name = format!("{worker}-{}", stream.short());
@@ -57,13 +87,24 @@ impl WorkerOutput {
         let spawned = std::thread::Builder::new()
             .name(thread_name.clone())
             .spawn(move || {
-                for_each_line(pipe, |line| match self {
-                    WorkerOutput::Tracing => emit_event(&worker, stream, line),
-                    _ => {
-                        let text = String::from_utf8_lossy(line);
-                        // A failed write is the sink's problem, not the
-                        // worker's: keep draining the pipe.
-                        let _ = writeln!(std::io::stderr().lock(), "[{worker}] {text}");
+                for_each_line(pipe, |line| {
+                    if let Some(t) = &tail {
+                        t.see(line);
+                    }
+                    // A failed write is the sink's problem, not the
+                    // worker's: keep draining the pipe.
+                    match self {
+                        WorkerOutput::Tracing => emit_event(&worker, stream, line),
+                        WorkerOutput::Discard => {}
+                        WorkerOutput::Inherit => {
+                            let mut err = std::io::stderr().lock();
+                            let _ = err.write_all(line);
+                            let _ = err.write_all(b"\n");
+                        }
+                        WorkerOutput::Prefixed => {
+                            let text = String::from_utf8_lossy(line);
+                            let _ = writeln!(std::io::stderr().lock(), "[{worker}] {text}");
+                        }
                     }
                 });
             });

@@ -8,14 +8,16 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
 
-use super::output::{Stream, WorkerOutput};
+use super::output::{Stream, Tail, WorkerOutput};
 use crate::error::{Error, WorkerExit};
-use crate::proc::protocol::running_image;
-use crate::proc::worker::marker::{MAX_FRAME_ENV, WORKER_ENV, value_for};
+use crate::proc::protocol::{MAX_SETTINGS_FRAME, Settings, encode_head, running_image};
+use crate::proc::wire::write_frame;
+use crate::proc::worker::marker::{WORKER_ENV, value_for};
 use crate::proc::worker::{CONTROL_TAG, exit_code};
 
 /// How to start a worker.
@@ -32,6 +34,12 @@ pub(crate) struct Launch {
     /// Environment: `None` inherits the parent's; `Some` gives exactly these.
     pub(crate) env: Option<Vec<(OsString, OsString)>>,
     pub(crate) output: WorkerOutput,
+    /// Resident set above which a worker asks to be retired after a call.
+    pub(crate) soft_memory: Option<u64>,
+    /// `RLIMIT_DATA` of each worker.
+    pub(crate) hard_memory: Option<u64>,
+    /// Each worker's `oom_score_adj`.
+    pub(crate) oom_score_adj: Option<i16>,
 }
 
 /// A started worker process and the parent's ends of its channels.
@@ -39,6 +47,8 @@ pub(crate) struct Spawned {
     pub(crate) child: Child,
     pub(crate) calls: UnixStream,
     pub(crate) control: UnixStream,
+    /// The worker's last stderr line, kept when a hard memory limit is set.
+    pub(crate) stderr_tail: Option<Arc<Tail>>,
 }
 
 /// Starts worker `name`: its stdin is the call channel, and the control
@@ -60,12 +70,12 @@ pub(crate) fn spawn(launch: &Launch, name: &str) -> Result<Spawned, Error> {
     cmd.args(&launch.args)
         .arg0(name)
         .stdin(Stdio::from(OwnedFd::from(calls_theirs)));
-    launch.output.configure(&mut cmd);
+    let stderr_tail = launch.hard_memory.map(|_| Arc::new(Tail::default()));
+    launch.output.configure(&mut cmd, stderr_tail.is_some());
     if let Some(env) = &launch.env {
         cmd.env_clear().envs(env.iter().cloned());
     }
-    cmd.env(WORKER_ENV, value_for(name))
-        .env(MAX_FRAME_ENV, launch.max_frame.to_string());
+    cmd.env(WORKER_ENV, value_for(name));
     let spawned = cmd.spawn();
     // The command holds our copy of the worker's end of the call channel:
     // close it now, or the worker's death would never read as EOF here.
@@ -75,13 +85,30 @@ pub(crate) fn spawn(launch: &Launch, name: &str) -> Result<Spawned, Error> {
     })?;
     launch
         .output
-        .forward(name, Stream::Stdout, child.stdout.take());
-    launch
-        .output
-        .forward(name, Stream::Stderr, child.stderr.take());
-    if let Err(e) = pass_control(&calls, control_theirs.as_fd()) {
+        .forward(name, Stream::Stdout, child.stdout.take(), None);
+    launch.output.forward(
+        name,
+        Stream::Stderr,
+        child.stderr.take(),
+        stderr_tail.clone(),
+    );
+    let settings = Settings {
+        max_frame: launch.max_frame as u64,
+        soft_memory: launch.soft_memory,
+        hard_memory: launch.hard_memory,
+        oom_score_adj: launch.oom_score_adj,
+    };
+    let sent = pass_control(&calls, control_theirs.as_fd()).and_then(|()| {
+        write_frame(
+            &mut &calls,
+            &encode_head(&settings),
+            &[],
+            MAX_SETTINGS_FRAME,
+        )
+    });
+    if let Err(e) = sent {
         kill_and_reap(&mut child);
-        return Err(start_err("cannot pass the control channel", e));
+        return Err(start_err("cannot hand the worker its channels", e));
     }
     // Only the worker holds its end of the control channel now: when it
     // dies, our end reads EOF, and when we die, its end does.
@@ -90,6 +117,7 @@ pub(crate) fn spawn(launch: &Launch, name: &str) -> Result<Spawned, Error> {
         child,
         calls,
         control,
+        stderr_tail,
     })
 }
 

@@ -7,16 +7,14 @@
 //! process id, and only a process whose parent is that process takes it:
 //! a grandchild ignores it and runs as the program it is.
 
-/// Set in a worker's environment: `{parent pid}:{worker name}`.
+/// Set in a worker's environment: `{parent pid}:{worker name}`. The only
+/// variable offload sets; its settings arrive on the call channel.
 pub(crate) const WORKER_ENV: &str = "OFFLOAD_PROC_WORKER";
-/// Set in a worker's environment: the frame limit, in bytes.
-pub(crate) const MAX_FRAME_ENV: &str = "OFFLOAD_PROC_MAX_FRAME";
 
 /// A worker's identity, read from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Marker {
     pub(crate) name: String,
-    pub(crate) max_frame: usize,
 }
 
 /// The value of [`WORKER_ENV`] for worker `name` of this process.
@@ -33,13 +31,8 @@ pub(crate) fn current() -> Option<Marker> {
         // A descendant of a worker, not a worker: the marker was inherited.
         return None;
     }
-    let max_frame = std::env::var(MAX_FRAME_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(super::super::wire::DEFAULT_MAX_FRAME);
     Some(Marker {
         name: name.to_owned(),
-        max_frame,
     })
 }
 

@@ -9,6 +9,7 @@
 mod channel;
 mod control;
 pub(crate) mod marker;
+mod memory;
 mod running;
 
 use std::cell::RefCell;
@@ -21,7 +22,10 @@ pub(crate) use channel::CONTROL_TAG;
 use running::{Begin, Running};
 
 use super::codec::{Encoded, Input};
-use super::protocol::{Hello, ReplyHead, build_id, decode_call, encode_head, encode_hello};
+use super::protocol::{
+    Hello, MAX_SETTINGS_FRAME, ReplyHead, Settings, build_id, decode_call, encode_head,
+    encode_hello,
+};
 use super::task::Registry;
 use super::wire::{FrameError, read_frame, write_frame, write_frame_parts};
 use crate::error::{CancelReason, Error};
@@ -76,7 +80,7 @@ pub fn run_worker_if_child(registry: &Registry) {
     let Some(me) = marker::current() else {
         return;
     };
-    std::process::exit(serve(registry, &me.name, me.max_frame));
+    std::process::exit(serve(registry, &me.name));
 }
 
 thread_local! {
@@ -99,7 +103,7 @@ pub(crate) fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, Opt
     (message, PANIC_LOCATION.with(|l| l.borrow_mut().take()))
 }
 
-fn serve(registry: &Registry, name: &str, max_frame: usize) -> i32 {
+fn serve(registry: &Registry, name: &str) -> i32 {
     let channels = match channel::take() {
         Ok(c) => c,
         Err(e) => {
@@ -107,13 +111,26 @@ fn serve(registry: &Registry, name: &str, max_frame: usize) -> i32 {
             return exit_code::NO_CHANNEL;
         }
     };
-    let (reader, replies) = match channels.calls.try_clone() {
+    let (mut reader, replies) = match channels.calls.try_clone() {
         Ok(w) => (BufReader::new(channels.calls), Arc::new(Mutex::new(w))),
         Err(e) => {
             eprintln!("{name}: cannot clone the call channel: {e}");
             return exit_code::NO_CHANNEL;
         }
     };
+    let settings = match read_frame(&mut reader, MAX_SETTINGS_FRAME, None)
+        .map_err(|e| e.to_string())
+        .and_then(|f| postcard::from_bytes::<Settings>(&f).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        // The parent is gone, or is not an offload pool of this version.
+        Err(e) => {
+            eprintln!("{name}: no settings from the parent: {e}");
+            return exit_code::NO_CHANNEL;
+        }
+    };
+    let max_frame = usize::try_from(settings.max_frame).unwrap_or(usize::MAX);
+    memory::apply(name, &settings);
     let running = Arc::new(Running::default());
 
     // Watch the parent before `init`: a parent that dies during a long
@@ -162,7 +179,13 @@ fn serve(registry: &Registry, name: &str, max_frame: usize) -> i32 {
     let exec_name = name.to_owned();
     let executor = std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(move || execute(&registry, &exec_name, reader, &replies, &running, max_frame));
+        .spawn(move || {
+            let limits = Limits {
+                max_frame,
+                soft_memory: settings.soft_memory,
+            };
+            execute(&registry, &exec_name, reader, &replies, &running, limits)
+        });
     match executor {
         Ok(handle) => {
             let _ = handle.join();
@@ -175,6 +198,14 @@ fn serve(registry: &Registry, name: &str, max_frame: usize) -> i32 {
     }
 }
 
+/// What the executor checks around each call.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_frame: usize,
+    /// Ask to be retired when the resident set passes this after a call.
+    soft_memory: Option<u64>,
+}
+
 /// The executor loop: read a call, run it, answer; exit when the parent
 /// closes the channel.
 fn execute(
@@ -183,9 +214,13 @@ fn execute(
     mut reader: BufReader<UnixStream>,
     replies: &Mutex<UnixStream>,
     running: &Running,
-    max_frame: usize,
+    limits: Limits,
 ) -> ! {
+    let max_frame = limits.max_frame;
     let max_output = max_frame.saturating_sub(REPLY_HEAD_ROOM);
+    // Once over the soft limit, say so in every reply until the parent
+    // stops sending.
+    let mut retire = false;
     loop {
         let frame = match read_frame(&mut reader, max_frame, None) {
             Ok(frame) => frame,
@@ -221,6 +256,9 @@ fn execute(
                     Err(Error::remote_panic(message, location))
                 });
                 running.end();
+                if let Some(limit) = limits.soft_memory {
+                    retire |= memory::resident().is_some_and(|rss| rss > limit);
+                }
                 match out {
                     Ok(encoded) => (Ok(()), encoded),
                     Err(e) => (Err(e), Encoded::default()),
@@ -230,6 +268,7 @@ fn execute(
         let head = encode_head(&ReplyHead::Done {
             id: head.id,
             result,
+            retire,
         });
         let mut out = replies.lock().unwrap_or_else(|e| e.into_inner());
         let body = [&output.prefix[..], &output.bytes[..]];
