@@ -165,3 +165,34 @@ fn shutdown_drains() {
     block(&mut shutdown);
     assert!(results.into_iter().all(|r| r.is_ok()));
 }
+
+#[test]
+fn ready_resolves_once_every_worker_said_hello() {
+    let pool = fixture().workers(2).build().unwrap();
+    block(pool.ready()).unwrap();
+    assert_eq!(pool.worker_pids().len(), 2);
+    assert_eq!(pool.metrics().started, 2);
+    // Ready stays ready.
+    block(pool.ready()).unwrap();
+}
+
+#[test]
+fn ready_fails_when_workers_cannot_start() {
+    let pool = common::rogue("die-at-start").build().unwrap();
+    let err = block(pool.ready()).unwrap_err();
+    assert!(err.is_worker_start(), "{err}");
+    let pool = common::rogue("garbage-hello").build().unwrap();
+    assert!(block(pool.ready()).unwrap_err().is_protocol());
+}
+
+#[test]
+fn an_elastic_pool_is_ready_with_its_minimum() {
+    let pool = fixture()
+        .workers(2)
+        .min_workers(0)
+        .idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    block(pool.ready()).unwrap();
+    assert_eq!(pool.metrics().started, 0);
+}

@@ -106,6 +106,38 @@ pub(crate) enum CancelReason {
 }
 
 impl Error {
+    /// A copy of this error, for when one failure must reach several
+    /// waiters (an I/O error inside is copied as its kind and message).
+    pub(crate) fn duplicate(&self) -> Error {
+        let kind = match &self.kind {
+            Kind::Panic(m) => Kind::Panic(m.clone()),
+            Kind::Cancelled(r) => Kind::Cancelled(*r),
+            Kind::Shutdown => Kind::Shutdown,
+            Kind::Rejected => Kind::Rejected,
+            Kind::Spawn(e) => Kind::Spawn(std::io::Error::new(e.kind(), e.to_string())),
+            Kind::Timeout(d) => Kind::Timeout(*d),
+            Kind::WorkerLost(e) => Kind::WorkerLost(e.clone()),
+            Kind::RemotePanic { message, location } => Kind::RemotePanic {
+                message: message.clone(),
+                location: location.clone(),
+            },
+            Kind::Codec(m) => Kind::Codec(m.clone()),
+            Kind::UnknownTask(m) => Kind::UnknownTask(m.clone()),
+            Kind::Protocol(m) => Kind::Protocol(m.clone()),
+            Kind::WorkerStart(m) => Kind::WorkerStart(m.clone()),
+            Kind::TooLarge { what, size, limit } => Kind::TooLarge {
+                what: *what,
+                size: *size,
+                limit: *limit,
+            },
+            Kind::NoWorkers(m) => Kind::NoWorkers(m.clone()),
+            Kind::VersionMismatch(m) => Kind::VersionMismatch(m.clone()),
+            Kind::Transport(m) => Kind::Transport(m.clone()),
+            Kind::OutOfMemory(e, how) => Kind::OutOfMemory(e.clone(), how.clone()),
+        };
+        Error { kind }
+    }
+
     pub(crate) fn panic(payload: Box<dyn Any + Send>) -> Self {
         let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
             (*s).to_owned()

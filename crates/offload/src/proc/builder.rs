@@ -237,7 +237,8 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Checks the settings and starts the workers.
+    /// Checks the settings and starts the workers, without waiting for
+    /// them: await [`ProcessPool::ready`] for that.
     ///
     /// # Errors
     ///
@@ -339,6 +340,15 @@ impl ProcessPoolBuilder {
                 let _ = hook.worker(lane);
             })
             .build()?;
-        Ok(ProcessPool::new(drivers, supervisor, self.max_frame))
+        let started_at_build = match self.idle_timeout {
+            None => self.workers,
+            Some(_) => self.min_workers,
+        };
+        Ok(ProcessPool::new(
+            drivers,
+            supervisor,
+            self.max_frame,
+            started_at_build,
+        ))
     }
 }

@@ -46,7 +46,7 @@ mod worker;
 pub use builder::ProcessPoolBuilder;
 pub use call::{Call, CallOptions, OnDrop};
 pub use child::WorkerOutput;
-pub use pool::{ProcMetrics, ProcessPool, Shutdown};
+pub use pool::{ProcMetrics, ProcessPool, Ready, Shutdown};
 pub use task::{Registry, Task, fingerprint};
 pub use worker::run_worker_if_child;
 

@@ -73,6 +73,9 @@ pub struct ProcessPool {
     drivers: ThreadPool,
     supervisor: Arc<Supervisor>,
     max_frame: usize,
+    /// Workers started at build: all of them, or `min_workers` for an
+    /// elastic pool; what [`ready`](Self::ready) waits for.
+    started_at_build: usize,
 }
 
 /// A snapshot of a process pool: its call queue and its workers.
@@ -106,11 +109,36 @@ impl ProcessPool {
         ProcessPoolBuilder::default()
     }
 
-    pub(crate) fn new(drivers: ThreadPool, supervisor: Arc<Supervisor>, max_frame: usize) -> Self {
+    pub(crate) fn new(
+        drivers: ThreadPool,
+        supervisor: Arc<Supervisor>,
+        max_frame: usize,
+        started_at_build: usize,
+    ) -> Self {
         ProcessPool {
             drivers,
             supervisor,
             max_frame,
+            started_at_build,
+        }
+    }
+
+    /// Resolves once the workers started at build (all of them for a
+    /// fixed-size pool, [`min_workers`](ProcessPoolBuilder::min_workers)
+    /// for an elastic one) have started, run the registry's `init` and
+    /// said hello, so a service can await it before it takes traffic and
+    /// its first requests do not pay for start-up. [`build`](ProcessPoolBuilder::build)
+    /// itself returns at once (it starts workers on the driver threads).
+    ///
+    /// # Errors
+    ///
+    /// The first start failure ([`Error::is_worker_start`] for a worker
+    /// that dies or cannot be spawned, [`Error::is_protocol`] for a wrong
+    /// or late hello): a service should fail its start-up.
+    pub fn ready(&self) -> Ready {
+        Ready {
+            supervisor: self.supervisor.clone(),
+            wanted: self.started_at_build,
         }
     }
 
@@ -329,6 +357,43 @@ impl ProcessPool {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// The future of [`ProcessPool::ready`].
+#[must_use = "a Ready does nothing unless awaited"]
+pub struct Ready {
+    supervisor: Arc<Supervisor>,
+    wanted: usize,
+}
+
+impl Future for Ready {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut r = self
+            .supervisor
+            .readiness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if r.started.len() >= self.wanted {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &r.failed {
+            return Poll::Ready(Err(e.duplicate()));
+        }
+        if !r.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            r.waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl fmt::Debug for Ready {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ready")
+            .field("wanted", &self.wanted)
+            .finish_non_exhaustive()
     }
 }
 

@@ -91,6 +91,15 @@ impl Stats {
     }
 }
 
+/// Which lanes have had a worker up at least once, and the first start
+/// failure: what [`ProcessPool::ready`](super::ProcessPool::ready) waits on.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness {
+    pub(crate) started: std::collections::BTreeSet<usize>,
+    pub(crate) failed: Option<Error>,
+    pub(crate) waiters: Vec<Waker>,
+}
+
 /// Start-up failures, to back off instead of fork-bombing the machine when
 /// workers die as soon as they start.
 #[derive(Debug, Default)]
@@ -121,6 +130,8 @@ pub(crate) struct Supervisor {
     /// Drivers seated at each lane: chosen and counted under one lock, so
     /// drivers starting together spread over the lanes.
     seated: Mutex<Vec<usize>>,
+    /// Lanes whose workers started, and start failures, for `ready()`.
+    pub(crate) readiness: Mutex<Readiness>,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -143,6 +154,7 @@ impl Supervisor {
             start: Mutex::new(StartGuard::default()),
             lanes: (0..workers).map(|_| Lane::default()).collect(),
             seated: Mutex::new(vec![0; workers]),
+            readiness: Mutex::new(Readiness::default()),
             stats: Arc::new(Stats::default()),
         }
     }
@@ -199,6 +211,7 @@ impl Supervisor {
                     self.stats.live.fetch_add(1, Relaxed);
                     lock(&self.stats.pids).insert(w.name.clone(), w.pid);
                     self.check_tasks(&w);
+                    self.readied(lane, None);
                     return Ok(w);
                 }
                 Err(e) => {
@@ -212,6 +225,8 @@ impl Supervisor {
                             (Duration::from_millis(250) * 2u32.pow(exp)).min(MAX_COOLDOWN);
                         guard.cooldown_until = Some(Instant::now() + cooldown);
                         tracing::warn!(worker = %name, error = %e, ?cooldown, "offload: workers fail at start-up; backing off");
+                        drop(guard);
+                        self.readied(lane, Some(&e));
                         return Err(e);
                     }
                     drop(guard);
@@ -220,6 +235,26 @@ impl Supervisor {
             }
         }
         unreachable!("the loop returns on its third attempt")
+    }
+
+    /// Records that lane `lane` has a worker up, or that starting one
+    /// failed, and wakes whoever awaits readiness.
+    fn readied(&self, lane: usize, failure: Option<&Error>) {
+        let waiters = {
+            let mut r = lock(&self.readiness);
+            match failure {
+                None => {
+                    r.started.insert(lane);
+                }
+                Some(e) => {
+                    if r.failed.is_none() {
+                        r.failed = Some(e.duplicate());
+                    }
+                }
+            }
+            std::mem::take(&mut r.waiters)
+        };
+        waiters.into_iter().for_each(Waker::wake);
     }
 
     /// Reports, once per pool, a worker that does not serve the registry's
