@@ -500,22 +500,4 @@ fn init() {
     }
 }
 
-/// Whether process `pid` is still running (a zombie counts as dead).
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised name.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
-}
-
-/// SIGKILLs `pid` from outside (the shell's `kill` builtin: no `unsafe`,
-/// and no dependency on a `kill` executable being installed).
-pub fn sigkill(pid: u32) {
-    let _ = std::process::Command::new("sh")
-        .args(["-c", "kill -s KILL \"$1\"", "sh", &pid.to_string()])
-        .status();
-}
+pub use offload_test_support::{alive, reaped, sigkill, sigstop};

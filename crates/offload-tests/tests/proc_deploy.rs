@@ -4,9 +4,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{block, rogue};
+use common::{block, rogue, wait_bounded};
 use offload_tests::*;
 
 #[test]
@@ -28,17 +28,17 @@ fn workers_start_from_the_running_image_after_a_deploy() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if child.try_wait().unwrap().is_none() {
-        sigkill(child.id());
-    }
-    let out = child.wait_with_output().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
+        out
+    });
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
+    let stdout = reader.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{:?} {stdout}", out.status);
+    let stdout = String::from_utf8_lossy(&stdout);
+    assert!(status.is_some_and(|s| s.success()), "{status:?} {stdout}");
     assert_eq!(stdout.trim(), "sum 3 7");
 }
 

@@ -81,12 +81,6 @@ fn two_pools_at_once() {
     assert!(b.worker_pids().keys().all(|k| k.starts_with("other-")));
 }
 
-/// Whether process `pid` is gone entirely: exited and reaped (a zombie's
-/// `/proc` entry stays until it is reaped).
-fn reaped(pid: u32) -> bool {
-    !std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 #[test]
 fn dropping_the_pool_reaps_every_worker_in_the_background() {
     let pool = fixture().workers(2).build().unwrap();

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{block, fixture};
+use common::{block, fixture, wait_bounded};
 use offload::proc::WorkerOutput;
 use offload_tests::*;
 
@@ -63,18 +63,7 @@ fn a_parent_whose_stderr_fails_keeps_its_workers_printing() {
         let _ = stdout.read_to_string(&mut out);
         out
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = parent.try_wait().unwrap() {
-            break Some(s);
-        }
-        if std::time::Instant::now() > deadline {
-            sigkill(parent.id());
-            let _ = parent.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_bounded(&mut parent, Duration::from_secs(60));
     let out = reader.join().unwrap();
     assert!(status.is_some_and(|s| s.success()), "{status:?} {out:?}");
     assert_eq!(out.trim(), "ok 50");

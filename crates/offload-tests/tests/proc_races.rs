@@ -30,13 +30,6 @@ fn record(path: &std::path::Path, tag: &str, sleep_ms: u64) -> (String, String, 
     )
 }
 
-/// Sends SIGSTOP to `pid` (the shell's `kill` builtin: no `unsafe`).
-fn sigstop(pid: u32) {
-    let _ = std::process::Command::new("sh")
-        .args(["-c", "kill -s STOP \"$1\"", "sh", &pid.to_string()])
-        .status();
-}
-
 #[test]
 fn smoke() {
     let path = record_file("smoke");

@@ -52,13 +52,21 @@ fn the_pool_default_timeout_applies() {
 fn dropping_a_running_call_kills_its_worker() {
     let pool = fixture().workers(1).build().unwrap();
     let pid = block(pool.call::<Pid>(())).unwrap();
-    let mut call = pool.call::<SleepMs>(60_000);
+    // Wait until the task itself runs (it marks a file), not only until
+    // its driver took it: a call dropped before it is sent never starts,
+    // and then there is nothing to kill.
+    let marks = std::env::temp_dir().join(format!("offload-drop-kill-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marks);
+    let task = (
+        marks.to_string_lossy().into_owned(),
+        "long".to_owned(),
+        60_000,
+    );
+    let mut call = pool.call::<Record>(task);
     assert!(futures::FutureExt::now_or_never(&mut call).is_none());
-    assert!(eventually(Duration::from_secs(10), || pool
-        .metrics()
-        .calls
-        .running
-        == 1));
+    assert!(eventually(Duration::from_secs(10), || recorded(&marks)
+        .contains_key("long")));
+    let _ = std::fs::remove_file(&marks);
     drop(call);
     assert!(
         eventually(Duration::from_secs(10), || !alive(pid)),

@@ -2,8 +2,7 @@
 //! a bounded `block_on`, so no test can hang CI.
 #![allow(dead_code, unreachable_pub)]
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use offload::proc::{ProcessPool, ProcessPoolBuilder};
 
@@ -23,29 +22,5 @@ pub fn rogue(mode: &str) -> ProcessPoolBuilder {
         .hello_timeout(Duration::from_secs(5))
 }
 
-/// Runs `f` to completion, failing the test if it takes over 60 s.
-pub fn block<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(60), f)
-                .await
-                .expect("hung: no result within 60 s")
-        })
-}
-
-/// Polls `cond` every 5 ms until it holds or `within` passes.
-pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+#[allow(unused_imports)] // each test file uses some of them
+pub use offload_test_support::{ChildGuard, block_on as block, eventually, wait_bounded};

@@ -1,0 +1,165 @@
+//! Helpers the offload test suites share, so that no test can hang CI and
+//! no process a test starts outlives it:
+//!
+//! - [`eventually`]: poll a condition, with a bound;
+//! - [`block_on`]: run a future on a current-thread tokio runtime, failing
+//!   the test if it does not finish within a bound;
+//! - [`ChildGuard`] and [`wait_bounded`]: a spawned process is killed and
+//!   reaped when the test is done with it, pass or fail;
+//! - [`alive`], [`sigkill`], [`sigstop`]: processes seen and signalled from
+//!   outside, without `unsafe` (the shell's `kill` builtin).
+
+use std::future::Future;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// How long [`block_on`] lets a future run before it fails the test.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// Polls `cond` every 5 ms until it holds or `within` passes; returns
+/// whether it held.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `f` to completion on a fresh current-thread tokio runtime.
+///
+/// # Panics
+///
+/// If `f` takes longer than [`HANG`]: the test fails instead of hanging.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds")
+        .block_on(async {
+            tokio::time::timeout(HANG, f)
+                .await
+                .unwrap_or_else(|_| panic!("hung: no result within {HANG:?}"))
+        })
+}
+
+/// Waits for `child` to exit for at most `within`; past that it is killed.
+/// Always reaps it. Returns its status if it exited on its own.
+pub fn wait_bounded(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// A spawned process that is killed and reaped when the guard drops, so a
+/// failing assertion cannot leave it behind.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(Some(_))) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether process `pid` is running (a zombie counts as dead).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// Whether process `pid` is gone entirely: exited and reaped (a zombie's
+/// `/proc` entry stays until it is reaped).
+pub fn reaped(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("kill -s {sig} \"$1\""),
+            "sh",
+            &pid.to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// SIGKILLs `pid` from outside.
+pub fn sigkill(pid: u32) {
+    signal(pid, "KILL");
+}
+
+/// SIGSTOPs `pid`: it stays alive but runs nothing (a wedged process).
+pub fn sigstop(pid: u32) {
+    signal(pid, "STOP");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guarded_child_is_reaped_on_drop() {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        drop(ChildGuard(child));
+        assert!(reaped(pid));
+    }
+
+    #[test]
+    fn a_late_child_is_killed_and_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(wait_bounded(&mut child, Duration::from_millis(50)).is_none());
+        assert!(reaped(pid));
+        let mut quick = std::process::Command::new("true").spawn().unwrap();
+        assert!(wait_bounded(&mut quick, Duration::from_secs(10)).is_some_and(|s| s.success()));
+    }
+
+    #[test]
+    fn eventually_is_bounded() {
+        assert!(!eventually(Duration::from_millis(20), || false));
+        assert!(eventually(Duration::from_millis(20), || true));
+        assert!(alive(std::process::id()));
+    }
+}
