@@ -185,6 +185,42 @@ fn fill<R: Read + Deadline>(
     Ok(got)
 }
 
+/// How long a reader looks for the next frame before it blocks: a peer
+/// that answers within this (a tiny task, the next of a stream of calls)
+/// is read without a sleep and a wake-up on either side.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
+
+/// Waits up to [`SPIN`] for `r` to have bytes to read, looking without
+/// blocking (a buffered byte, or a `MSG_PEEK | MSG_DONTWAIT` on the socket)
+/// and yielding the CPU between looks, so a busy machine loses little.
+/// Returns whether bytes are there; either way the caller then reads
+/// normally (blocking).
+pub(crate) fn spin_for_bytes(
+    r: &std::io::BufReader<std::os::unix::net::UnixStream>,
+) -> bool {
+    if !r.buffer().is_empty() {
+        return true;
+    }
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::net::recv(
+            r.get_ref(),
+            &mut byte,
+            rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+        ) {
+            // Bytes, or the end of the stream: either way a read returns now.
+            Ok(_) => return true,
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return true,
+        }
+        if started.elapsed() >= SPIN {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// The deadline `timeout` after `from`, or none when it lies beyond what
 /// an `Instant` can hold (`Duration::MAX` means "never").
 pub(crate) fn deadline_after(from: Instant, timeout: Duration) -> Option<Instant> {

@@ -32,7 +32,7 @@ pub(crate) use spawn::Launch;
 
 use super::codec::Encoded;
 use super::protocol::{Body, CallHead, Control, Hello, Reply, Stop, decode_reply, encode_head};
-use super::wire::{FrameError, deadline_after, read_frame, write_frame_parts};
+use super::wire::{FrameError, deadline_after, read_frame, spin_for_bytes, write_frame_parts};
 use crate::error::{CancelReason, Error};
 
 /// How long past a call's timeout its worker has to stop itself before
@@ -328,7 +328,11 @@ impl WorkerProc {
             line.reading = true;
             let deadline = self.read_deadline(&line);
             drop(line);
-            let read = read_frame(&mut *lock(&self.reader), self.max_frame, deadline);
+            let read = {
+                let mut reader = lock(&self.reader);
+                spin_for_bytes(&reader);
+                read_frame(&mut *reader, self.max_frame, deadline)
+            };
             self.file(read);
             line = lock(&self.line);
             line.reading = false;

@@ -27,7 +27,7 @@ use super::protocol::{
     encode_hello,
 };
 use super::task::Registry;
-use super::wire::{FrameError, read_frame, write_frame, write_frame_parts};
+use super::wire::{FrameError, read_frame, spin_for_bytes, write_frame, write_frame_parts};
 use crate::error::{CancelReason, Error};
 
 /// Exit codes of a worker that gives up, so the parent can tell why.
@@ -222,6 +222,9 @@ fn execute(
     // stops sending.
     let mut retire = false;
     loop {
+        // The next call often follows at once (pipelined, or a caller
+        // awaiting calls one at a time): look for it before sleeping.
+        spin_for_bytes(&reader);
         let frame = match read_frame(&mut reader, max_frame, None) {
             Ok(frame) => frame,
             // The parent closed the channel: it is done with us, or gone.
