@@ -1,6 +1,13 @@
 //! `bench threads`: our thread pools against the blocking pools of tokio,
-//! smol (`blocking`) and rayon, on trivial jobs, so that what is measured is
-//! the pool's own overhead: hand-over, wake-up, result delivery.
+//! smol (`blocking`) and rayon, and against the *floor* (a hand-rolled
+//! minimal pool, see `floor.rs`: what the hardware allows), on trivial
+//! jobs, so that what is measured is the pool's own overhead: hand-over,
+//! wake-up, result delivery.
+//!
+//! Two submission shapes: `throughput` (a burst: each of 64 tasks submits
+//! its share at once and awaits them all, so most callers wait for a queue
+//! slot) and `throughput_steady` (each of 64 tasks awaits one job at a
+//! time: the shape of a service whose handlers each offload one call).
 //!
 //! Every contender runs in the same process on the same tokio runtime
 //! (2 worker threads), in alternating rounds, so that a noisy neighbour or
@@ -15,6 +22,7 @@ use futures::future::join_all;
 use offload::ThreadPool;
 
 use super::BenchArgs;
+use super::floor::FloorPool;
 use crate::report::{BenchLine, Better, percentiles};
 
 /// A contender: submits a trivial job and resolves when it has run.
@@ -37,6 +45,7 @@ fn contenders(queue_capacity: Option<usize>) -> anyhow::Result<Vec<Contender>> {
         builder = builder.queue_capacity(cap);
     }
     let pool = Arc::new(builder.build()?);
+    let floor = Arc::new(FloorPool::new(2));
     Ok(vec![
         Contender {
             name: "offload_threadpool_2",
@@ -66,6 +75,14 @@ fn contenders(queue_capacity: Option<usize>) -> anyhow::Result<Vec<Contender>> {
             name: "blocking_unblock",
             ours: false,
             submit: Arc::new(|x| Box::pin(blocking::unblock(move || trivial(x)))),
+        },
+        Contender {
+            name: "floor_spin_pool_2",
+            ours: false,
+            submit: Arc::new(move |x| {
+                let rx = floor.run(move || trivial(x));
+                Box::pin(async move { rx.await.expect("trivial job") })
+            }),
         },
         Contender {
             name: "rayon_spawn_oneshot",
@@ -114,6 +131,31 @@ async fn throughput(c: &Contender, jobs: usize, tasks: usize) -> f64 {
     done as f64 / secs
 }
 
+/// `jobs` trivial jobs from `tasks` concurrent tokio tasks, each awaiting
+/// one job at a time; jobs per second.
+async fn throughput_steady(c: &Contender, jobs: usize, tasks: usize) -> f64 {
+    let per_task = jobs / tasks;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let submit = c.submit.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task as u64 {
+                    submit(t as u64 * 1_000_000 + i).await;
+                }
+                per_task
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for h in handles {
+        done += h.await.expect("throughput task");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(done, per_task * tasks);
+    done as f64 / secs
+}
+
 /// Threads of this process right now (Linux; 0 elsewhere).
 fn process_threads() -> usize {
     std::fs::read_to_string("/proc/self/status")
@@ -149,10 +191,12 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
             let mut sink = Vec::new();
             round_trips(c, 1_000, &mut sink).await;
             throughput(c, jobs, TASKS).await;
+            throughput_steady(c, jobs, TASKS).await;
             started_threads.push(process_threads().saturating_sub(before));
         }
         let mut trips: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+        let mut steady: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
         for round in 0..rounds {
             // Alternate the order too, so nobody always runs first.
             let order: Vec<usize> = if round % 2 == 0 {
@@ -163,30 +207,35 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
             for &i in &order {
                 round_trips(&contenders[i], trips_per_round, &mut trips[i]).await;
                 rates[i].push(throughput(&contenders[i], jobs, TASKS).await);
+                steady[i].push(throughput_steady(&contenders[i], jobs, TASKS).await);
             }
         }
 
-        let stats: Vec<(f64, f64, f64)> = (0..contenders.len())
+        let stats: Vec<(f64, f64, f64, f64)> = (0..contenders.len())
             .map(|i| {
                 let (median, p99) = percentiles(&mut trips[i]);
                 let (rate, _) = percentiles(&mut rates[i]);
-                (median, p99, rate)
+                let (steady, _) = percentiles(&mut steady[i]);
+                (median, p99, rate, steady)
             })
             .collect();
         if !args.json {
             println!(
-                "{} round trips per contender, throughput = median of {} runs of {} jobs from {} tasks",
+                "{} round trips per contender; throughput (burst) and steady = median of {} runs of {} jobs from {} tasks",
                 trips_per_round * rounds,
                 rounds,
                 jobs,
                 TASKS
             );
             println!(
-                "{:<22} {:>12} {:>12} {:>14} {:>16}",
-                "contender", "median µs", "p99 µs", "jobs/s", "threads started"
+                "{:<22} {:>12} {:>12} {:>14} {:>14} {:>16}",
+                "contender", "median µs", "p99 µs", "burst jobs/s", "steady jobs/s", "threads started"
             );
-            for (c, ((m, p, r), t)) in contenders.iter().zip(stats.iter().zip(&started_threads)) {
-                println!("{:<22} {:>12.2} {:>12.2} {:>14.0} {:>16}", c.name, m, p, r, t);
+            for (c, ((m, p, r, s), t)) in contenders.iter().zip(stats.iter().zip(&started_threads)) {
+                println!(
+                    "{:<22} {:>12.2} {:>12.2} {:>14.0} {:>14.0} {:>16}",
+                    c.name, m, p, r, s, t
+                );
             }
             println!();
         }
@@ -200,6 +249,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
                 lines.push(line("round_trip_median", "us", o.0, p.0, Better::Lower));
                 lines.push(line("round_trip_p99", "us", o.1, p.1, Better::Lower));
                 lines.push(line("throughput", "jobs/s", o.2, p.2, Better::Higher));
+                lines.push(line("throughput_steady", "jobs/s", o.3, p.3, Better::Higher));
             }
         }
         Ok(lines)
