@@ -56,6 +56,8 @@ enum Kind {
     Protocol(String),
     /// Workers cannot be started (they die at start-up); the pool backs off.
     WorkerStart(String),
+    /// A dedicated executor's initialiser failed or panicked: it runs no call.
+    Init(String),
 }
 
 /// How a worker process ended.
@@ -164,6 +166,18 @@ impl Error {
         Error {
             kind: Kind::WorkerStart(what.into()),
         }
+    }
+
+    pub(crate) fn init(what: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Init(what.into()),
+        }
+    }
+
+    /// A [`Dedicated`](crate::Dedicated) executor's initialiser failed or
+    /// panicked, so it runs no call; the message says how.
+    pub fn is_init(&self) -> bool {
+        matches!(self.kind, Kind::Init(_))
     }
 
     /// A process call ran past its deadline and its worker was killed
@@ -311,6 +325,7 @@ impl fmt::Display for Error {
             Kind::UnknownTask(t) => write!(f, "the worker has no task named {t:?}"),
             Kind::Protocol(m) => write!(f, "worker protocol error: {m}"),
             Kind::WorkerStart(m) => write!(f, "workers cannot be started: {m}"),
+            Kind::Init(m) => write!(f, "the executor's initialiser failed: {m}"),
         }
     }
 }

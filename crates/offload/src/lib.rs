@@ -73,6 +73,8 @@ mod error;
 mod executor;
 mod histogram;
 mod job;
+#[cfg(feature = "metrics")]
+mod metrics_export;
 mod pool;
 
 pub mod coop;
@@ -80,7 +82,7 @@ pub mod monitor;
 #[cfg(unix)]
 pub mod proc;
 
-pub use dedicated::{Dedicated, DedicatedBuilder};
+pub use dedicated::{Dedicated, DedicatedBuilder, DedicatedReady};
 pub use default_pool::{THREADS_ENV, default_pool, run, set_default_pool};
 pub use error::{BuildError, Error, TryRunError};
 pub use executor::{Blocking, Executor, IsAFuture, NotAFuture, Run, Submit, run_in_executor};
