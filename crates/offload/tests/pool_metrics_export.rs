@@ -1,0 +1,137 @@
+//! Export to the `metrics` facade (feature `metrics`): a thread pool's
+//! gauges, histograms and counters, named `offload_pool_*` and labelled
+//! with the pool's name.
+#![cfg(feature = "metrics")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+use offload::ThreadPool;
+
+/// name{pool=..} -> (counter total, last gauge value, histogram records)
+type Seen = Arc<Mutex<BTreeMap<String, (u64, f64, usize)>>>;
+
+#[derive(Default)]
+struct Capture(Seen);
+
+struct Handle(String, Seen);
+
+impl CounterFn for Handle {
+    fn increment(&self, v: u64) {
+        self.1.lock().unwrap().entry(self.0.clone()).or_default().0 += v;
+    }
+    fn absolute(&self, v: u64) {
+        self.1.lock().unwrap().entry(self.0.clone()).or_default().0 = v;
+    }
+}
+
+impl GaugeFn for Handle {
+    fn increment(&self, v: f64) {
+        self.1.lock().unwrap().entry(self.0.clone()).or_default().1 += v;
+    }
+    fn decrement(&self, v: f64) {
+        self.1.lock().unwrap().entry(self.0.clone()).or_default().1 -= v;
+    }
+    fn set(&self, v: f64) {
+        self.1.lock().unwrap().entry(self.0.clone()).or_default().1 = v;
+    }
+}
+
+impl HistogramFn for Handle {
+    fn record(&self, _: f64) {
+        self.1.lock().unwrap().entry(self.0.clone()).or_default().2 += 1;
+    }
+}
+
+impl Capture {
+    fn handle(&self, key: &Key) -> Arc<Handle> {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        Arc::new(Handle(
+            format!("{}{{{}}}", key.name(), labels.join(",")),
+            self.0.clone(),
+        ))
+    }
+}
+
+impl Recorder for Capture {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.handle(key))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.handle(key))
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.handle(key))
+    }
+}
+
+#[test]
+fn smoke() {
+    let capture = Capture::default();
+    let pool = metrics::with_local_recorder(&capture, || {
+        ThreadPool::builder().name("sm").build().unwrap()
+    });
+    futures::executor::block_on(pool.run(|| ())).unwrap();
+    assert!(
+        capture
+            .0
+            .lock()
+            .unwrap()
+            .contains_key("offload_pool_completed_total{pool=sm}")
+    );
+}
+
+#[test]
+fn a_pool_exports_its_figures_under_its_name() {
+    let capture = Capture::default();
+    let seen = capture.0.clone();
+    // Handles are registered at build, against the recorder of that moment.
+    let pool = metrics::with_local_recorder(&capture, || {
+        ThreadPool::builder()
+            .name("mx")
+            .threads(1)
+            .queue_capacity(1)
+            .build()
+            .unwrap()
+    });
+    futures::executor::block_on(async {
+        pool.run(|| ()).await.unwrap();
+        let _ = pool.run(|| -> () { panic!("exported") }).await;
+        let (gate, blocker) = common::occupy(&pool);
+        let queued = pool.try_run(|| ()).unwrap();
+        assert!(pool.try_run(|| ()).unwrap_err().is_full());
+        {
+            let s = seen.lock().unwrap();
+            assert_eq!(s["offload_pool_queued{pool=mx}"].1, 1.0, "{s:?}");
+            assert_eq!(s["offload_pool_running{pool=mx}"].1, 1.0, "{s:?}");
+            assert_eq!(s["offload_pool_threads{pool=mx}"].1, 1.0, "{s:?}");
+        }
+        drop(queued);
+        gate.open();
+        blocker.await.unwrap();
+        pool.shutdown().await;
+    });
+    let s = seen.lock().unwrap();
+    let total = |name: &str| s.get(&format!("offload_pool_{name}{{pool=mx}}")).map(|v| v.0);
+    assert_eq!(total("submitted_total"), Some(4), "{s:?}");
+    assert_eq!(total("completed_total"), Some(2), "{s:?}");
+    assert_eq!(total("panicked_total"), Some(1), "{s:?}");
+    assert_eq!(total("cancelled_total"), Some(1), "{s:?}");
+    assert_eq!(total("rejected_total"), Some(1), "{s:?}");
+    assert_eq!(s["offload_pool_wait_seconds{pool=mx}"].2, 3, "{s:?}");
+    assert_eq!(s["offload_pool_run_seconds{pool=mx}"].2, 3, "{s:?}");
+    assert_eq!(s["offload_pool_queued{pool=mx}"].1, 0.0, "{s:?}");
+    assert_eq!(s["offload_pool_running{pool=mx}"].1, 0.0, "{s:?}");
+}
