@@ -109,6 +109,9 @@ fn a_pool_exports_its_figures_under_its_name() {
     futures::executor::block_on(async {
         pool.run(|| ()).await.unwrap();
         let _ = pool.run(|| -> () { panic!("exported") }).await;
+        // The caller hears of a job's end just before its thread is free.
+        let idle = || pool.metrics().running == 0;
+        assert!(common::eventually(std::time::Duration::from_secs(10), idle));
         let (gate, blocker) = common::occupy(&pool);
         let queued = pool.try_run(|| ()).unwrap();
         assert!(pool.try_run(|| ()).unwrap_err().is_full());
