@@ -181,7 +181,12 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     const TASKS: usize = 64;
 
     rt.block_on(async {
-        let contenders = contenders(args.queue_capacity)?;
+        let mut contenders = contenders(args.queue_capacity)?;
+        // For profiling one contender: `OFFLOAD_BENCH_ONLY=floor,threadpool`
+        // keeps those whose name contains one of the words.
+        if let Ok(only) = std::env::var("OFFLOAD_BENCH_ONLY") {
+            contenders.retain(|c| only.split(',').any(|w| c.name.contains(w)));
+        }
         // Warm-up: start every pool's threads, fault in allocations. The
         // process's thread count before and after tells how many threads
         // each pool started (they outlive the warm-up: keep-alive ≥ 10 s).
