@@ -34,7 +34,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{CancelReason, Error, TryRunError};
@@ -65,15 +65,17 @@ struct CellState<V, B, T> {
     stage: Stage<V, B, T>,
     /// The caller's waker, registered while the result is not ready.
     waker: Option<Waker>,
-    /// The queue holding the job, told when the caller cancels so the queue
-    /// slot is freed at once instead of when a worker skips the job.
-    owner: Option<Weak<dyn QueueOwner>>,
 }
 
 /// The one allocation behind a job: work, result, waker, and the caller's
 /// tracing span.
 struct JobCell<V, B, T> {
     state: Mutex<CellState<V, B, T>>,
+    /// The queue holding the job, told when the caller cancels so that its
+    /// place in the queue is freed at once instead of when a worker skips
+    /// the job. Set once, before the first push; outside the mutex so that
+    /// setting it costs no lock on the submission path.
+    owner: OnceLock<Weak<dyn QueueOwner>>,
     /// The span the job was submitted in, entered while it runs; `None`
     /// when no subscriber is interested (then it costs nothing).
     span: Option<tracing::Span>,
@@ -246,10 +248,7 @@ where
         let work = {
             let mut st = self.lock();
             match std::mem::replace(&mut st.stage, Stage::Running) {
-                Stage::Queued(work) => {
-                    st.owner = None;
-                    work
-                }
+                Stage::Queued(work) => work,
                 other => {
                     st.stage = other;
                     drop(st);
@@ -288,7 +287,6 @@ where
             return false;
         }
         let old = std::mem::replace(&mut st.stage, Stage::Done(Err(error)));
-        st.owner = None;
         let waker = st.waker.take();
         drop(st);
         // The work holds the user's closure: its destructor is user code.
@@ -300,7 +298,8 @@ where
     }
 
     fn set_owner(&self, owner: Weak<dyn QueueOwner>) {
-        self.lock().owner = Some(owner);
+        // A job is adopted by one queue, once; a second call is a no-op.
+        let _ = self.owner.set(owner);
     }
 }
 
@@ -340,7 +339,7 @@ where
         let waker = st.waker.take();
         let owner = match std::mem::replace(&mut st.stage, Stage::Cancelled) {
             Stage::Queued(work) => {
-                let owner = st.owner.take();
+                let owner = self.owner.get().cloned();
                 drop(st);
                 // The closure's captures are user code: never let their
                 // destructor unwind out of a `Drop`.
@@ -384,8 +383,8 @@ where
         state: Mutex::new(CellState {
             stage: Stage::Queued(Work { value, body }),
             waker: None,
-            owner: None,
         }),
+        owner: OnceLock::new(),
         span: current_span(),
     });
     let job = Job {

@@ -429,22 +429,23 @@ impl PoolShared {
 
     // ---- jobs on a worker ----
 
-    /// Takes the next job for worker `seat`, marking it running. Returns
-    /// the submitter to wake (after unlocking) for the room it frees.
+    /// Takes the next job for worker `seat`, marking it running from
+    /// `started`. Returns the submitter to wake (after unlocking) for the
+    /// room it frees.
     pub(crate) fn take_job(
         &self,
         st: &mut PoolState,
         seat: usize,
-    ) -> Option<(Queued, Instant, Option<Waker>)> {
+        started: Instant,
+    ) -> Option<(Queued, Option<Waker>)> {
         let queued = st.queue.pop_front()?;
         st.running += 1;
         self.queue_changed(st);
-        let started = Instant::now();
         if let Some(s) = st.seats[seat].as_mut() {
             s.busy_since = Some(started);
         }
         let next = st.next_submitter();
-        Some((queued, started, next))
+        Some((queued, next))
     }
 
     /// The job of worker `seat` ended. Returns the shutdown waiters to wake

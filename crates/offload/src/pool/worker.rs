@@ -5,6 +5,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
+use std::time::Instant;
 
 use super::shared::{Phase, PoolShared, PoolState};
 use crate::job::wake_quietly;
@@ -123,17 +124,25 @@ fn run(shared: &PoolShared, seat: usize) -> MutexGuard<'_, PoolState> {
     let mut st = shared.lock();
     // Whether this worker already spun since it last found work.
     let mut spun = false;
+    // When the last job ended: the start of the next one if the queue has
+    // one (saves a clock read per job on a busy pool).
+    let mut last_end: Option<Instant> = None;
     loop {
-        if let Some((queued, started, next)) = shared.take_job(&mut st, seat) {
+        let now = last_end.take().unwrap_or_else(Instant::now);
+        if let Some((queued, next)) = shared.take_job(&mut st, seat, now) {
             drop(st);
             spun = false;
             if let Some(w) = next {
                 wake_quietly(w);
             }
+            let started = now;
             counters.started(started.saturating_duration_since(queued.since));
+            let mut ended = started;
             queued.job.run_then(&mut |outcome| {
-                counters.ended(outcome, started.elapsed());
+                ended = Instant::now();
+                counters.ended(outcome, ended.saturating_duration_since(started));
             });
+            last_end = Some(ended);
             st = shared.lock();
             let idle = shared.job_done(&mut st, seat);
             if !idle.is_empty() {
@@ -188,14 +197,15 @@ fn run(shared: &PoolShared, seat: usize) -> MutexGuard<'_, PoolState> {
 /// awaiting jobs one at a time submits the next one a microsecond or two
 /// after it got a result; a worker that is still spinning takes it at once,
 /// without a futex wake-up (several microseconds, and a context switch on
-/// both sides). About 20 µs of busy-waiting (checking the queue on every
+/// both sides). About 50 µs of busy-waiting (on a loaded machine the
+/// caller's own wake-up takes tens of microseconds) (checking the queue on every
 /// round, so a job is seen within tens of nanoseconds), then a few rounds
 /// that yield the CPU (on a machine with fewer cores than threads, the
 /// thread that would submit the next job may need this one's core).
-const SPIN_ROUNDS: u32 = 2_000;
+const SPIN_ROUNDS: u32 = 20_000;
 /// Rounds between two looks at the clock while spinning.
 const SPIN_CLOCK_EVERY: u32 = 64;
-const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(20);
+const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(50);
 const YIELD_ROUNDS: u32 = 8;
 
 /// Spins until a job is queued or the budget runs out. Lock-free: reads the
