@@ -204,13 +204,9 @@ impl DedicatedBuilder {
             // An `Err` fails the pool: queued and later calls get it.
             outcome
         });
-        let builder = ThreadPoolBuilder::dedicated(
-            self.name,
-            self.queue_capacity,
-            self.stack_size,
-            hook,
-        )
-        .min_threads(1);
+        let builder =
+            ThreadPoolBuilder::dedicated(self.name, self.queue_capacity, self.stack_size, hook)
+                .min_threads(1);
         let pool = builder.build()?;
         Ok(Dedicated {
             pool,
@@ -353,7 +349,9 @@ impl Future for DedicatedReady {
 impl fmt::Debug for DedicatedReady {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let settled = self.ready.lock().outcome.is_some();
-        f.debug_struct("DedicatedReady").field("settled", &settled).finish()
+        f.debug_struct("DedicatedReady")
+            .field("settled", &settled)
+            .finish()
     }
 }
 

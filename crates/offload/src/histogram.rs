@@ -146,6 +146,7 @@ impl Histogram {
 /// Quantiles of a duration histogram (each at most 12.5% above the true
 /// value; `max` is exact).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LatencySummary {
     /// How many durations were recorded.
     pub count: u64,

@@ -327,7 +327,7 @@ where
                 st.stage = other;
                 match &mut st.waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
+                    registered => *registered = Some(cx.waker().clone()),
                 }
                 Poll::Pending
             }
@@ -464,10 +464,14 @@ where
 /// # Cancellation
 ///
 /// Dropping the handle while the job is still queued means the job never
-/// runs, and its queue slot is freed at once. Dropping it after the job
+/// runs, and its place in the queue is freed at once. Dropping it after the job
 /// started detaches the job: a thread cannot be stopped from outside, so the
 /// closure runs to the end, keeps its thread (and its place in the pool's
 /// bounds) until then, and its result is dropped.
+///
+/// Dropping a queued job's handle drops its closure on the dropping thread
+/// (the closure's captures are the caller's own values); nothing else in a
+/// handle blocks.
 #[must_use = "dropping a JobHandle cancels the job if it has not started"]
 pub struct JobHandle<T> {
     cell: Option<Arc<dyn Completion<T>>>,

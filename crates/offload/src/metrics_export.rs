@@ -64,9 +64,9 @@ impl Family {
 }
 
 /// The handles of one thread pool's metrics (see the table in
-/// `pool/README.md`). Gauges move by increments and decrements, never by
-/// `set` from a value read under a lock, so concurrent updates commute and
-/// no stale value can win.
+/// `pool/README.md`). Gauges are `set` under the pool's lock, right after
+/// the value changed, so their updates are ordered and a stale value can
+/// never overwrite a newer one.
 pub(crate) struct PoolExport {
     pub(crate) queued: Gauge,
     pub(crate) running: Gauge,

@@ -88,7 +88,11 @@ on_every_runtime!(
 /// job ran and every thread has exited.
 #[test]
 fn shutdown_blocking_drains_and_waits_for_threads() {
-    let pool = ThreadPool::builder().threads(2).min_threads(2).build().unwrap();
+    let pool = ThreadPool::builder()
+        .threads(2)
+        .min_threads(2)
+        .build()
+        .unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..10)
         .map(|_| {

@@ -127,7 +127,10 @@ fn a_pool_exports_its_figures_under_its_name() {
         pool.shutdown().await;
     });
     let s = seen.lock().unwrap();
-    let total = |name: &str| s.get(&format!("offload_pool_{name}{{pool=mx}}")).map(|v| v.0);
+    let total = |name: &str| {
+        s.get(&format!("offload_pool_{name}{{pool=mx}}"))
+            .map(|v| v.0)
+    };
     assert_eq!(total("submitted_total"), Some(4), "{s:?}");
     assert_eq!(total("completed_total"), Some(2), "{s:?}");
     assert_eq!(total("panicked_total"), Some(1), "{s:?}");

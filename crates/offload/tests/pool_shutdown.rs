@@ -109,7 +109,8 @@ async fn drop_never_waits_and_queued_work_still_runs() {
     gate.open();
     blocker.await.unwrap();
     for h in handles {
-        h.await.expect("queued work still runs after the last handle went");
+        h.await
+            .expect("queued work still runs after the last handle went");
     }
     assert_eq!(count.load(SeqCst), 20);
 }

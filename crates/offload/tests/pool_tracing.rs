@@ -46,7 +46,11 @@ impl Subscriber for Shared {
     fn event(&self, _: &Event<'_>) {}
     fn enter(&self, span: &Id) {
         let thread = std::thread::current().name().unwrap_or("?").to_owned();
-        self.0.entered.lock().unwrap().push((thread, span.into_u64()));
+        self.0
+            .entered
+            .lock()
+            .unwrap()
+            .push((thread, span.into_u64()));
         STACK.with(|s| s.borrow_mut().push(span.into_u64()));
     }
     fn exit(&self, _: &Id) {
@@ -105,7 +109,11 @@ fn a_dedicated_call_runs_inside_its_span_too() {
 
 #[test]
 fn nothing_is_carried_when_no_subscriber_is_interested() {
-    let pool = ThreadPool::builder().name("off").threads(1).build().unwrap();
+    let pool = ThreadPool::builder()
+        .name("off")
+        .threads(1)
+        .build()
+        .unwrap();
     let ((), entered) = with_recorder(false, || {
         let span = tracing::info_span!("request");
         let _g = span.enter();

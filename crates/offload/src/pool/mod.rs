@@ -8,9 +8,9 @@ mod metrics;
 mod shared;
 mod shutdown;
 mod submit;
-mod worker;
 #[cfg(test)]
 mod tests;
+mod worker;
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,9 +26,9 @@ use builder::Config;
 use shared::{Phase, PoolShared, PushError};
 use submit::RoomWait;
 
-use crate::error::TryRunError;
 #[cfg(doc)]
 use crate::error::Error;
+use crate::error::TryRunError;
 use crate::executor::{Blocking, Executor, Run, Submit, run_in_executor};
 use crate::job::{Job, JobHandle, try_submit};
 

@@ -313,8 +313,7 @@ impl PoolShared {
     /// lock.
     fn queue_changed(&self, st: &PoolState) {
         self.queued_hint.store(st.queue.len(), Ordering::Release);
-        self.counters
-            .gauges(st.queue.len(), st.running, st.threads);
+        self.counters.gauges(st.queue.len(), st.running, st.threads);
     }
 
     /// A waiting submitter gave up. If it had been woken for room it did
@@ -393,9 +392,10 @@ impl PoolShared {
         }
         let mut failed = 0;
         for q in orphans {
-            if q.job
-                .abandon(Error::spawn(std::io::Error::new(err.kind(), err.to_string())))
-            {
+            if q.job.abandon(Error::spawn(std::io::Error::new(
+                err.kind(),
+                err.to_string(),
+            ))) {
                 failed += 1;
             }
         }
@@ -409,8 +409,7 @@ impl PoolShared {
     pub(crate) fn thread_exits(&self, mut st: MutexGuard<'_, PoolState>, seat: usize) {
         st.threads -= 1;
         st.seats[seat] = None;
-        self.counters
-            .gauges(st.queue.len(), st.running, st.threads);
+        self.counters.gauges(st.queue.len(), st.running, st.threads);
         let last = st.threads == 0;
         drop(st);
         if last {
@@ -455,8 +454,7 @@ impl PoolShared {
         if let Some(s) = st.seats[seat].as_mut() {
             s.busy_since = None;
         }
-        self.counters
-            .gauges(st.queue.len(), st.running, st.threads);
+        self.counters.gauges(st.queue.len(), st.running, st.threads);
         self.take_idle_waiters_if_done(st)
     }
 

@@ -102,7 +102,10 @@ fn waiters_are_woken_when_the_last_thread_fails_to_start() {
     }
     let m = pool.metrics();
     assert_eq!(m.threads, 0);
-    assert_eq!(m.submitted, m.cancelled, "each failed job is counted: {m:?}");
+    assert_eq!(
+        m.submitted, m.cancelled,
+        "each failed job is counted: {m:?}"
+    );
 }
 
 /// A pool whose `min_threads` cannot start any thread fails to build

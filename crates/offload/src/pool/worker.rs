@@ -39,11 +39,11 @@ pub(crate) fn spawn(shared: &PoolShared) -> Result<(), std::io::Error> {
     }
     let result = test_spawn_gate(shared).and_then(|()| {
         builder.spawn(move || {
-        let mut guard = ExitGuard {
-            shared: arc.clone(),
-            seat,
-            armed: true,
-        };
+            let mut guard = ExitGuard {
+                shared: arc.clone(),
+                seat,
+                armed: true,
+            };
             let st = run(&arc, seat);
             guard.armed = false;
             arc.thread_exits(st, seat);
