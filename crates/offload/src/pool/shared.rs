@@ -286,20 +286,27 @@ impl PoolShared {
         st.queue.push_back(Queued { job, since });
         self.queue_changed(&st);
         self.counters.submitted();
-        let spawn = if st.queue.len() <= self.spinning.load(Ordering::SeqCst) {
+        let (wake, spawn) = if st.queue.len() <= self.spinning.load(Ordering::SeqCst) {
             // A spinning worker will see it (it re-checks the queue under
             // the lock before it sleeps, so this cannot be missed).
-            false
+            (false, false)
         } else if st.sleeping > st.notified {
             st.notified += 1;
-            self.work.notify_one();
-            false
+            (true, false)
         } else {
             // Be eager: nobody is idle, so a new thread is the quickest way
             // to start this job.
-            self.claim_thread(&mut st)
+            (false, self.claim_thread(&mut st))
         };
         drop(st);
+        if wake {
+            // Outside the lock: the futex wake is a system call, and a
+            // critical section that long is one a preempted pusher would
+            // hold up everyone with. The sleeper counted in `sleeping` is
+            // already inside `wait` (it released the lock there), so the
+            // notification reaches it.
+            self.work.notify_one();
+        }
         if spawn {
             // A failure is handled (and logged) by `spawn`: the job waits
             // for another thread, or fails if the pool has none.
