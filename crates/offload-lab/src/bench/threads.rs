@@ -156,6 +156,79 @@ async fn throughput_steady(c: &Contender, jobs: usize, tasks: usize) -> f64 {
     done as f64 / secs
 }
 
+/// Round-trip medians (µs) of `c` submitted inside an entered tracing span
+/// and outside any, alternated round by round.
+async fn span_round_trips(c: &Contender, rounds: usize, n: usize) -> (f64, f64) {
+    let dispatch = tracing::Dispatch::new(span_subscriber::CurrentSpanOnly::default());
+    let (mut in_span, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for i in 0..n as u64 {
+            let t = Instant::now();
+            let fut = tracing::dispatcher::with_default(&dispatch, || {
+                let span = tracing::info_span!("request");
+                let _entered = span.enter();
+                (c.submit)(i)
+            });
+            assert_eq!(fut.await, trivial(i));
+            in_span.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        round_trips(c, n, &mut plain).await;
+    }
+    (percentiles(&mut in_span).0, percentiles(&mut plain).0)
+}
+
+/// A tracing subscriber that does nothing but know each thread's current
+/// span: the least a real subscriber (tracing-subscriber's registry) does,
+/// so that the measured cost is the pool's carrying of the span.
+mod span_subscriber {
+    use std::cell::RefCell;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+    use tracing_core::span::Current;
+
+    #[derive(Default)]
+    pub(super) struct CurrentSpanOnly {
+        next: AtomicU64,
+        /// Metadata of the spans by id (all share one callsite here).
+        metadata: Mutex<Option<&'static Metadata<'static>>>,
+    }
+
+    thread_local! {
+        static STACK: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    }
+
+    impl Subscriber for CurrentSpanOnly {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+            *self.metadata.lock().unwrap() = Some(attrs.metadata());
+            Id::from_u64(self.next.fetch_add(1, Relaxed) + 1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, _: &Event<'_>) {}
+        fn enter(&self, span: &Id) {
+            STACK.with(|s| s.borrow_mut().push(span.into_u64()));
+        }
+        fn exit(&self, _: &Id) {
+            STACK.with(|s| s.borrow_mut().pop());
+        }
+        fn current_span(&self) -> Current {
+            match (
+                STACK.with(|s| s.borrow().last().copied()),
+                *self.metadata.lock().unwrap(),
+            ) {
+                (Some(id), Some(meta)) => Current::new(Id::from_u64(id), meta),
+                _ => Current::none(),
+            }
+        }
+    }
+}
+
 /// Threads of this process right now (Linux; 0 elsewhere).
 fn process_threads() -> usize {
     std::fs::read_to_string("/proc/self/status")
@@ -216,6 +289,15 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
             }
         }
 
+        // The cost of carrying a tracing span into the pool: the same round
+        // trip submitted inside an entered span (a minimal subscriber that
+        // tracks the current span, as real ones do), alternated with plain
+        // ones on the same pool.
+        let span_cost = match contenders.iter().find(|c| c.name == "offload_threadpool_2") {
+            Some(c) => Some(span_round_trips(c, rounds, trips_per_round).await),
+            None => None,
+        };
+
         let stats: Vec<(f64, f64, f64, f64)> = (0..contenders.len())
             .map(|i| {
                 let (median, p99) = percentiles(&mut trips[i]);
@@ -245,6 +327,24 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
             println!();
         }
         let mut lines = Vec::new();
+        if let Some((in_span, plain)) = span_cost {
+            if !args.json {
+                println!(
+                    "tracing span carried into the pool: round trip median {in_span:.2} µs in a span, {plain:.2} µs without ({:+.2} µs per job)\n",
+                    in_span - plain
+                );
+            }
+            lines.push(BenchLine::new(
+                "threads",
+                "round_trip_median_in_span",
+                "offload_threadpool_2_in_span",
+                "offload_threadpool_2",
+                "us",
+                in_span,
+                plain,
+                Better::Lower,
+            ));
+        }
         for (i, ours) in contenders.iter().enumerate().filter(|(_, c)| c.ours) {
             for (j, peer) in contenders.iter().enumerate().filter(|(_, c)| !c.ours) {
                 let (o, p) = (stats[i], stats[j]);
