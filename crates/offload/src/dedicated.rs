@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use crate::error::{BuildError, Error, TryRunError};
 use crate::executor::{Blocking, Run};
-use crate::job::{JobHandle, panic_error, wake_quietly};
+use crate::job::{JobHandle, drop_quietly, panic_error, wake_quietly};
 use crate::pool::{
-    PoolMetrics, Shutdown, ShutdownTimeout, StartHook, ThreadPool, ThreadPoolBuilder,
+    ExitHook, PoolMetrics, Shutdown, ShutdownTimeout, StartHook, ThreadPool, ThreadPoolBuilder,
 };
 
 thread_local! {
@@ -204,9 +204,22 @@ impl DedicatedBuilder {
             // An `Err` fails the pool: queued and later calls get it.
             outcome
         });
-        let builder =
-            ThreadPoolBuilder::dedicated(self.name, self.queue_capacity, self.stack_size, hook)
-                .min_threads(1);
+        // Drop the resource on its thread before the thread counts itself
+        // out, so that `shutdown_blocking` returns only once it is gone (a
+        // thread-local's destructor would run after, and abort the process
+        // if the resource's `Drop` panicked).
+        let on_exit: ExitHook = Arc::new(|| {
+            let resource = RESOURCE.with(|cell| cell.borrow_mut().take());
+            drop_quietly(resource);
+        });
+        let builder = ThreadPoolBuilder::dedicated(
+            self.name,
+            self.queue_capacity,
+            self.stack_size,
+            hook,
+            on_exit,
+        )
+        .min_threads(1);
         let pool = builder.build()?;
         Ok(Dedicated {
             pool,

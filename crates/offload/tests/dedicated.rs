@@ -171,6 +171,31 @@ async fn try_run_hands_back_when_full_or_shut_down() {
     );
 }
 
+/// `shutdown_blocking` returns only once the resource was dropped on its
+/// thread (a slow `Drop`, like closing a connection, included).
+#[test]
+fn shutdown_blocking_returns_after_the_resource_is_dropped() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+    struct Conn(Arc<AtomicBool>);
+    impl Drop for Conn {
+        fn drop(&mut self) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            self.0.store(true, SeqCst);
+        }
+    }
+    let closed = Arc::new(AtomicBool::new(false));
+    let c = closed.clone();
+    let d = Dedicated::builder().build(move || Conn(c)).unwrap();
+    futures::executor::block_on(d.ready()).unwrap();
+    d.shutdown_blocking();
+    assert!(
+        closed.load(SeqCst),
+        "the resource was dropped before the return"
+    );
+}
+
 on_every_runtime!(
     smoke,
     resource_lives_on_its_thread_and_calls_run_in_order,

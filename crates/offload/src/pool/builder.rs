@@ -14,6 +14,9 @@ use crate::error::BuildError;
 /// and that message.
 pub(crate) type StartHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// See [`Config::on_exit`].
+pub(crate) type ExitHook = Arc<dyn Fn() + Send + Sync>;
+
 /// Test seam: called before each thread start; an `Err` is taken as the
 /// OS refusing the thread (see `worker::test_spawn_gate`).
 #[cfg(test)]
@@ -31,6 +34,10 @@ pub(crate) struct Config {
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
     pub(crate) on_start: Option<StartHook>,
+    /// Run on a worker thread that leaves a closed pool, before it counts
+    /// itself out (a dedicated executor drops its resource here, so that
+    /// `shutdown_blocking` returns only once the resource is gone).
+    pub(crate) on_exit: Option<ExitHook>,
     #[cfg(test)]
     pub(crate) spawn_gate: Option<SpawnGate>,
 }
@@ -81,6 +88,7 @@ impl Default for ThreadPoolBuilder {
                 keep_alive: Some(Duration::from_secs(10)),
                 stack_size: None,
                 on_start: None,
+                on_exit: None,
                 #[cfg(test)]
                 spawn_gate: None,
             },
@@ -176,6 +184,7 @@ impl ThreadPoolBuilder {
         queue_capacity: usize,
         stack_size: Option<usize>,
         init: StartHook,
+        on_exit: ExitHook,
     ) -> Self {
         let mut b = ThreadPool::builder()
             .name(name)
@@ -184,6 +193,7 @@ impl ThreadPoolBuilder {
             .keep_alive(None);
         b.config.stack_size = stack_size;
         b.config.on_start = Some(init);
+        b.config.on_exit = Some(on_exit);
         b
     }
 

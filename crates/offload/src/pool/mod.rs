@@ -16,9 +16,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub(crate) use builder::StartHook;
 pub use builder::ThreadPoolBuilder;
 pub(crate) use builder::default_thread_count;
+pub(crate) use builder::{ExitHook, StartHook};
 pub use metrics::PoolMetrics;
 pub use shutdown::{RunningJob, Shutdown, ShutdownReport, ShutdownTimeout};
 

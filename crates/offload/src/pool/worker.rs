@@ -44,7 +44,17 @@ pub(crate) fn spawn(shared: &PoolShared) -> Result<(), std::io::Error> {
                 seat,
                 armed: true,
             };
-            let st = run(&arc, seat);
+            let mut st = run(&arc, seat);
+            if let (Phase::Closed, Some(hook)) = (st.phase, &arc.config.on_exit) {
+                // Closed is final (nothing can be queued any more), so the
+                // lock may be let go while the hook runs user code (a
+                // resource's `Drop`) before this thread counts itself out.
+                drop(st);
+                if catch_unwind(AssertUnwindSafe(|| hook())).is_err() {
+                    tracing::warn!(pool = %arc.config.name, "offload: the pool's exit hook panicked");
+                }
+                st = arc.lock();
+            }
             guard.armed = false;
             arc.thread_exits(st, seat);
         })
