@@ -46,8 +46,7 @@ impl Subscriber for Warnings {
 fn warnings_during(f: impl FnOnce()) -> Vec<String> {
     let w = Warnings::default();
     tracing::subscriber::with_default(w.clone(), f);
-    let out = w.0.lock().unwrap().clone();
-    out
+    w.0.lock().unwrap().clone()
 }
 
 #[test]
