@@ -41,16 +41,35 @@ fn cases(lines: &[serde_json::Value]) -> Vec<&str> {
 fn smoke_threads() {
     let lines = suite("threads");
     let cases = cases(&lines);
-    for case in ["round_trip_median", "round_trip_p99", "throughput"] {
+    for case in [
+        "round_trip_median",
+        "round_trip_p99",
+        "throughput",
+        "throughput_steady",
+    ] {
         assert!(cases.contains(&case), "{case} missing: {cases:?}");
     }
     for peer in [
         "tokio_spawn_blocking",
         "blocking_unblock",
         "rayon_spawn_oneshot",
+        "floor_spin_pool_2",
     ] {
         assert!(lines.iter().any(|l| l["peer"] == peer), "{peer} missing");
     }
+    // Both throughput shapes are measured against every peer, the floor
+    // included, and more is better for both.
+    for l in lines
+        .iter()
+        .filter(|l| l["case"].as_str().unwrap().starts_with("throughput"))
+    {
+        assert_eq!(l["better"], "higher", "{l}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["case"] == "throughput_steady" && l["peer"] == "floor_spin_pool_2")
+    );
 }
 
 #[test]

@@ -9,6 +9,9 @@
 //! - [`alive`], [`sigkill`], [`sigstop`]: processes seen and signalled from
 //!   outside, without `unsafe` (the shell's `kill` builtin).
 
+#[cfg(feature = "metrics")]
+pub mod metrics;
+
 use std::future::Future;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};

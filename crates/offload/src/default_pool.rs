@@ -27,6 +27,11 @@ static DEFAULT: OnceLock<ThreadPool> = OnceLock::new();
 /// As [`ThreadPool::run`]: [`Error::is_panic`](crate::Error::is_panic) if
 /// `f` panicked. The default pool is never shut down.
 ///
+/// # Blocking
+///
+/// Never blocks: the first call creates the pool (no thread starts until a
+/// job arrives), every call queues the job and returns a future.
+///
 /// # Examples
 ///
 /// ```
@@ -43,7 +48,10 @@ where
     run_in_executor(default_pool(), f)
 }
 
-/// The default pool, created on first use (see [`run`]).
+/// The default pool, created on first use (see [`run`]). Never blocks.
+///
+/// It lives as long as the process: do not shut it down (every later
+/// [`run`] would fail with [`Error::is_shutdown`](crate::Error::is_shutdown)).
 pub fn default_pool() -> &'static ThreadPool {
     DEFAULT.get_or_init(|| {
         default_builder()
@@ -53,7 +61,8 @@ pub fn default_pool() -> &'static ThreadPool {
 }
 
 /// Replaces the default pool's configuration. Call it early, before
-/// anything uses [`run`] or [`default_pool`].
+/// anything uses [`run`] or [`default_pool`]. Never blocks (it starts the
+/// builder's `min_threads`, if any, and returns).
 ///
 /// # Errors
 ///

@@ -78,6 +78,8 @@ enum Kind {
     /// The worker running the call ran out of memory: it hit the pool's
     /// hard memory limit, or the kernel's OOM killer took it.
     OutOfMemory(WorkerExit, String),
+    /// A dedicated executor's initialiser failed or panicked: it runs no call.
+    Init(String),
 }
 
 /// Which side of a call a size error concerns.
@@ -134,6 +136,7 @@ impl Error {
             Kind::VersionMismatch(m) => Kind::VersionMismatch(m.clone()),
             Kind::Transport(m) => Kind::Transport(m.clone()),
             Kind::OutOfMemory(e, how) => Kind::OutOfMemory(e.clone(), how.clone()),
+            Kind::Init(m) => Kind::Init(m.clone()),
         };
         Error { kind }
     }
@@ -322,7 +325,8 @@ impl Error {
             | Kind::UnknownTask(_)
             | Kind::TooLarge { .. }
             | Kind::VersionMismatch(_)
-            | Kind::OutOfMemory(..) => false,
+            | Kind::OutOfMemory(..)
+            | Kind::Init(_) => false,
         }
     }
 
@@ -333,6 +337,18 @@ impl Error {
             Kind::WorkerLost(e) | Kind::OutOfMemory(e, _) => Some(&e.worker),
             _ => None,
         }
+    }
+
+    pub(crate) fn init(what: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Init(what.into()),
+        }
+    }
+
+    /// A [`Dedicated`](crate::Dedicated) executor's initialiser failed or
+    /// panicked, so it runs no call; the message says how.
+    pub fn is_init(&self) -> bool {
+        matches!(self.kind, Kind::Init(_))
     }
 
     /// A process call ran past its deadline and its worker was killed
@@ -502,6 +518,7 @@ impl fmt::Display for Error {
                 )
             }
             Kind::Transport(m) => write!(f, "transport failed: {m}"),
+            Kind::Init(m) => write!(f, "the executor's initialiser failed: {m}"),
         }
     }
 }
@@ -545,6 +562,7 @@ enum WireError {
     VersionMismatch(String),
     Transport(String),
     OutOfMemory(WorkerExit, String),
+    Init(String),
 }
 
 /// Serialises the error's kind and details. An I/O error inside (a thread
@@ -577,6 +595,7 @@ impl Serialize for Error {
             Kind::VersionMismatch(m) => WireError::VersionMismatch(m.clone()),
             Kind::Transport(m) => WireError::Transport(m.clone()),
             Kind::OutOfMemory(e, how) => WireError::OutOfMemory(e.clone(), how.clone()),
+            Kind::Init(m) => WireError::Init(m.clone()),
         };
         wire.serialize(s)
     }
@@ -602,6 +621,7 @@ impl<'de> Deserialize<'de> for Error {
             WireError::VersionMismatch(m) => Kind::VersionMismatch(m),
             WireError::Transport(m) => Kind::Transport(m),
             WireError::OutOfMemory(e, how) => Kind::OutOfMemory(e, how),
+            WireError::Init(m) => Kind::Init(m),
         };
         Ok(Error { kind })
     }

@@ -1,4 +1,4 @@
-//! A job and its result slot.
+//! A job and its result cell.
 //!
 //! Submitting a closure allocates one [`JobCell`], shared by two owners:
 //! the executor holds it as a type-erased [`Job`] and runs it; the caller
@@ -7,29 +7,49 @@
 //! sides is a plain state machine:
 //!
 //! ```text
-//!  Queued(f) ──run──> Running ──done──> Done(result) ──poll──> Taken
-//!     │                  │
-//!     │ handle dropped   │ handle dropped
-//!     v                  v
-//!  Cancelled          Detached (result discarded when the job ends)
+//!  Queued(work) ──run──> Running ──done──> Done(result) ──poll──> Taken
+//!     │                     │
+//!     │ handle dropped      │ handle dropped
+//!     v                     v
+//!  Cancelled             Detached (result discarded when the job ends)
 //! ```
 //!
 //! A job dropped by its executor without running moves `Queued → Done(Err)`
 //! so its caller gets a cancelled error instead of waiting forever.
+//!
+//! The queued work is a *value* and a *body* that consumes it
+//! ([`Work`]): the body is the pool's own wrapping (none for a plain
+//! closure, "lend the thread's resource" for a dedicated executor, "send
+//! the input to a worker process" for a process pool) and the value is what
+//! the caller gave. A submission that cannot be queued takes the value back
+//! out of the cell ([`try_submit`]) and hands it to its caller, whatever
+//! the body is: one path for every `try_*` method.
+//!
+//! User code that runs here (the closure, its captures' destructors, the
+//! result's destructor, a panic payload's destructor, the caller's waker)
+//! always runs under `catch_unwind`: a panic in any of it must not unwind
+//! into a worker thread and leave the pool's counts wrong.
 
+use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
-use crate::error::{CancelReason, Error};
+use crate::error::{CancelReason, Error, TryRunError};
+
+/// Queued work: the caller's `value` and the `body` that consumes it.
+struct Work<V, B> {
+    value: V,
+    body: B,
+}
 
 /// The state of one job, shared by the executor side and the caller side.
-enum Stage<F, T> {
-    /// Waiting in a queue; holds the closure.
-    Queued(F),
-    /// A worker took the closure and is running it.
+enum Stage<V, B, T> {
+    /// Waiting in a queue; holds the work.
+    Queued(Work<V, B>),
+    /// A worker took the work and is running it.
     Running,
     /// Finished (or failed before running); the result waits for the caller.
     Done(Result<T, Error>),
@@ -41,22 +61,28 @@ enum Stage<F, T> {
     Detached,
 }
 
-struct CellState<F, T> {
-    stage: Stage<F, T>,
+struct CellState<V, B, T> {
+    stage: Stage<V, B, T>,
     /// The caller's waker, registered while the result is not ready.
     waker: Option<Waker>,
-    /// The queue holding the job, told when the caller cancels so the queue
-    /// slot is freed at once instead of when a worker skips the job.
-    owner: Option<Weak<dyn QueueOwner>>,
 }
 
-/// The one allocation behind a job: closure, result and waker.
-struct JobCell<F, T> {
-    state: Mutex<CellState<F, T>>,
+/// The one allocation behind a job: work, result, waker, and the caller's
+/// tracing span.
+struct JobCell<V, B, T> {
+    state: Mutex<CellState<V, B, T>>,
+    /// The queue holding the job, told when the caller cancels so that its
+    /// place in the queue is freed at once instead of when a worker skips
+    /// the job. Set once, before the first push; outside the mutex so that
+    /// setting it costs no lock on the submission path.
+    owner: OnceLock<Weak<dyn QueueOwner>>,
+    /// The span the job was submitted in, entered while it runs; `None`
+    /// when no subscriber is interested (then it costs nothing).
+    span: Option<tracing::Span>,
 }
 
-impl<F, T> JobCell<F, T> {
-    fn lock(&self) -> MutexGuard<'_, CellState<F, T>> {
+impl<V, B, T> JobCell<V, B, T> {
+    fn lock(&self) -> MutexGuard<'_, CellState<V, B, T>> {
         // Nothing user-supplied runs while this lock is held, so it cannot be
         // poisoned by a job's panic; recover anyway rather than propagate.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -98,6 +124,9 @@ pub(crate) trait QueueOwner: Send + Sync {
 /// can never be lost silently. Running it is always safe: panics are caught
 /// and delivered to the caller, and a job whose caller has gone away returns
 /// at once.
+///
+/// A job submitted inside a [`tracing`] span runs inside that span, on
+/// whichever thread runs it.
 pub struct Job {
     cell: Option<Arc<dyn Runnable>>,
 }
@@ -147,8 +176,8 @@ impl Job {
             .map_or(std::ptr::null(), |c| Arc::as_ptr(c) as *const ())
     }
 
-    /// Drops the job without failing it: used when the closure is about to
-    /// be taken back out of the cell and handed to the caller.
+    /// Drops the job without failing it: used when the work is about to be
+    /// taken back out of the cell and handed to the caller.
     fn disarm(mut self) {
         self.cell = None;
     }
@@ -168,19 +197,58 @@ impl std::fmt::Debug for Job {
     }
 }
 
-impl<F, T> Runnable for JobCell<F, T>
+/// Wakes `waker`, catching a panic in it: a waker is the caller's code, and
+/// a panic there must not unwind into a worker thread or a pool's
+/// bookkeeping. The caller is then never woken (its waker is broken), but
+/// everything else goes on.
+pub(crate) fn wake_quietly(waker: Waker) {
+    if catch_unwind(AssertUnwindSafe(move || waker.wake())).is_err() {
+        tracing::warn!("offload: a waker panicked; the task it belongs to was not woken");
+    }
+}
+
+/// Drops `value` (user data), catching a panic in its destructor. A panic
+/// payload that itself panics when dropped is leaked: that is the only way
+/// to be sure nothing unwinds.
+pub(crate) fn drop_quietly<X>(value: X) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        drop_payload(payload);
+    }
+}
+
+/// Drops a panic payload, leaking it if its destructor panics too.
+fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+}
+
+/// Turns a caught panic into the caller's error. The payload is the user's
+/// value and may panic in its destructor: read its message, then drop it
+/// quietly.
+pub(crate) fn panic_error(payload: Box<dyn Any + Send>) -> Error {
+    let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    };
+    drop_payload(payload);
+    Error::panic(Box::new(message))
+}
+
+impl<V, B, T> Runnable for JobCell<V, B, T>
 where
-    F: FnOnce() -> T + Send,
+    V: Send,
+    B: FnOnce(V) -> T + Send,
     T: Send,
 {
     fn run(&self, on_end: &mut dyn FnMut(Outcome)) {
-        let f = {
+        let work = {
             let mut st = self.lock();
             match std::mem::replace(&mut st.stage, Stage::Running) {
-                Stage::Queued(f) => {
-                    st.owner = None;
-                    f
-                }
+                Stage::Queued(work) => work,
                 other => {
                     st.stage = other;
                     drop(st);
@@ -189,26 +257,26 @@ where
                 }
             }
         };
-        let (result, outcome) = match catch_unwind(AssertUnwindSafe(f)) {
+        let _entered = self.span.as_ref().map(tracing::Span::enter);
+        let (result, outcome) = match catch_unwind(AssertUnwindSafe(move || {
+            let Work { value, body } = work;
+            body(value)
+        })) {
             Ok(v) => (Ok(v), Outcome::Completed),
-            Err(payload) => {
-                let err = Error::panic(payload);
-                (Err(err), Outcome::Panicked)
-            }
+            Err(payload) => (Err(panic_error(payload)), Outcome::Panicked),
         };
         on_end(outcome);
         let mut st = self.lock();
         if matches!(st.stage, Stage::Detached) {
             drop(st);
-            // Nobody wants the result. Its destructor is user code: keep a
-            // panic there from unwinding into the worker.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(result)));
+            // Nobody wants the result. Its destructor is user code.
+            drop_quietly(result);
         } else {
             st.stage = Stage::Done(result);
             let waker = st.waker.take();
             drop(st);
             if let Some(w) = waker {
-                w.wake();
+                wake_quietly(w);
             }
         }
     }
@@ -219,18 +287,19 @@ where
             return false;
         }
         let old = std::mem::replace(&mut st.stage, Stage::Done(Err(error)));
-        st.owner = None;
         let waker = st.waker.take();
         drop(st);
-        drop(old);
+        // The work holds the user's closure: its destructor is user code.
+        drop_quietly(old);
         if let Some(w) = waker {
-            w.wake();
+            wake_quietly(w);
         }
         true
     }
 
     fn set_owner(&self, owner: Weak<dyn QueueOwner>) {
-        self.lock().owner = Some(owner);
+        // A job is adopted by one queue, once; a second call is a no-op.
+        let _ = self.owner.set(owner);
     }
 }
 
@@ -243,9 +312,10 @@ trait Completion<T>: Send + Sync {
     fn is_finished(&self) -> bool;
 }
 
-impl<F, T> Completion<T> for JobCell<F, T>
+impl<V, B, T> Completion<T> for JobCell<V, B, T>
 where
-    F: FnOnce() -> T + Send,
+    V: Send,
+    B: FnOnce(V) -> T + Send,
     T: Send,
 {
     fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, Error>> {
@@ -257,7 +327,7 @@ where
                 st.stage = other;
                 match &mut st.waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
+                    registered => *registered = Some(cx.waker().clone()),
                 }
                 Poll::Pending
             }
@@ -266,14 +336,14 @@ where
 
     fn cancel(&self) -> Option<Weak<dyn QueueOwner>> {
         let mut st = self.lock();
-        st.waker = None;
-        match std::mem::replace(&mut st.stage, Stage::Cancelled) {
-            Stage::Queued(f) => {
-                let owner = st.owner.take();
+        let waker = st.waker.take();
+        let owner = match std::mem::replace(&mut st.stage, Stage::Cancelled) {
+            Stage::Queued(work) => {
+                let owner = self.owner.get().cloned();
                 drop(st);
                 // The closure's captures are user code: never let their
                 // destructor unwind out of a `Drop`.
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
+                drop_quietly(work);
                 owner
             }
             Stage::Running => {
@@ -284,12 +354,46 @@ where
                 st.stage = other;
                 None
             }
-        }
+        };
+        drop_quietly(waker);
+        owner
     }
 
     fn is_finished(&self) -> bool {
         matches!(self.lock().stage, Stage::Done(_) | Stage::Taken)
     }
+}
+
+/// The tracing span a new job should run in: the caller's current span, or
+/// `None` when it is disabled (no subscriber, or none interested), so that
+/// a program without tracing pays one thread-local read per job.
+fn current_span() -> Option<tracing::Span> {
+    let span = tracing::Span::current();
+    (!span.is_disabled()).then_some(span)
+}
+
+/// Allocates a cell for `body(value)` and returns its three views.
+fn cell<V, B, T>(value: V, body: B) -> (Arc<JobCell<V, B, T>>, Job, JobHandle<T>)
+where
+    V: Send + 'static,
+    B: FnOnce(V) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let cell = Arc::new(JobCell {
+        state: Mutex::new(CellState {
+            stage: Stage::Queued(Work { value, body }),
+            waker: None,
+        }),
+        owner: OnceLock::new(),
+        span: current_span(),
+    });
+    let job = Job {
+        cell: Some(cell.clone()),
+    };
+    let handle = JobHandle {
+        cell: Some(cell.clone()),
+    };
+    (cell, job, handle)
 }
 
 /// Creates a job for `f` and the handle that awaits its result.
@@ -298,51 +402,57 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (_, job, handle) = Reclaimable::new(f);
+    let (_, job, handle) = cell(f, |f: F| f());
     (job, handle)
 }
 
-/// A typed reference to a job's cell, so that the closure can be taken back
-/// when the job cannot be queued (`try_run` hands it to the caller).
-pub(crate) struct Reclaimable<F, T> {
-    cell: Arc<JobCell<F, T>>,
+/// Why a queue refused a job, as [`try_submit`] needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No room now.
+    Full,
+    /// The executor takes no more work.
+    Shutdown,
 }
 
-impl<F, T> Reclaimable<F, T>
+/// The one "hand the value back" path of every non-waiting submission
+/// (`ThreadPool::try_run`, `Dedicated::try_run`, `ProcessPool::try_call`).
+///
+/// Queues `body(value)` with `push`; if `push` refuses the job, takes
+/// `value` back out of the cell (the job is disarmed, so its caller side is
+/// never failed or woken) and returns it in the [`TryRunError`]. One
+/// allocation either way; `body` is dropped with the refused job.
+///
+/// `push` must either queue the job (`Ok`) or give it back untouched
+/// (`Err`): a job it ran or dropped could no longer hand `value` back.
+pub(crate) fn try_submit<V, B, T>(
+    value: V,
+    body: B,
+    push: impl FnOnce(Job) -> Result<(), (Job, Refusal)>,
+) -> Result<JobHandle<T>, TryRunError<V>>
 where
-    F: FnOnce() -> T + Send + 'static,
+    V: Send + 'static,
+    B: FnOnce(V) -> T + Send + 'static,
     T: Send + 'static,
 {
-    /// Allocates the cell once and returns its three views.
-    pub(crate) fn new(f: F) -> (Self, Job, JobHandle<T>) {
-        let cell = Arc::new(JobCell {
-            state: Mutex::new(CellState {
-                stage: Stage::Queued(f),
-                waker: None,
-                owner: None,
-            }),
-        });
-        let job = Job {
-            cell: Some(cell.clone()),
-        };
-        let handle = JobHandle {
-            cell: Some(cell.clone()),
-        };
-        (Reclaimable { cell }, job, handle)
-    }
-
-    /// Takes the closure back from a job that was never queued. The job is
-    /// disarmed (its drop no longer fails the caller) and the handle is
-    /// left cancelled, so dropping it afterwards does nothing.
-    pub(crate) fn reclaim(self, job: Job) -> Option<F> {
-        job.disarm();
-        let mut st = self.cell.lock();
-        match std::mem::replace(&mut st.stage, Stage::Cancelled) {
-            Stage::Queued(f) => Some(f),
-            other => {
-                st.stage = other;
-                None
-            }
+    let (cell, job, handle) = cell(value, body);
+    match push(job) {
+        Ok(()) => Ok(handle),
+        Err((job, why)) => {
+            job.disarm();
+            let mut st = cell.lock();
+            let Stage::Queued(work) = std::mem::replace(&mut st.stage, Stage::Cancelled) else {
+                unreachable!("a job that was never queued still holds its work");
+            };
+            drop(st);
+            // The handle is now cancelled: dropping it does nothing.
+            drop(handle);
+            let Work { value, body } = work;
+            drop(body);
+            Err(match why {
+                Refusal::Full => TryRunError::Full(value),
+                Refusal::Shutdown => TryRunError::Shutdown(value),
+            })
         }
     }
 }
@@ -354,10 +464,14 @@ where
 /// # Cancellation
 ///
 /// Dropping the handle while the job is still queued means the job never
-/// runs, and its queue slot is freed at once. Dropping it after the job
+/// runs, and its place in the queue is freed at once. Dropping it after the job
 /// started detaches the job: a thread cannot be stopped from outside, so the
 /// closure runs to the end, keeps its thread (and its place in the pool's
 /// bounds) until then, and its result is dropped.
+///
+/// Dropping a queued job's handle drops its closure on the dropping thread
+/// (the closure's captures are the caller's own values); nothing else in a
+/// handle blocks.
 #[must_use = "dropping a JobHandle cancels the job if it has not started"]
 pub struct JobHandle<T> {
     cell: Option<Arc<dyn Completion<T>>>,
@@ -365,6 +479,8 @@ pub struct JobHandle<T> {
 
 impl<T> JobHandle<T> {
     /// Whether the job has finished (its result, or its error, is ready).
+    ///
+    /// Never blocks (it takes the job's own short lock).
     pub fn is_finished(&self) -> bool {
         self.cell.as_ref().is_none_or(|c| c.is_finished())
     }

@@ -75,6 +75,8 @@ mod error;
 mod executor;
 mod histogram;
 mod job;
+#[cfg(feature = "metrics")]
+mod metrics_export;
 mod pool;
 
 pub mod coop;
@@ -83,7 +85,7 @@ pub mod monitor;
 pub mod proc;
 pub mod remote;
 
-pub use dedicated::{Dedicated, DedicatedBuilder};
+pub use dedicated::{Dedicated, DedicatedBuilder, DedicatedReady};
 pub use default_pool::{THREADS_ENV, default_pool, run, set_default_pool};
 pub use error::{BuildError, Error, TryRunError};
 pub use executor::{Blocking, Executor, Run, Submit, Unpolled, run_in_executor};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use offload::{BuildError, ThreadPool};
+use offload::{BuildError, Dedicated, ThreadPool};
 
 #[test]
 fn smoke() {
@@ -33,6 +33,49 @@ fn invalid_settings_are_refused() {
 }
 
 #[test]
+fn dedicated_builder_refuses_bad_settings_the_same_way() {
+    for (b, what) in [
+        (Dedicated::builder().queue_capacity(0), "queue_capacity"),
+        (Dedicated::builder().name("a\0b"), "name"),
+    ] {
+        match b.build(|| ()) {
+            Err(BuildError::Invalid(msg)) => assert!(msg.contains(what), "{msg}"),
+            other => panic!("{what}: expected Invalid, got {other:?}"),
+        }
+    }
+}
+
+/// Issue 10 #5: a dedicated executor whose thread cannot be started fails
+/// to build (it used to wait forever for an `init` that would never run).
+/// A stack too large for the OS is an honest way to have the start refused.
+#[test]
+fn dedicated_build_fails_when_its_thread_cannot_start() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let r = Dedicated::builder().stack_size(1 << 62).build(|| ());
+        let _ = tx.send(r.map(|_| ()));
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("build hung");
+    t.join().unwrap();
+    assert!(matches!(r, Err(BuildError::Spawn(_))), "{r:?}");
+}
+
+#[test]
+fn a_pool_whose_threads_cannot_start_fails_its_jobs_not_hangs() {
+    let pool = ThreadPool::builder()
+        .threads(1)
+        .stack_size(1 << 62)
+        .build()
+        .unwrap();
+    let err = futures::executor::block_on(pool.run(|| 1)).unwrap_err();
+    assert!(err.is_spawn(), "{err}");
+    let m = pool.metrics();
+    assert_eq!((m.threads, m.submitted, m.cancelled), (0, 1, 1), "{m:?}");
+}
+
+#[test]
 fn on_start_runs_once_per_thread_and_stack_size_applies() {
     let starts = Arc::new(AtomicUsize::new(0));
     let s = starts.clone();
@@ -55,7 +98,7 @@ fn on_start_runs_once_per_thread_and_stack_size_applies() {
     }
     let r = futures::executor::block_on(pool.run(|| deep(4000))).unwrap();
     assert_eq!(r, 4000);
-    drop(pool);
+    pool.shutdown_blocking();
     let n = starts.load(SeqCst);
     assert!((1..=2).contains(&n), "on_start ran {n} times");
 }

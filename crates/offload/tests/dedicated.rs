@@ -6,7 +6,7 @@ mod common;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use offload::{BuildError, Dedicated};
+use offload::Dedicated;
 
 /// Stands in for a non-thread-safe connector handle (`Rc` is `!Send`).
 struct Connector {
@@ -76,21 +76,69 @@ async fn a_panicking_call_fails_alone() {
     assert_eq!(len, 1, "the resource survived the panic");
 }
 
-async fn failing_init_is_a_build_error() {
-    let err = Dedicated::builder()
+async fn failing_init_fails_ready_and_every_call() {
+    // Build never fails for a bad `init`: it has not run yet when build
+    // returns. The failure surfaces on `ready()` and on every call.
+    let d = Dedicated::builder()
         .try_build(|| Err::<Connector, _>("no route to ERP"))
-        .unwrap_err();
+        .expect("build does not wait for init");
+    let queued = d.run(|c: &mut Connector| c.log.borrow().len());
+    let err = d.ready().await.unwrap_err();
+    assert!(err.is_init(), "{err}");
+    assert!(err.to_string().contains("no route to ERP"), "{err}");
+    let err = queued.await.unwrap_err();
     assert!(
-        matches!(&err, BuildError::Init(m) if m.contains("no route to ERP")),
-        "{err}"
+        err.is_init(),
+        "a call queued before init failed gets its error: {err}"
     );
-    let err = Dedicated::builder()
+    let err = d.run(|_: &mut Connector| 1).await.unwrap_err();
+    assert!(
+        err.is_init() && err.to_string().contains("no route to ERP"),
+        "a later call too: {err}"
+    );
+    let back = d.try_run(|_: &mut Connector| 2).unwrap_err();
+    assert!(back.is_shutdown(), "try_run hands the closure back");
+
+    let d = Dedicated::builder()
         .build(|| -> Connector { panic!("init exploded") })
-        .unwrap_err();
+        .expect("build does not wait for init");
+    let err = d.ready().await.unwrap_err();
     assert!(
-        matches!(&err, BuildError::Init(m) if m.contains("init exploded")),
+        err.is_init() && err.to_string().contains("init exploded"),
         "{err}"
     );
+    let err = d.run(|_: &mut Connector| 1).await.unwrap_err();
+    assert!(err.is_init(), "{err}");
+    d.shutdown().await;
+}
+
+async fn ready_resolves_once_init_succeeded() {
+    let d = Dedicated::builder().build(connect).unwrap();
+    d.ready().await.expect("init succeeded");
+    d.ready().await.expect("and stays so");
+    assert!(format!("{d:?}").contains("ready"), "{d:?}");
+}
+
+async fn clones_share_the_thread_and_the_last_drop_drains() {
+    let d = Dedicated::builder().name("cl").build(connect).unwrap();
+    let d2 = d.clone();
+    d2.run(|c: &mut Connector| c.log.borrow_mut().push(7))
+        .await
+        .unwrap();
+    let gate = common::Gate::new();
+    let g = gate.clone();
+    let blocker = d.try_run(move |_: &mut Connector| g.wait()).unwrap();
+    let queued = d.run(|c: &mut Connector| c.log.borrow().clone());
+    drop(d);
+    let second = d2
+        .try_run(|c: &mut Connector| c.log.borrow().len())
+        .expect("one clone dropped: the executor still takes calls");
+    drop(d2);
+    // Both handles are gone; the queued calls still run and deliver.
+    gate.open();
+    blocker.await.unwrap();
+    assert_eq!(queued.await.unwrap(), vec![7], "one thread, one resource");
+    assert_eq!(second.await.unwrap(), 1);
 }
 
 async fn try_run_hands_back_when_full_or_shut_down() {
@@ -123,10 +171,37 @@ async fn try_run_hands_back_when_full_or_shut_down() {
     );
 }
 
+/// `shutdown_blocking` returns only once the resource was dropped on its
+/// thread (a slow `Drop`, like closing a connection, included).
+#[test]
+fn shutdown_blocking_returns_after_the_resource_is_dropped() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+    struct Conn(Arc<AtomicBool>);
+    impl Drop for Conn {
+        fn drop(&mut self) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            self.0.store(true, SeqCst);
+        }
+    }
+    let closed = Arc::new(AtomicBool::new(false));
+    let c = closed.clone();
+    let d = Dedicated::builder().build(move || Conn(c)).unwrap();
+    futures::executor::block_on(d.ready()).unwrap();
+    d.shutdown_blocking();
+    assert!(
+        closed.load(SeqCst),
+        "the resource was dropped before the return"
+    );
+}
+
 on_every_runtime!(
     smoke,
     resource_lives_on_its_thread_and_calls_run_in_order,
     a_panicking_call_fails_alone,
-    failing_init_is_a_build_error,
+    failing_init_fails_ready_and_every_call,
+    ready_resolves_once_init_succeeded,
+    clones_share_the_thread_and_the_last_drop_drains,
     try_run_hands_back_when_full_or_shut_down,
 );

@@ -1,5 +1,5 @@
 //! Every shutdown mode: drain, cancel queued, deadline with a report, drop
-//! drains; and submitting afterwards is a clear error, never a hang.
+//! starts a drain without waiting; and submitting afterwards is a clear error, never a hang.
 
 mod common;
 
@@ -88,23 +88,31 @@ async fn shutdown_timeout_completes_early_when_work_ends() {
     h.await.unwrap();
 }
 
-async fn drop_drains() {
+async fn drop_never_waits_and_queued_work_still_runs() {
     let count = Arc::new(AtomicUsize::new(0));
     let pool = ThreadPool::builder().threads(2).build().unwrap();
-    for _ in 0..20 {
-        let c = count.clone();
-        // Handles dropped at once would cancel; keep them until the pool is gone.
-        std::mem::forget(pool.try_run(move || {
-            std::thread::sleep(Duration::from_millis(1));
-            c.fetch_add(1, SeqCst);
-        }));
-    }
+    let (gate, blocker) = common::occupy(&pool);
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let c = count.clone();
+            pool.try_run(move || c.fetch_add(1, SeqCst)).unwrap()
+        })
+        .collect();
+    let watcher = pool.clone();
     drop(pool);
-    assert_eq!(
-        count.load(SeqCst),
-        20,
-        "dropping the pool ran every queued job"
-    );
+    // The drop returned while a job is still blocked on the gate: it did
+    // not wait. (A drop that waited would never return: the gate opens
+    // only below.)
+    assert!(!blocker.is_finished());
+    assert!(!watcher.is_shutdown(), "a clone is still alive");
+    drop(watcher);
+    gate.open();
+    blocker.await.unwrap();
+    for h in handles {
+        h.await
+            .expect("queued work still runs after the last handle went");
+    }
+    assert_eq!(count.load(SeqCst), 20);
 }
 
 async fn submit_after_shutdown_is_an_error() {
@@ -138,7 +146,7 @@ on_every_runtime!(
     shutdown_now_cancels_queued_and_lets_running_finish,
     shutdown_timeout_reports_what_did_not_finish,
     shutdown_timeout_completes_early_when_work_ends,
-    drop_drains,
+    drop_never_waits_and_queued_work_still_runs,
     submit_after_shutdown_is_an_error,
     waiting_submitters_are_released_by_shutdown,
 );

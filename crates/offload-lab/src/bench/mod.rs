@@ -2,6 +2,7 @@
 //! same process, alternately, and reports [`BenchLine`]s.
 
 mod coop;
+mod floor;
 mod monitor;
 mod payload;
 pub(crate) mod procs;
@@ -31,7 +32,8 @@ pub(crate) struct BenchArgs {
 /// The benchmark suites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Suite {
-    /// Thread pools: ours against spawn_blocking, blocking::unblock, rayon.
+    /// Thread pools: ours against spawn_blocking, blocking::unblock, rayon,
+    /// and a hand-rolled minimal pool (the floor).
     Threads,
     /// Process pool: ours against a raw socketpair and Python's ProcessPoolExecutor.
     Procs,

@@ -1,6 +1,13 @@
 //! `bench threads`: our thread pools against the blocking pools of tokio,
-//! smol (`blocking`) and rayon, on trivial jobs, so that what is measured is
-//! the pool's own overhead: hand-over, wake-up, result delivery.
+//! smol (`blocking`) and rayon, and against the *floor* (a hand-rolled
+//! minimal pool, see `floor.rs`: what the hardware allows), on trivial
+//! jobs, so that what is measured is the pool's own overhead: hand-over,
+//! wake-up, result delivery.
+//!
+//! Two submission shapes: `throughput` (a burst: each of 64 tasks submits
+//! its share at once and awaits them all, so most callers wait for a queue
+//! slot) and `throughput_steady` (each of 64 tasks awaits one job at a
+//! time: the shape of a service whose handlers each offload one call).
 //!
 //! Every contender runs in the same process on the same tokio runtime
 //! (2 worker threads), in alternating rounds, so that a noisy neighbour or
@@ -15,6 +22,7 @@ use futures::future::join_all;
 use offload::ThreadPool;
 
 use super::BenchArgs;
+use super::floor::FloorPool;
 use crate::report::{BenchLine, Better, percentiles};
 
 /// A contender: submits a trivial job and resolves when it has run.
@@ -37,6 +45,7 @@ fn contenders(queue_capacity: Option<usize>) -> anyhow::Result<Vec<Contender>> {
         builder = builder.queue_capacity(cap);
     }
     let pool = Arc::new(builder.build()?);
+    let floor = Arc::new(FloorPool::new(2));
     Ok(vec![
         Contender {
             name: "offload_threadpool_2",
@@ -66,6 +75,14 @@ fn contenders(queue_capacity: Option<usize>) -> anyhow::Result<Vec<Contender>> {
             name: "blocking_unblock",
             ours: false,
             submit: Arc::new(|x| Box::pin(blocking::unblock(move || trivial(x)))),
+        },
+        Contender {
+            name: "floor_spin_pool_2",
+            ours: false,
+            submit: Arc::new(move |x| {
+                let rx = floor.run(move || trivial(x));
+                Box::pin(async move { rx.await.expect("trivial job") })
+            }),
         },
         Contender {
             name: "rayon_spawn_oneshot",
@@ -114,6 +131,104 @@ async fn throughput(c: &Contender, jobs: usize, tasks: usize) -> f64 {
     done as f64 / secs
 }
 
+/// `jobs` trivial jobs from `tasks` concurrent tokio tasks, each awaiting
+/// one job at a time; jobs per second.
+async fn throughput_steady(c: &Contender, jobs: usize, tasks: usize) -> f64 {
+    let per_task = jobs / tasks;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let submit = c.submit.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task as u64 {
+                    submit(t as u64 * 1_000_000 + i).await;
+                }
+                per_task
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for h in handles {
+        done += h.await.expect("throughput task");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(done, per_task * tasks);
+    done as f64 / secs
+}
+
+/// Round-trip medians (µs) of `c` submitted inside an entered tracing span
+/// and outside any, alternated round by round.
+async fn span_round_trips(c: &Contender, rounds: usize, n: usize) -> (f64, f64) {
+    let dispatch = tracing::Dispatch::new(span_subscriber::CurrentSpanOnly::default());
+    let (mut in_span, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for i in 0..n as u64 {
+            let t = Instant::now();
+            let fut = tracing::dispatcher::with_default(&dispatch, || {
+                let span = tracing::info_span!("request");
+                let _entered = span.enter();
+                (c.submit)(i)
+            });
+            assert_eq!(fut.await, trivial(i));
+            in_span.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        round_trips(c, n, &mut plain).await;
+    }
+    (percentiles(&mut in_span).0, percentiles(&mut plain).0)
+}
+
+/// A tracing subscriber that does nothing but know each thread's current
+/// span: the least a real subscriber (tracing-subscriber's registry) does,
+/// so that the measured cost is the pool's carrying of the span.
+mod span_subscriber {
+    use std::cell::RefCell;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+    use tracing_core::span::Current;
+
+    #[derive(Default)]
+    pub(super) struct CurrentSpanOnly {
+        next: AtomicU64,
+        /// Metadata of the spans by id (all share one callsite here).
+        metadata: Mutex<Option<&'static Metadata<'static>>>,
+    }
+
+    thread_local! {
+        static STACK: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    }
+
+    impl Subscriber for CurrentSpanOnly {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+            *self.metadata.lock().unwrap() = Some(attrs.metadata());
+            Id::from_u64(self.next.fetch_add(1, Relaxed) + 1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, _: &Event<'_>) {}
+        fn enter(&self, span: &Id) {
+            STACK.with(|s| s.borrow_mut().push(span.into_u64()));
+        }
+        fn exit(&self, _: &Id) {
+            STACK.with(|s| s.borrow_mut().pop());
+        }
+        fn current_span(&self) -> Current {
+            match (
+                STACK.with(|s| s.borrow().last().copied()),
+                *self.metadata.lock().unwrap(),
+            ) {
+                (Some(id), Some(meta)) => Current::new(Id::from_u64(id), meta),
+                _ => Current::none(),
+            }
+        }
+    }
+}
+
 /// Threads of this process right now (Linux; 0 elsewhere).
 fn process_threads() -> usize {
     std::fs::read_to_string("/proc/self/status")
@@ -139,7 +254,12 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     const TASKS: usize = 64;
 
     rt.block_on(async {
-        let contenders = contenders(args.queue_capacity)?;
+        let mut contenders = contenders(args.queue_capacity)?;
+        // For profiling one contender: `OFFLOAD_BENCH_ONLY=floor,threadpool`
+        // keeps those whose name contains one of the words.
+        if let Ok(only) = std::env::var("OFFLOAD_BENCH_ONLY") {
+            contenders.retain(|c| only.split(',').any(|w| c.name.contains(w)));
+        }
         // Warm-up: start every pool's threads, fault in allocations. The
         // process's thread count before and after tells how many threads
         // each pool started (they outlive the warm-up: keep-alive ≥ 10 s).
@@ -149,10 +269,12 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
             let mut sink = Vec::new();
             round_trips(c, 1_000, &mut sink).await;
             throughput(c, jobs, TASKS).await;
+            throughput_steady(c, jobs, TASKS).await;
             started_threads.push(process_threads().saturating_sub(before));
         }
         let mut trips: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+        let mut steady: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
         for round in 0..rounds {
             // Alternate the order too, so nobody always runs first.
             let order: Vec<usize> = if round % 2 == 0 {
@@ -163,34 +285,66 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
             for &i in &order {
                 round_trips(&contenders[i], trips_per_round, &mut trips[i]).await;
                 rates[i].push(throughput(&contenders[i], jobs, TASKS).await);
+                steady[i].push(throughput_steady(&contenders[i], jobs, TASKS).await);
             }
         }
 
-        let stats: Vec<(f64, f64, f64)> = (0..contenders.len())
+        // The cost of carrying a tracing span into the pool: the same round
+        // trip submitted inside an entered span (a minimal subscriber that
+        // tracks the current span, as real ones do), alternated with plain
+        // ones on the same pool.
+        let span_cost = match contenders.iter().find(|c| c.name == "offload_threadpool_2") {
+            Some(c) => Some(span_round_trips(c, rounds, trips_per_round).await),
+            None => None,
+        };
+
+        let stats: Vec<(f64, f64, f64, f64)> = (0..contenders.len())
             .map(|i| {
                 let (median, p99) = percentiles(&mut trips[i]);
                 let (rate, _) = percentiles(&mut rates[i]);
-                (median, p99, rate)
+                let (steady, _) = percentiles(&mut steady[i]);
+                (median, p99, rate, steady)
             })
             .collect();
         if !args.json {
             println!(
-                "{} round trips per contender, throughput = median of {} runs of {} jobs from {} tasks",
+                "{} round trips per contender; throughput (burst) and steady = median of {} runs of {} jobs from {} tasks",
                 trips_per_round * rounds,
                 rounds,
                 jobs,
                 TASKS
             );
             println!(
-                "{:<22} {:>12} {:>12} {:>14} {:>16}",
-                "contender", "median µs", "p99 µs", "jobs/s", "threads started"
+                "{:<22} {:>12} {:>12} {:>14} {:>14} {:>16}",
+                "contender", "median µs", "p99 µs", "burst jobs/s", "steady jobs/s", "threads started"
             );
-            for (c, ((m, p, r), t)) in contenders.iter().zip(stats.iter().zip(&started_threads)) {
-                println!("{:<22} {:>12.2} {:>12.2} {:>14.0} {:>16}", c.name, m, p, r, t);
+            for (c, ((m, p, r, s), t)) in contenders.iter().zip(stats.iter().zip(&started_threads)) {
+                println!(
+                    "{:<22} {:>12.2} {:>12.2} {:>14.0} {:>14.0} {:>16}",
+                    c.name, m, p, r, s, t
+                );
             }
             println!();
         }
         let mut lines = Vec::new();
+        if let Some((in_span, plain)) = span_cost {
+            if !args.json {
+                println!(
+                    "tracing span carried into the pool: round trip median {in_span:.2} µs in a span, {plain:.2} µs without ({:+.2} µs per job)\n",
+                    in_span - plain
+                );
+            }
+            lines.push(BenchLine::new(
+                "threads",
+                "round_trip_median_in_span",
+                "offload_threadpool_2_in_span",
+                "offload_threadpool_2",
+                "us",
+                in_span,
+                plain,
+                Better::Lower,
+            ));
+        }
         for (i, ours) in contenders.iter().enumerate().filter(|(_, c)| c.ours) {
             for (j, peer) in contenders.iter().enumerate().filter(|(_, c)| !c.ours) {
                 let (o, p) = (stats[i], stats[j]);
@@ -200,6 +354,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
                 lines.push(line("round_trip_median", "us", o.0, p.0, Better::Lower));
                 lines.push(line("round_trip_p99", "us", o.1, p.1, Better::Lower));
                 lines.push(line("throughput", "jobs/s", o.2, p.2, Better::Higher));
+                lines.push(line("throughput_steady", "jobs/s", o.3, p.3, Better::Higher));
             }
         }
         Ok(lines)

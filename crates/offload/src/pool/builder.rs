@@ -8,8 +8,19 @@ use std::time::Duration;
 use super::ThreadPool;
 use crate::error::BuildError;
 
-/// A hook run on each new worker thread before it takes any job.
-pub(crate) type StartHook = Arc<dyn Fn() + Send + Sync>;
+/// A hook run on each new worker thread before it takes any job. An
+/// `Err` fails the pool for good (a dedicated executor's initialiser): its
+/// queued and later jobs fail with [`Error::is_init`](crate::Error::is_init)
+/// and that message.
+pub(crate) type StartHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// See [`Config::on_exit`].
+pub(crate) type ExitHook = Arc<dyn Fn() + Send + Sync>;
+
+/// Test seam: called before each thread start; an `Err` is taken as the
+/// OS refusing the thread (see `worker::test_spawn_gate`).
+#[cfg(test)]
+pub(crate) type SpawnGate = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
 /// The validated configuration a pool runs with.
 #[derive(Clone)]
@@ -23,6 +34,12 @@ pub(crate) struct Config {
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
     pub(crate) on_start: Option<StartHook>,
+    /// Run on a worker thread that leaves a closed pool, before it counts
+    /// itself out (a dedicated executor drops its resource here, so that
+    /// `shutdown_blocking` returns only once the resource is gone).
+    pub(crate) on_exit: Option<ExitHook>,
+    #[cfg(test)]
+    pub(crate) spawn_gate: Option<SpawnGate>,
 }
 
 /// Python's default for `ThreadPoolExecutor`: `min(32, cpus + 4)`.
@@ -71,6 +88,9 @@ impl Default for ThreadPoolBuilder {
                 keep_alive: Some(Duration::from_secs(10)),
                 stack_size: None,
                 on_start: None,
+                on_exit: None,
+                #[cfg(test)]
+                spawn_gate: None,
             },
         }
     }
@@ -95,7 +115,7 @@ impl ThreadPoolBuilder {
     }
 
     /// How many jobs may wait for a thread. When the queue is full,
-    /// [`ThreadPool::run`] waits for a slot and [`ThreadPool::try_run`]
+    /// [`ThreadPool::run`] waits for room and [`ThreadPool::try_run`]
     /// fails, handing the closure back. Must be at least 1.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.config.queue_capacity = n;
@@ -110,7 +130,8 @@ impl ThreadPoolBuilder {
     }
 
     /// How long an idle thread waits for work before it exits (`None`:
-    /// threads never exit until the pool shuts down).
+    /// threads never exit until the pool shuts down). Any length works:
+    /// `Duration::MAX` is as good as `None`.
     pub fn keep_alive(mut self, keep_alive: impl Into<Option<Duration>>) -> Self {
         self.config.keep_alive = keep_alive.into();
         self
@@ -127,7 +148,10 @@ impl ThreadPoolBuilder {
     ///
     /// A panic in the hook is caught and logged; the thread still serves jobs.
     pub fn on_start(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
-        self.config.on_start = Some(Arc::new(hook));
+        self.config.on_start = Some(Arc::new(move || {
+            hook();
+            Ok(())
+        }));
         self
     }
 
@@ -135,12 +159,58 @@ impl ThreadPoolBuilder {
     /// [`min_threads`](Self::min_threads) threads (none by default: threads
     /// start when jobs arrive).
     ///
+    /// Does not block: starting a thread takes tens of microseconds, and
+    /// the `on_start` hook runs on the new thread, not here.
+    ///
     /// # Errors
     ///
     /// [`BuildError::Invalid`] if `threads` or `queue_capacity` is 0,
-    /// `min_threads` exceeds `threads`, or the name contains a NUL byte.
+    /// `min_threads` exceeds `threads`, `keep_alive` is zero, or the name
+    /// contains a NUL byte. [`BuildError::Spawn`] if none of the
+    /// `min_threads` threads could be started (if some could, the pool
+    /// goes on with those and logs a warning).
     pub fn build(self) -> Result<ThreadPool, BuildError> {
-        let c = &self.config;
+        self.config.validate()?;
+        let min = self.config.min_threads;
+        let pool = ThreadPool::from_config(self.config);
+        pool.prestart(min).map_err(BuildError::Spawn)?;
+        Ok(pool)
+    }
+
+    /// A builder for a dedicated executor's pool: one thread that never
+    /// idles out, whose `init` runs first on it.
+    pub(crate) fn dedicated(
+        name: String,
+        queue_capacity: usize,
+        stack_size: Option<usize>,
+        init: StartHook,
+        on_exit: ExitHook,
+    ) -> Self {
+        let mut b = ThreadPool::builder()
+            .name(name)
+            .threads(1)
+            .queue_capacity(queue_capacity)
+            .keep_alive(None);
+        b.config.stack_size = stack_size;
+        b.config.on_start = Some(init);
+        b.config.on_exit = Some(on_exit);
+        b
+    }
+
+    /// Test seam: see [`SpawnGate`].
+    #[cfg(test)]
+    pub(crate) fn spawn_gate(mut self, gate: SpawnGate) -> Self {
+        self.config.spawn_gate = Some(gate);
+        self
+    }
+}
+
+impl Config {
+    /// The one place where every pool setting is checked, so that every
+    /// builder built on it (thread pools, dedicated executors, the process
+    /// pool's driver pool) rejects bad settings alike.
+    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        let c = self;
         if c.max_threads == 0 {
             return Err(BuildError::Invalid("threads must be at least 1"));
         }
@@ -158,14 +228,7 @@ impl ThreadPoolBuilder {
                 "keep_alive must be positive (or None for threads that never exit)",
             ));
         }
-        let min = c.min_threads;
-        let pool = ThreadPool::from_config(self.config);
-        pool.prestart(min);
-        Ok(pool)
-    }
-
-    pub(crate) fn config_mut(&mut self) -> &mut Config {
-        &mut self.config
+        Ok(())
     }
 }
 

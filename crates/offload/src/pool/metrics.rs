@@ -1,23 +1,34 @@
-//! Pool metrics: counters bumped on the hot path with relaxed atomics, and
-//! the [`PoolMetrics`] snapshot users read.
+//! Pool metrics: counters bumped on the hot path with relaxed atomics, the
+//! [`PoolMetrics`] snapshot users read, and (feature `metrics`) the same
+//! figures exported to the `metrics` facade.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::histogram::{Histogram, LatencySummary};
+use crate::job::Outcome;
+#[cfg(feature = "metrics")]
+use crate::metrics_export::{Family, PoolExport};
 
-/// Counters and histograms, owned by the pool's shared state.
+/// Counters and histograms, owned by the pool's shared state. Every job
+/// that was accepted ends in exactly one of `completed`, `panicked` and
+/// `cancelled`; the fields are private so that only these methods move
+/// them.
 pub(crate) struct Counters {
-    pub(crate) submitted: AtomicU64,
-    pub(crate) completed: AtomicU64,
-    pub(crate) panicked: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) queue_wait: Histogram,
-    pub(crate) run_time: Histogram,
+    submitted: AtomicU64,
+    completed: AtomicU64,
+    panicked: AtomicU64,
+    cancelled: AtomicU64,
+    rejected: AtomicU64,
+    queue_wait: Histogram,
+    run_time: Histogram,
+    #[cfg(feature = "metrics")]
+    export: PoolExport,
 }
 
 impl Counters {
-    pub(crate) fn new() -> Self {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn new(pool: &str) -> Self {
         Counters {
             submitted: AtomicU64::new(0),
             completed: AtomicU64::new(0),
@@ -26,46 +37,80 @@ impl Counters {
             rejected: AtomicU64::new(0),
             queue_wait: Histogram::new(),
             run_time: Histogram::new(),
+            #[cfg(feature = "metrics")]
+            export: PoolExport::new(Family::Pool, pool),
         }
     }
 
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+    /// A job was accepted into the queue.
+    pub(crate) fn submitted(&self) {
+        self.submitted.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.export.submitted.increment(1);
     }
-}
 
-/// A snapshot of a pool's state and history, from [`ThreadPool::metrics`](crate::ThreadPool::metrics).
-///
-/// Gauges (`threads`, `idle`, `queued`, `running`) are read together under
-/// the pool's lock; counters are cumulative since the pool was built.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PoolMetrics {
-    /// Worker threads alive now.
-    pub threads: usize,
-    /// Of those, waiting for work.
-    pub idle: usize,
-    /// Jobs waiting in the queue.
-    pub queued: usize,
-    /// Jobs running now (including detached ones whose caller gave up).
-    pub running: usize,
-    /// Jobs accepted into the queue.
-    pub submitted: u64,
-    /// Jobs that returned normally.
-    pub completed: u64,
-    /// Jobs that panicked (their callers got [`Error::is_panic`](crate::Error::is_panic)).
-    pub panicked: u64,
-    /// Jobs cancelled before they started (dropped futures, `shutdown_now`, deadlines).
-    pub cancelled: u64,
-    /// Submissions refused: queue full on a non-waiting path, or pool shut down.
-    pub rejected: u64,
-    /// Time from queueing to start, of jobs that started.
-    pub queue_wait: LatencySummary,
-    /// Time from start to end, of jobs that ran.
-    pub run_time: LatencySummary,
-}
+    /// A submission was refused (queue full on a non-waiting path, or the
+    /// pool shut down).
+    pub(crate) fn rejected(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.export.rejected.increment(1);
+    }
 
-impl Counters {
+    /// `n` accepted jobs will never run (cancelled by their caller, by a
+    /// shutdown, or failed because no thread could start).
+    pub(crate) fn cancelled(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.cancelled.fetch_add(n, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.export.cancelled.increment(n);
+    }
+
+    /// A job left the queue for a thread after `waited`.
+    pub(crate) fn started(&self, waited: Duration) {
+        self.queue_wait.record(waited);
+        #[cfg(feature = "metrics")]
+        self.export.wait.record(waited.as_secs_f64());
+    }
+
+    /// A job taken by a thread ended: ran for `ran`, or was skipped because
+    /// its caller had cancelled it.
+    pub(crate) fn ended(&self, outcome: Outcome, ran: Duration) {
+        match outcome {
+            Outcome::Completed | Outcome::Panicked => {
+                self.run_time.record(ran);
+                #[cfg(feature = "metrics")]
+                self.export.run.record(ran.as_secs_f64());
+                if outcome == Outcome::Completed {
+                    self.completed.fetch_add(1, Relaxed);
+                    #[cfg(feature = "metrics")]
+                    self.export.completed.increment(1);
+                } else {
+                    self.panicked.fetch_add(1, Relaxed);
+                    #[cfg(feature = "metrics")]
+                    self.export.panicked.increment(1);
+                }
+            }
+            Outcome::Skipped => self.cancelled(1),
+        }
+    }
+
+    /// Exports the gauges (feature `metrics`). Called under the pool's lock
+    /// after any of them changed, so updates are ordered by the lock and a
+    /// stale value can never overwrite a newer one.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[inline]
+    pub(crate) fn gauges(&self, queued: usize, running: usize, threads: usize) {
+        #[cfg(feature = "metrics")]
+        {
+            self.export.queued.set(queued as f64);
+            self.export.running.set(running as f64);
+            self.export.threads.set(threads as f64);
+        }
+    }
+
     pub(crate) fn snapshot(
         &self,
         threads: usize,
@@ -87,4 +132,40 @@ impl Counters {
             run_time: self.run_time.summary(),
         }
     }
+}
+
+/// A snapshot of a pool's state and history, from [`ThreadPool::metrics`](crate::ThreadPool::metrics).
+///
+/// Gauges (`threads`, `idle`, `queued`, `running`) are read together under
+/// the pool's lock; counters are cumulative since the pool was built. Every
+/// accepted job ends in exactly one of `completed`, `panicked` and
+/// `cancelled`, so once the pool is idle
+/// `submitted == completed + panicked + cancelled`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolMetrics {
+    /// Worker threads alive now.
+    pub threads: usize,
+    /// Of those, waiting for work.
+    pub idle: usize,
+    /// Jobs waiting in the queue.
+    pub queued: usize,
+    /// Jobs running now (including detached ones whose caller gave up).
+    pub running: usize,
+    /// Jobs accepted into the queue.
+    pub submitted: u64,
+    /// Jobs that returned normally.
+    pub completed: u64,
+    /// Jobs that panicked (their callers got [`Error::is_panic`](crate::Error::is_panic)).
+    pub panicked: u64,
+    /// Accepted jobs that never ran: cancelled by their caller (a dropped
+    /// future), by `shutdown_now` or a shutdown deadline, or failed because
+    /// no thread could be started.
+    pub cancelled: u64,
+    /// Submissions refused: queue full on a non-waiting path, or pool shut down.
+    pub rejected: u64,
+    /// Time from queueing to start, of jobs that started.
+    pub queue_wait: LatencySummary,
+    /// Time from start to end, of jobs that ran.
+    pub run_time: LatencySummary,
 }

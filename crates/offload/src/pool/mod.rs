@@ -8,6 +8,8 @@ mod metrics;
 mod shared;
 mod shutdown;
 mod submit;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::fmt;
@@ -16,17 +18,19 @@ use std::time::{Duration, Instant};
 
 pub use builder::ThreadPoolBuilder;
 pub(crate) use builder::default_thread_count;
+pub(crate) use builder::{ExitHook, StartHook};
 pub use metrics::PoolMetrics;
 pub use shutdown::{RunningJob, Shutdown, ShutdownReport, ShutdownTimeout};
 
 use builder::Config;
-use metrics::Counters;
-use shared::{Phase, PushError, Shared};
-use submit::SlotWait;
+use shared::{Phase, PoolShared, PushError};
+use submit::RoomWait;
 
-use crate::error::{Error, TryRunError};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::TryRunError;
 use crate::executor::{Blocking, Executor, Run, Submit, run_in_executor};
-use crate::job::{Job, JobHandle, Reclaimable};
+use crate::job::{Job, JobHandle, try_submit};
 
 /// A pool of threads for blocking work, awaited from async code.
 ///
@@ -37,9 +41,12 @@ use crate::job::{Job, JobHandle, Reclaimable};
 /// true at every moment, even for jobs whose caller gave up: a thread is
 /// given back only when its job really ends.
 ///
-/// The futures it returns need no particular runtime: they complete under
-/// any executor alike (tested: tokio's two runtimes and
-/// `futures::executor::block_on`).
+/// A `ThreadPool` is a cheap handle: [`Clone`] it to share the pool (into
+/// an axum state, into tasks); every clone submits to the same threads and
+/// queue. The futures it returns need no particular runtime: they complete
+/// under any executor alike (tested: tokio's two runtimes and
+/// `futures::executor::block_on`). A job submitted inside a [`tracing`]
+/// span runs inside that span on the pool's thread.
 ///
 /// # Examples
 ///
@@ -47,7 +54,7 @@ use crate::job::{Job, JobHandle, Reclaimable};
 /// # futures::executor::block_on(async {
 /// let pool = offload::ThreadPool::builder().name("io").threads(4).build()?;
 ///
-/// // Waits for a queue slot if the queue is full (backpressure).
+/// // Waits for room in the queue if it is full (backpressure).
 /// let hosts = pool.run(|| std::fs::read_to_string("/etc/hosts")).await?;
 ///
 /// // Fails at once if the queue is full, handing the closure back.
@@ -62,10 +69,10 @@ use crate::job::{Job, JobHandle, Reclaimable};
 /// # Cancellation
 ///
 /// Dropping the future of [`run`](Self::run) (or a [`JobHandle`]) while its
-/// job is queued removes the job: it never runs, and its queue slot is free
-/// at once. Dropping it after the job started detaches the job: it runs to
-/// the end on its thread, which stays counted until then, and its result is
-/// dropped.
+/// job is queued removes the job: it never runs, and its place in the queue
+/// is free at once. Dropping it after the job started detaches the job: it
+/// runs to the end on its thread, which stays counted until then, and its
+/// result is dropped.
 ///
 /// # Shutdown
 ///
@@ -76,15 +83,26 @@ use crate::job::{Job, JobHandle, Reclaimable};
 ///   finish.
 /// - [`shutdown_timeout`](Self::shutdown_timeout)`.await`: drain until a
 ///   deadline, then cancel what is queued and report what still runs.
-/// - Dropping the pool drains it and blocks until its threads exit, like
-///   leaving Python's `with ThreadPoolExecutor() as pool:` block. In async
-///   code, prefer `shutdown().await` before the drop: the drop then returns
-///   at once.
+/// - [`shutdown_blocking`](Self::shutdown_blocking): drain and block the
+///   calling thread until every thread has exited, for sync code and tests.
+/// - Dropping the last handle **never waits**: it starts the drain and
+///   returns at once. Queued jobs still run and their callers still get
+///   their results (like Python's `shutdown(wait=False)`); the threads exit
+///   when the queue is empty. To wait, say so: `shutdown().await` or
+///   `shutdown_blocking()`.
 ///
 /// After any of these, submissions fail with [`Error::is_shutdown`] (or
 /// [`TryRunError::Shutdown`]), never with a future that hangs.
+///
+/// # Blocking
+///
+/// Only [`shutdown_blocking`](Self::shutdown_blocking) blocks the calling
+/// thread on other threads (for as long as the longest job). Every other
+/// method returns at once: `run`, `try_run`, `shutdown*`, `metrics` and
+/// `Debug` take the pool's lock for a few hundred nanoseconds and never
+/// run user code under it; the futures they return wait without blocking.
 pub struct ThreadPool {
-    shared: Arc<Shared>,
+    shared: Arc<PoolShared>,
 }
 
 impl ThreadPool {
@@ -95,27 +113,33 @@ impl ThreadPool {
 
     pub(crate) fn from_config(config: Config) -> Self {
         ThreadPool {
-            shared: Shared::new(config),
+            shared: PoolShared::new(config),
         }
     }
 
-    /// Starts `n` threads now instead of on first use (used where a thread
-    /// must exist before any job, like a dedicated executor's).
-    pub(crate) fn prestart(&self, n: usize) {
+    /// Starts `n` threads now instead of on first use (`min_threads`, and a
+    /// dedicated executor's one thread). Fails only if threads were asked
+    /// for and the pool has none after trying: a pool that got some goes
+    /// on with those.
+    pub(crate) fn prestart(&self, n: usize) -> Result<(), std::io::Error> {
+        let mut last_error = None;
         for _ in 0..n {
-            let mut st = self.shared.lock();
-            if st.threads >= self.shared.config.max_threads {
-                return;
+            if !self.shared.claim_thread(&mut self.shared.lock()) {
+                break;
             }
-            st.threads += 1;
-            drop(st);
-            worker::spawn(&self.shared);
+            if let Err(e) = worker::spawn(&self.shared) {
+                last_error = Some(e);
+            }
+        }
+        match last_error {
+            Some(e) if self.shared.lock().threads() == 0 => Err(e),
+            _ => Ok(()),
         }
     }
 
     /// Runs the blocking closure `f` on the pool and resolves to its result.
     ///
-    /// Waits for a queue slot first if the queue is full. Equivalent to
+    /// Waits for room in the queue first if it is full. Equivalent to
     /// [`run_in_executor`]`(&pool, f)`.
     ///
     /// # Errors
@@ -123,7 +147,8 @@ impl ThreadPool {
     /// [`Error::is_panic`] if `f` panicked (the thread survives),
     /// [`Error::is_cancelled`] if `shutdown_now` or a deadline cancelled it
     /// while queued, [`Error::is_shutdown`] if the pool was shut down before
-    /// it was queued.
+    /// it was queued, [`Error::is_spawn`] if the pool has no thread and
+    /// none could be started.
     ///
     /// # Cancellation
     ///
@@ -149,21 +174,32 @@ impl ThreadPool {
         F: FnOnce() -> T + Send + 'static,
         T: Blocking<OutputIsNotAFuture> + Send + 'static,
     {
-        let (cell, job, handle) = Reclaimable::new(f);
-        match self.shared.try_push(job) {
-            Ok(()) => Ok(handle),
-            Err((job, why)) => {
-                Counters::add(&self.shared.counters.rejected, 1);
-                let f = cell
-                    .reclaim(job)
-                    .expect("a job that was never queued still holds its closure");
-                drop(handle);
-                Err(match why {
-                    PushError::Full => TryRunError::Full(f),
-                    PushError::Shutdown => TryRunError::Shutdown(f),
-                })
-            }
-        }
+        self.try_run_with(f, |f: F| f())
+    }
+
+    /// The shared "hand it back" path of every non-waiting submission built
+    /// on a thread pool: queues `body(value)` if there is room now, and
+    /// otherwise returns `value` in the error (`body` is dropped).
+    /// [`try_run`](Self::try_run) is `try_run_with(f, |f| f())`; a dedicated
+    /// executor lends its resource in `body`; a process pool sends `value`
+    /// (the call's input) to a worker in `body`.
+    pub(crate) fn try_run_with<V, B, T>(
+        &self,
+        value: V,
+        body: B,
+    ) -> Result<JobHandle<T>, TryRunError<V>>
+    where
+        V: Send + 'static,
+        B: FnOnce(V) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let shared = &self.shared;
+        try_submit(value, body, |job| {
+            shared.try_push(job).map_err(|(job, why)| {
+                shared.reject();
+                (job, why.into())
+            })
+        })
     }
 
     /// Stops taking jobs and resolves once every queued and running job has
@@ -174,6 +210,36 @@ impl ThreadPool {
         Shutdown {
             shared: self.shared.clone(),
         }
+    }
+
+    /// Stops taking jobs, drains the queue, and blocks the calling thread
+    /// until every job has finished and every thread of the pool has
+    /// exited: the waiting counterpart of dropping the pool, for sync code,
+    /// `main` and tests.
+    ///
+    /// # Blocking
+    ///
+    /// Blocks for as long as the queued and running jobs take. Never call it
+    /// from async code: use [`shutdown`](Self::shutdown)`.await` there. With
+    /// the crate's `tokio` feature, a call on a tokio runtime thread (where
+    /// `tokio::runtime::Handle::try_current()` succeeds) logs a `tracing`
+    /// warning before it blocks; without that feature, or on another
+    /// runtime, nothing can tell an async thread from a plain one, and a
+    /// [stall detector](crate::monitor) is what reports it.
+    ///
+    /// Called from one of the pool's own jobs, it cannot wait for itself:
+    /// it closes the pool, logs a warning and returns at once.
+    pub fn shutdown_blocking(&self) {
+        self.shared.close(false);
+        if worker::is_worker_of(&self.shared) {
+            tracing::warn!(
+                pool = %self.shared.config.name,
+                "offload: shutdown_blocking called from one of the pool's own jobs; not waiting for itself"
+            );
+            return;
+        }
+        warn_if_async("ThreadPool::shutdown_blocking", &self.shared.config.name);
+        self.shared.wait_exited();
     }
 
     /// Stops taking jobs and cancels every queued job; their callers get
@@ -188,11 +254,13 @@ impl ThreadPool {
     /// deadline, jobs still queued are cancelled and jobs still running are
     /// listed in the [`ShutdownReport`] instead of being silently leaked.
     ///
-    /// The deadline is kept by a short-lived helper thread, so this works
-    /// without any async runtime's timer.
+    /// Any `timeout` works: one too long to be a point in time
+    /// (`Duration::MAX`) means no deadline. The deadline is kept by a
+    /// short-lived helper thread, so this works without any async runtime's
+    /// timer.
     pub fn shutdown_timeout(&self, timeout: Duration) -> ShutdownTimeout {
         self.shared.close(false);
-        ShutdownTimeout::new(self.shared.clone(), Instant::now() + timeout)
+        ShutdownTimeout::new(self.shared.clone(), Instant::now().checked_add(timeout))
     }
 
     /// Whether the pool was shut down (it takes no new jobs).
@@ -204,14 +272,15 @@ impl ThreadPool {
     pub fn metrics(&self) -> PoolMetrics {
         let st = self.shared.lock();
         let (threads, idle, queued, running) =
-            (st.threads, st.sleeping, st.queue.len(), st.running);
+            (st.threads(), st.sleeping, st.queue.len(), st.running());
         drop(st);
         self.shared
-            .counters
+            .counters()
             .snapshot(threads, idle, queued, running)
     }
 
-    /// The thread name prefix.
+    /// The thread name prefix (also the `pool` label of its exported
+    /// metrics).
     pub fn name(&self) -> &str {
         &self.shared.config.name
     }
@@ -227,6 +296,29 @@ impl ThreadPool {
     }
 }
 
+/// Logs a warning if the calling thread runs an async runtime (tokio,
+/// detected with the `tokio` feature) before a call named `what` blocks it.
+#[cfg_attr(not(feature = "tokio"), allow(unused_variables))]
+pub(crate) fn warn_if_async(what: &str, pool: &str) {
+    #[cfg(feature = "tokio")]
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tracing::warn!(
+            pool = %pool,
+            "offload: {what} blocks this thread, which runs a tokio runtime: the event loop stalls until the pool is idle; await `shutdown()` instead"
+        );
+    }
+}
+
+impl Clone for ThreadPool {
+    /// Another handle to the same pool (same threads, queue and metrics).
+    fn clone(&self) -> Self {
+        self.shared.handle_cloned();
+        ThreadPool {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
 impl Executor for ThreadPool {
     /// Queues the job if there is room. A full queue or a shut-down pool
     /// fails the job at once ([`Error::is_rejected`] or
@@ -234,49 +326,47 @@ impl Executor for ThreadPool {
     /// [`run_in_executor`] to wait for room instead.
     fn execute(&self, job: Job) {
         if let Err((job, why)) = self.shared.try_push(job) {
-            Counters::add(&self.shared.counters.rejected, 1);
-            job.abandon(match why {
-                PushError::Full => Error::rejected(),
-                PushError::Shutdown => Error::shutdown(),
-            });
+            let error = self.shared.refusal_error(why);
+            job.abandon(error);
         }
     }
 
     fn submit(&self, job: Job) -> Submit {
         if self.shared.looks_full() {
-            // Most likely full: skip a doomed push and wait for a slot (the
+            // Most likely full: skip a doomed push and wait for room (the
             // wait's first poll pushes if there is room after all).
             self.shared.adopt(&job);
-            return Submit::waiting(SlotWait {
+            return Submit::waiting(RoomWait {
                 shared: self.shared.clone(),
                 job: Some(job),
-                waiter: None,
+                ticket: None,
             });
         }
         match self.shared.try_push(job) {
             Ok(()) => Submit::done(Ok(())),
-            Err((_job, PushError::Shutdown)) => {
-                Counters::add(&self.shared.counters.rejected, 1);
-                Submit::done(Err(Error::shutdown()))
+            Err((job, PushError::Shutdown)) => {
+                let error = self.shared.refusal_error(PushError::Shutdown);
+                drop(job);
+                Submit::done(Err(error))
             }
-            Err((job, PushError::Full)) => Submit::waiting(SlotWait {
+            Err((job, PushError::Full)) => Submit::waiting(RoomWait {
                 shared: self.shared.clone(),
                 job: Some(job),
-                waiter: None,
+                ticket: None,
             }),
         }
     }
 }
 
 impl Drop for ThreadPool {
+    /// Dropping the last handle starts an orderly shutdown and returns at
+    /// once: queued jobs still run and deliver their results, and the
+    /// threads exit when the queue is empty. It never waits, not even for
+    /// running jobs; safe from inside one of the pool's own jobs.
     fn drop(&mut self) {
-        self.shared.close(false);
-        if worker::is_worker_of(&self.shared) {
-            // Dropped from inside one of its own jobs: waiting for every
-            // thread to exit would wait for this one.
-            return;
+        if self.shared.handle_dropped() {
+            self.shared.close(false);
         }
-        self.shared.wait_exited(None);
     }
 }
 
@@ -285,31 +375,13 @@ impl fmt::Debug for ThreadPool {
         let st = self.shared.lock();
         f.debug_struct("ThreadPool")
             .field("name", &self.shared.config.name)
-            .field("threads", &st.threads)
+            .field("threads", &st.threads())
             .field("max_threads", &self.shared.config.max_threads)
             .field("idle", &st.sleeping)
-            .field("running", &st.running)
+            .field("running", &st.running())
             .field("queued", &st.queue.len())
             .field("queue_capacity", &self.shared.config.queue_capacity)
             .field("shut_down", &(st.phase == Phase::Closed))
             .finish()
-    }
-}
-
-impl ThreadPoolBuilder {
-    /// Builds a pool for a dedicated executor: one thread that never idles
-    /// out.
-    pub(crate) fn dedicated(
-        name: String,
-        queue_capacity: usize,
-        on_start: builder::StartHook,
-    ) -> Self {
-        let mut b = ThreadPool::builder()
-            .name(name)
-            .threads(1)
-            .queue_capacity(queue_capacity)
-            .keep_alive(None);
-        b.config_mut().on_start = Some(on_start);
-        b
     }
 }

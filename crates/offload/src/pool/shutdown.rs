@@ -8,13 +8,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::shared::Shared;
+use super::shared::PoolShared;
+use crate::job::wake_quietly;
 
 /// Registers `waker` to be woken when the pool is done; returns whether it
 /// is done already.
-fn poll_done(shared: &Shared, waker: &Waker) -> bool {
+fn poll_done(shared: &PoolShared, waker: &Waker) -> bool {
     let mut st = shared.lock();
-    if Shared::is_done(&st) {
+    if st.is_done() {
         return true;
     }
     if !st.idle_waiters.iter().any(|w| w.will_wake(waker)) {
@@ -30,7 +31,7 @@ fn poll_done(shared: &Shared, waker: &Waker) -> bool {
 /// not this future is awaited.
 #[must_use = "the pool is already closed; await this to wait for its jobs"]
 pub struct Shutdown {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<PoolShared>,
 }
 
 impl Future for Shutdown {
@@ -53,6 +54,7 @@ impl fmt::Debug for Shutdown {
 
 /// A job still running when a shutdown deadline passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RunningJob {
     /// The worker thread running it.
     pub thread: String,
@@ -64,6 +66,7 @@ pub struct RunningJob {
 ///
 /// Returned by [`ThreadPool::shutdown_timeout`](crate::ThreadPool::shutdown_timeout).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Jobs still queued at the deadline, now cancelled (their callers got
     /// [`Error::is_cancelled`](crate::Error::is_cancelled)).
@@ -122,7 +125,7 @@ impl Timer {
                 let waker = st.waker.take();
                 drop(st);
                 if let Some(w) = waker {
-                    w.wake();
+                    wake_quietly(w);
                 }
             });
         match spawned {
@@ -138,7 +141,7 @@ impl Timer {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match &mut st.waker {
             Some(w) if w.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
+            other => *other = Some(waker.clone()),
         }
     }
 
@@ -156,13 +159,14 @@ impl Timer {
 /// reports what is still running.
 #[must_use = "the pool is already closed; await this to drain it"]
 pub struct ShutdownTimeout {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) deadline: Instant,
+    pub(crate) shared: Arc<PoolShared>,
+    /// `None`: the timeout was too long to be a point in time; no deadline.
+    pub(crate) deadline: Option<Instant>,
     timer: Option<Arc<Timer>>,
 }
 
 impl ShutdownTimeout {
-    pub(crate) fn new(shared: Arc<Shared>, deadline: Instant) -> Self {
+    pub(crate) fn new(shared: Arc<PoolShared>, deadline: Option<Instant>) -> Self {
         ShutdownTimeout {
             shared,
             deadline,
@@ -178,12 +182,16 @@ impl Future for ShutdownTimeout {
         if poll_done(&self.shared, cx.waker()) {
             return Poll::Ready(ShutdownReport::default());
         }
+        let Some(deadline) = self.deadline else {
+            // No deadline: a plain drain (registered above).
+            return Poll::Pending;
+        };
         let now = Instant::now();
-        if now >= self.deadline {
+        if now >= deadline {
             let cancelled = self.shared.close(true);
             let st = self.shared.lock();
             let still_running = st
-                .workers
+                .seats
                 .iter()
                 .flatten()
                 .filter_map(|w| {
@@ -200,7 +208,7 @@ impl Future for ShutdownTimeout {
         }
         match &self.timer {
             Some(t) => t.set_waker(cx.waker()),
-            None => self.timer = Timer::start(self.deadline, cx.waker().clone()),
+            None => self.timer = Timer::start(deadline, cx.waker().clone()),
         }
         Poll::Pending
     }

@@ -5,179 +5,160 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
-use std::task::Waker;
 use std::time::Instant;
 
-use super::metrics::Counters;
-use super::shared::{Phase, Shared, State, WorkerSlot, next_submitter};
-use crate::error::Error;
-use crate::job::Outcome;
+use super::shared::{Phase, PoolShared, PoolState};
+use crate::job::wake_quietly;
 
 thread_local! {
     /// Address of the pool this thread works for (0: none). Lets a pool
-    /// dropped from inside one of its own jobs skip waiting for itself.
+    /// waited for from inside one of its own jobs skip waiting for itself.
     static CURRENT_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Whether the calling thread is one of `shared`'s workers.
-pub(crate) fn is_worker_of(shared: &Shared) -> bool {
-    CURRENT_POOL.get() == shared as *const Shared as usize
+pub(crate) fn is_worker_of(shared: &PoolShared) -> bool {
+    CURRENT_POOL.get() == shared as *const PoolShared as usize
 }
 
-/// Starts one worker. The caller has already counted it in `threads`.
+/// Starts one worker. The caller has already claimed it
+/// ([`PoolShared::claim_thread`]).
 ///
-/// If the OS refuses the thread, the count is given back and the pool goes
+/// If the OS refuses the thread, the claim is given back and the pool goes
 /// on with the threads it has; if it has none, the queued jobs fail with
-/// [`Error::is_spawn`] instead of waiting for a thread that will never come.
-pub(crate) fn spawn(shared: &Shared) {
-    let Some(arc) = shared.me.upgrade() else {
-        return;
+/// [`Error::is_spawn`](crate::Error::is_spawn) instead of waiting for a
+/// thread that will never come. Returns the OS error in that case.
+pub(crate) fn spawn(shared: &PoolShared) -> Result<(), std::io::Error> {
+    let Some(arc) = shared.me_upgrade() else {
+        return Ok(());
     };
-    let (slot, name) = {
-        let mut st = shared.lock();
-        let name = format!("{}-{}", shared.config.name, st.next_thread);
-        st.next_thread += 1;
-        let slot_info = WorkerSlot {
-            name: name.clone(),
-            busy_since: None,
-        };
-        let slot = match st.workers.iter().position(Option::is_none) {
-            Some(i) => {
-                st.workers[i] = Some(slot_info);
-                i
-            }
-            None => {
-                st.workers.push(Some(slot_info));
-                st.workers.len() - 1
-            }
-        };
-        (slot, name)
-    };
+    let (seat, name) = shared.seat_worker();
     let mut builder = std::thread::Builder::new().name(name.clone());
     if let Some(size) = shared.config.stack_size {
         builder = builder.stack_size(size);
     }
-    let result = builder.spawn(move || {
-        let mut guard = ExitGuard {
-            shared: arc.clone(),
-            slot,
-            armed: true,
-        };
-        let st = run(&arc, slot);
-        guard.armed = false;
-        exit(&arc, st, slot);
+    let result = test_spawn_gate(shared).and_then(|()| {
+        builder.spawn(move || {
+            let mut guard = ExitGuard {
+                shared: arc.clone(),
+                seat,
+                armed: true,
+            };
+            let mut st = run(&arc, seat);
+            if let (Phase::Closed, Some(hook)) = (st.phase, &arc.config.on_exit) {
+                // Closed is final (nothing can be queued any more), so the
+                // lock may be let go while the hook runs user code (a
+                // resource's `Drop`) before this thread counts itself out.
+                drop(st);
+                if catch_unwind(AssertUnwindSafe(|| hook())).is_err() {
+                    tracing::warn!(pool = %arc.config.name, "offload: the pool's exit hook panicked");
+                }
+                st = arc.lock();
+            }
+            guard.armed = false;
+            arc.thread_exits(st, seat);
+        })
     });
-    if let Err(err) = result {
-        tracing::warn!(thread = %name, error = %err, "offload: could not start a worker thread; continuing with fewer");
-        let mut st = shared.lock();
-        st.threads -= 1;
-        st.workers[slot] = None;
-        let orphans: Vec<_> = if st.threads == 0 {
-            st.queue.drain(..).collect()
-        } else {
-            Vec::new()
-        };
-        shared.sync_hint(&st);
-        let idle = shared.take_idle_waiters_if_done(&mut st);
-        let last = st.threads == 0;
-        drop(st);
-        if last {
-            shared.exited.notify_all();
-        }
-        idle.into_iter().for_each(Waker::wake);
-        for q in orphans {
-            q.job.abandon(Error::spawn(std::io::Error::new(
-                err.kind(),
-                err.to_string(),
-            )));
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            tracing::warn!(thread = %name, error = %err, "offload: could not start a worker thread; continuing with fewer");
+            shared.thread_not_started(seat, &err);
+            Err(err)
         }
     }
 }
 
+/// Unit tests make thread starts fail (or wait) through the pool's
+/// `spawn_gate`: there is no honest way to make the OS refuse one thread
+/// at a chosen moment. Outside tests this is `Ok(())`.
+#[cfg(test)]
+fn test_spawn_gate(shared: &PoolShared) -> std::io::Result<()> {
+    match &shared.config.spawn_gate {
+        Some(gate) => gate(),
+        None => Ok(()),
+    }
+}
+
+#[cfg(not(test))]
+#[inline]
+fn test_spawn_gate(_: &PoolShared) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Gives the thread's place back if the worker loop unwinds (it should
-/// not: jobs and hooks run under `catch_unwind`), so the pool's count of
-/// threads stays true.
+/// not: jobs, hooks and wakers run under `catch_unwind`), so the pool's
+/// count of threads stays true.
 struct ExitGuard {
-    shared: Arc<Shared>,
-    slot: usize,
+    shared: Arc<PoolShared>,
+    seat: usize,
     armed: bool,
 }
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         if self.armed {
-            exit(&self.shared, self.shared.lock(), self.slot);
+            self.shared.thread_exits(self.shared.lock(), self.seat);
         }
     }
 }
 
-/// Removes this worker from the pool's count. Called with the lock held
-/// since the worker decided to exit: a job queued in between would
-/// otherwise see a thread that is about to vanish and start no other.
-fn exit(shared: &Shared, mut st: MutexGuard<'_, State>, slot: usize) {
-    st.threads -= 1;
-    st.workers[slot] = None;
-    let last = st.threads == 0;
-    drop(st);
-    if last {
-        shared.exited.notify_all();
-    }
-}
-
-/// The worker loop. Returns, still holding the lock, when the thread should
-/// exit.
-fn run(shared: &Shared, slot: usize) -> MutexGuard<'_, State> {
-    CURRENT_POOL.set(shared as *const Shared as usize);
-    if let Some(hook) = &shared.config.on_start {
-        if catch_unwind(AssertUnwindSafe(|| hook())).is_err() {
+/// Runs the pool's start hook on this thread. A failing hook (a dedicated
+/// executor's initialiser) fails the pool for good; a panicking one is
+/// logged and the thread serves jobs anyway.
+fn start_hook(shared: &PoolShared) {
+    let Some(hook) = &shared.config.on_start else {
+        return;
+    };
+    match catch_unwind(AssertUnwindSafe(|| hook())) {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => {
+            shared.fail(message);
+        }
+        Err(payload) => {
+            crate::job::drop_quietly(payload);
             tracing::warn!(
                 pool = %shared.config.name,
                 "offload: the pool's on_start hook panicked; the thread serves jobs anyway"
             );
         }
     }
-    let counters = &shared.counters;
+}
+
+/// The worker loop. Returns, still holding the lock, when the thread should
+/// exit.
+fn run(shared: &PoolShared, seat: usize) -> MutexGuard<'_, PoolState> {
+    CURRENT_POOL.set(shared as *const PoolShared as usize);
+    start_hook(shared);
+    let counters = shared.counters();
     let mut st = shared.lock();
     // Whether this worker already spun since it last found work.
     let mut spun = false;
+    // When the last job ended: the start of the next one if the queue has
+    // one (saves a clock read per job on a busy pool).
+    let mut last_end: Option<Instant> = None;
     loop {
-        if let Some(queued) = st.queue.pop_front() {
-            shared.sync_hint(&st);
-            st.running += 1;
-            let started = Instant::now();
-            if let Some(w) = st.workers[slot].as_mut() {
-                w.busy_since = Some(started);
-            }
-            let next = next_submitter(&mut st);
+        let now = last_end.take().unwrap_or_else(Instant::now);
+        if let Some((queued, next)) = shared.take_job(&mut st, seat, now) {
             drop(st);
             spun = false;
             if let Some(w) = next {
-                w.wake();
+                wake_quietly(w);
             }
-            counters.queue_wait.record(started - queued.since);
-            queued.job.run_then(&mut |outcome| match outcome {
-                Outcome::Completed => {
-                    counters.run_time.record(started.elapsed());
-                    Counters::add(&counters.completed, 1);
-                }
-                Outcome::Panicked => {
-                    counters.run_time.record(started.elapsed());
-                    Counters::add(&counters.panicked, 1);
-                }
-                Outcome::Skipped => Counters::add(&counters.cancelled, 1),
+            let started = now;
+            counters.started(started.saturating_duration_since(queued.since));
+            let mut ended = started;
+            queued.job.run_then(&mut |outcome| {
+                ended = Instant::now();
+                counters.ended(outcome, ended.saturating_duration_since(started));
             });
+            last_end = Some(ended);
             st = shared.lock();
-            st.running -= 1;
-            if let Some(w) = st.workers[slot].as_mut() {
-                w.busy_since = None;
-            }
-            if st.phase == Phase::Closed {
-                let idle = shared.take_idle_waiters_if_done(&mut st);
-                if !idle.is_empty() {
-                    drop(st);
-                    idle.into_iter().for_each(Waker::wake);
-                    st = shared.lock();
-                }
+            let idle = shared.job_done(&mut st, seat);
+            if !idle.is_empty() {
+                drop(st);
+                idle.into_iter().for_each(wake_quietly);
+                st = shared.lock();
             }
             continue;
         }
@@ -215,33 +196,49 @@ fn run(shared: &Shared, slot: usize) -> MutexGuard<'_, State> {
         if timed_out
             && st.queue.is_empty()
             && st.phase == Phase::Open
-            && st.threads > shared.config.min_threads
+            && st.threads() > shared.config.min_threads
         {
             return st;
         }
     }
 }
 
-/// How long an idle worker looks for new work before it sleeps: a few
-/// busy-wait rounds, then rounds that yield the CPU (on a machine with
-/// fewer cores than threads, the thread that would submit the next job may
-/// need this one's core).
-const SPIN_ROUNDS: u32 = 8;
-const YIELD_ROUNDS: u32 = 32;
+/// How long an idle worker looks for new work before it sleeps. A caller
+/// awaiting jobs one at a time submits the next one a microsecond or two
+/// after it got a result; a worker that is still spinning takes it at once,
+/// without a futex wake-up (several microseconds, and a context switch on
+/// both sides). About 50 µs of busy-waiting (on a loaded machine the
+/// caller's own wake-up takes tens of microseconds) (checking the queue on every
+/// round, so a job is seen within tens of nanoseconds), then a few rounds
+/// that yield the CPU (on a machine with fewer cores than threads, the
+/// thread that would submit the next job may need this one's core).
+const SPIN_ROUNDS: u32 = 20_000;
+/// Rounds between two looks at the clock while spinning.
+const SPIN_CLOCK_EVERY: u32 = 64;
+const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(50);
+const YIELD_ROUNDS: u32 = 8;
 
-/// Spins until a job is queued or the rounds run out. Lock-free: reads the
+/// Spins until a job is queued or the budget runs out. Lock-free: reads the
 /// queue-length hint only.
-fn spin_for_work(shared: &Shared) {
+fn spin_for_work(shared: &PoolShared) {
     shared.spinning.fetch_add(1, Ordering::SeqCst);
-    for round in 0..SPIN_ROUNDS + YIELD_ROUNDS {
+    let start = std::time::Instant::now();
+    let mut found = false;
+    for round in 0..SPIN_ROUNDS {
         if shared.queued_hint.load(Ordering::Acquire) > 0 {
+            found = true;
             break;
         }
-        if round < SPIN_ROUNDS {
-            for _ in 0..64 {
-                std::hint::spin_loop();
+        std::hint::spin_loop();
+        if round % SPIN_CLOCK_EVERY == SPIN_CLOCK_EVERY - 1 && start.elapsed() >= SPIN_FOR {
+            break;
+        }
+    }
+    if !found {
+        for _ in 0..YIELD_ROUNDS {
+            if shared.queued_hint.load(Ordering::Acquire) > 0 {
+                break;
             }
-        } else {
             std::thread::yield_now();
         }
     }

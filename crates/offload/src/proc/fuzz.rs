@@ -470,6 +470,7 @@ fn calls_from_random_bytes() {
                 id,
                 task,
                 timeout: None,
+                span: Some(id ^ 1),
             };
             let mut frame = encode_head(&head);
             frame.extend_from_slice(&input);

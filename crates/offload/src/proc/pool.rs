@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use crate::error::{Error, Payload, TryRunError};
 use crate::pool::{PoolMetrics, Shutdown as DrainCalls, ShutdownTimeout, ThreadPool};
 
 /// Room kept in a frame for a call's header besides the task's name.
-const CALL_HEAD_ROOM: usize = 32;
+const CALL_HEAD_ROOM: usize = 48;
 
 /// Worker processes serving registered, typed tasks: the counterpart of
 /// Python's `ProcessPoolExecutor`, without its two worst traits (one crashed
@@ -69,6 +69,19 @@ const CALL_HEAD_ROOM: usize = 32;
 /// Other calls go on. A call is never run twice: when a worker dies, the
 /// calls queued behind the one it was running had not started, and only
 /// they are sent again.
+///
+/// # Handles, dropping and waiting
+///
+/// A `ProcessPool` is a cheap [`Clone`] handle (put it in a web
+/// framework's state as is). Dropping the last handle never waits: it
+/// closes the pool, the calls already queued still run and their callers
+/// still get their results, and the workers exit and are reaped in the
+/// background (within a second of their last call). To wait, say so:
+/// [`shutdown`](Self::shutdown)`.await` in async code,
+/// [`shutdown_blocking`](Self::shutdown_blocking) in sync code and tests.
+/// When `main` returns right after a drop, the workers see their parent
+/// gone and exit at once.
+#[derive(Clone)]
 pub struct ProcessPool {
     drivers: ThreadPool,
     supervisor: Arc<Supervisor>,
@@ -159,15 +172,14 @@ impl ProcessPool {
 
     /// [`call`](Self::call) with per-call options (timeout, drop behaviour).
     pub fn call_with<T: Task>(&self, input: T::Input, options: CallOptions) -> Call<T::Output> {
-        let mut input = Some(input);
-        let (job, mut call) = self.prepare::<T::Output>(
+        let (job, mut call) = self.prepare::<T::Input, T::Output>(
             T::NAME.into(),
             Some(fingerprint::<T>()),
             options,
-            move |max| input.take().map(|i| codec::encode(i, Payload::Input, max)),
+            |input, max| codec::encode(input, Payload::Input, max),
             |body| codec::decode(body.into_input(), Payload::Output),
         );
-        call.job = Some(self.drivers.run(job));
+        call.job = Some(self.drivers.run(move || job(input)));
         call
     }
 
@@ -190,30 +202,26 @@ impl ProcessPool {
         input: Vec<u8>,
         options: CallOptions,
     ) -> Call<Vec<u8>> {
-        let mut input = Some(input);
-        let (job, mut call) = self.prepare::<Vec<u8>>(
+        let (job, mut call) = self.prepare::<Vec<u8>, Vec<u8>>(
             task.to_owned(),
             fingerprint,
             options,
-            move |max| {
-                input.take().map(|i| {
-                    if i.len() > max {
-                        Err(Error::too_large(
-                            Payload::Input,
-                            Some(i.len() as u64),
-                            max as u64,
-                        ))
-                    } else {
-                        Ok(Encoded {
-                            prefix: Vec::new(),
-                            bytes: i,
-                        })
-                    }
+            |input, max| {
+                if input.len() > max {
+                    return Err(Error::too_large(
+                        Payload::Input,
+                        Some(input.len() as u64),
+                        max as u64,
+                    ));
+                }
+                Ok(Encoded {
+                    prefix: Vec::new(),
+                    bytes: input,
                 })
             },
             |body| Ok(body.into_vec()),
         );
-        call.job = Some(self.drivers.run(job));
+        call.job = Some(self.drivers.run(move || job(input)));
         call
     }
 
@@ -226,67 +234,52 @@ impl ProcessPool {
         &self,
         input: T::Input,
     ) -> Result<Call<T::Output>, TryRunError<T::Input>> {
-        let held = Arc::new(Mutex::new(Some(input)));
-        let taken = held.clone();
-        let (job, mut call) = self.prepare::<T::Output>(
+        let (job, mut call) = self.prepare::<T::Input, T::Output>(
             T::NAME.into(),
             Some(fingerprint::<T>()),
             CallOptions::default(),
-            move |max| {
-                let input = taken.lock().unwrap_or_else(|e| e.into_inner()).take();
-                input.map(|i| codec::encode(i, Payload::Input, max))
-            },
+            |input, max| codec::encode(input, Payload::Input, max),
             |body| codec::decode(body.into_input(), Payload::Output),
         );
-        match self.drivers.try_run(job) {
+        match self.drivers.try_run_with(input, job) {
             Ok(handle) => {
                 // A JobHandle has the same cancellation semantics as `run`;
                 // adapt it to the `Run` the call future polls.
                 call.job = Some(crate::executor::run_from_handle(handle));
                 Ok(call)
             }
-            Err(e) => {
+            Err(refused) => {
+                // Never queued: nothing to cancel when the call drops.
                 call.done = true;
-                let input = held
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                    .expect("an unqueued call still holds its input");
-                Err(if e.is_full() {
-                    TryRunError::Full(input)
-                } else {
-                    TryRunError::Shutdown(input)
-                })
+                Err(refused)
             }
         }
     }
 
-    /// Builds the driver job and the call future: the job takes the
-    /// encoded input from `encode` (given the largest input that fits in a
-    /// frame; `None` if the input was taken back), runs the call, and
-    /// decodes the output with `decode`.
-    fn prepare<O: Send + 'static>(
+    /// Builds the driver job and the call future: the job encodes the
+    /// input with `encode` (given the largest input that fits in a frame),
+    /// runs the call, and decodes the output with `decode`.
+    fn prepare<I: Send + 'static, O: Send + 'static>(
         &self,
         task: String,
         fingerprint: Option<u64>,
         options: CallOptions,
-        encode: impl FnOnce(usize) -> Option<Result<Encoded, Error>> + Send + 'static,
+        encode: impl FnOnce(I, usize) -> Result<Encoded, Error> + Send + 'static,
         decode: impl FnOnce(Body) -> Result<O, Error> + Send + 'static,
-    ) -> (impl FnOnce() + Send + 'static, Call<O>) {
+    ) -> (impl FnOnce(I) + Send + 'static, Call<O>) {
         let reply = Arc::new(ReplyCell::new());
         let switch = Arc::new(CancelSwitch::default());
         let supervisor = self.supervisor.clone();
         let timeout = options.timeout.or(self.supervisor.default_timeout);
         let max_input = self.max_frame.saturating_sub(CALL_HEAD_ROOM + task.len());
         let (job_reply, job_switch) = (reply.clone(), switch.clone());
-        let job = move || {
-            let Some(input) = encode(max_input) else {
-                job_reply.send(Err(Error::protocol("call input missing")));
-                return;
-            };
-            let result = input.and_then(|bytes| {
+        let job = move |input: I| {
+            // The driver runs inside the caller's span (the thread pool
+            // carries it); its id travels with the call to the worker.
+            let span = tracing::Span::current().id().map(|id| id.into_u64());
+            let result = encode(input, max_input).and_then(|bytes| {
                 supervisor
-                    .call(&task, fingerprint, &bytes, timeout, &job_switch)
+                    .call(&task, fingerprint, &bytes, timeout, span, &job_switch)
                     .and_then(decode)
             });
             job_reply.send(result);
@@ -308,6 +301,29 @@ impl ProcessPool {
         Shutdown {
             calls: Some(self.drivers.shutdown()),
             stats: self.supervisor.stats.clone(),
+        }
+    }
+
+    /// Stops taking calls, drains the queue, and blocks the calling thread
+    /// until every call has finished and every worker process has been
+    /// reaped: the waiting counterpart of dropping the pool, for sync
+    /// code, `main` and tests.
+    ///
+    /// # Blocking
+    ///
+    /// For as long as the queued and running calls take, plus up to a
+    /// second per worker that does not exit when asked. Never call it from
+    /// async code: use [`shutdown`](Self::shutdown)`.await` there (with the
+    /// `tokio` feature, a call on a tokio runtime thread logs a warning).
+    pub fn shutdown_blocking(&self) {
+        crate::pool::warn_if_async("ProcessPool::shutdown_blocking", &self.supervisor.prefix);
+        self.drivers.shutdown_blocking();
+        // Workers are let go as their last driver exits; the reaper gives
+        // each at most a second.
+        let stats = &self.supervisor.stats;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while stats.live.load(Relaxed) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

@@ -82,6 +82,9 @@ pub(crate) struct CallHead {
     /// The call's hard timeout, counted by the worker from when it starts
     /// the call; the worker stops itself when it passes.
     pub(crate) timeout: Option<Duration>,
+    /// The id of the caller's `tracing` span, if it had one: the worker
+    /// runs the call in a span that records it.
+    pub(crate) span: Option<u64>,
 }
 
 /// A message on the control channel, read by the worker even while a

@@ -65,9 +65,52 @@ struct Lane {
     worker: Mutex<Option<Arc<WorkerProc>>>,
 }
 
+/// The process pool's metrics in the `metrics` facade (feature `metrics`):
+/// `offload_proc_*{pool="<name>"}`, beside the driver pool's own
+/// `offload_pool_*{pool="<name>-drv"}` (queue, running calls, wait and run
+/// times, rejected, cancelled).
+#[cfg(feature = "metrics")]
+struct ProcExport {
+    workers: metrics::Gauge,
+    starts: metrics::Counter,
+    lost: metrics::Counter,
+    timeouts: metrics::Counter,
+    recycled: metrics::Counter,
+    remote_panics: metrics::Counter,
+    out_of_memory: metrics::Counter,
+}
+
+#[cfg(feature = "metrics")]
+impl ProcExport {
+    fn new(pool: &str) -> Self {
+        use crate::metrics_export::Family::Proc;
+        ProcExport {
+            workers: Proc.gauge("workers", pool),
+            starts: Proc.counter("worker_starts_total", pool),
+            lost: Proc.counter("worker_lost_total", pool),
+            timeouts: Proc.counter("timeouts_total", pool),
+            recycled: Proc.counter("recycled_total", pool),
+            remote_panics: Proc.counter("remote_panics_total", pool),
+            out_of_memory: Proc.counter("out_of_memory_total", pool),
+        }
+    }
+}
+
+/// What happened to a pool's workers or calls, for the counts.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    Started,
+    Reaped,
+    Lost,
+    Timeout,
+    Recycled,
+    RemotePanic,
+    OutOfMemory,
+}
+
 /// Counts shared by the pool and its workers (a worker updates them when
 /// it is reaped, which may be after the pool's last handle is gone).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Stats {
     /// Live workers by name → pid.
     pub(crate) pids: Mutex<BTreeMap<String, u32>>,
@@ -80,13 +123,72 @@ pub(crate) struct Stats {
     pub(crate) live: AtomicUsize,
     /// Woken when `live` drops to zero (a shutdown waiting for the reaper).
     pub(crate) gone_waiters: Mutex<Vec<Waker>>,
+    #[cfg(feature = "metrics")]
+    export: Option<ProcExport>,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats")
+            .field("live", &self.live)
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Stats {
-    fn reaped(&self) {
-        if self.live.fetch_sub(1, Relaxed) == 1 {
-            let waiters = std::mem::take(&mut *lock(&self.gone_waiters));
-            waiters.into_iter().for_each(Waker::wake);
+    fn new(_pool: &str) -> Self {
+        Stats {
+            #[cfg(feature = "metrics")]
+            export: Some(ProcExport::new(_pool)),
+            ..Stats::default()
+        }
+    }
+
+    /// Counts `event` here and in the exported metrics.
+    fn count(&self, event: Event) {
+        let n = match event {
+            Event::Started => {
+                self.live.fetch_add(1, Relaxed);
+                &self.started
+            }
+            Event::Reaped => {
+                if self.live.fetch_sub(1, Relaxed) == 1 {
+                    let waiters = std::mem::take(&mut *lock(&self.gone_waiters));
+                    waiters.into_iter().for_each(Waker::wake);
+                }
+                #[cfg(feature = "metrics")]
+                self.export_event(event);
+                return;
+            }
+            Event::Lost => &self.lost,
+            Event::Timeout => &self.timeouts,
+            Event::Recycled => &self.recycled,
+            Event::RemotePanic | Event::OutOfMemory => {
+                #[cfg(feature = "metrics")]
+                self.export_event(event);
+                return;
+            }
+        };
+        n.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.export_event(event);
+    }
+
+    #[cfg(feature = "metrics")]
+    fn export_event(&self, event: Event) {
+        let Some(x) = &self.export else { return };
+        match event {
+            Event::Started => {
+                x.starts.increment(1);
+                x.workers.increment(1.0);
+            }
+            Event::Reaped => x.workers.decrement(1.0),
+            Event::Lost => x.lost.increment(1),
+            Event::Timeout => x.timeouts.increment(1),
+            Event::Recycled => x.recycled.increment(1),
+            Event::RemotePanic => x.remote_panics.increment(1),
+            Event::OutOfMemory => x.out_of_memory.increment(1),
         }
     }
 }
@@ -145,6 +247,7 @@ impl Supervisor {
         workers: usize,
     ) -> Self {
         Supervisor {
+            stats: Arc::new(Stats::new(&prefix)),
             launch,
             prefix,
             default_timeout,
@@ -155,7 +258,6 @@ impl Supervisor {
             lanes: (0..workers).map(|_| Lane::default()).collect(),
             seated: Mutex::new(vec![0; workers]),
             readiness: Mutex::new(Readiness::default()),
-            stats: Arc::new(Stats::default()),
         }
     }
 
@@ -201,14 +303,13 @@ impl Supervisor {
                         pids.remove(&unlist_name);
                     }
                 }),
-                reaped: Box::new(move || stats.reaped()),
+                reaped: Box::new(move || stats.count(Event::Reaped)),
             };
             match WorkerProc::start(&self.launch, &name, self.max_tasks_per_child, hooks) {
                 Ok(w) => {
                     *lock(&self.start) = StartGuard::default();
                     pid_cell.store(u64::from(w.pid), Relaxed);
-                    self.stats.started.fetch_add(1, Relaxed);
-                    self.stats.live.fetch_add(1, Relaxed);
+                    self.stats.count(Event::Started);
                     lock(&self.stats.pids).insert(w.name.clone(), w.pid);
                     self.check_tasks(&w);
                     self.readied(lane, None);
@@ -311,7 +412,7 @@ impl Supervisor {
         }
         let old = current.take();
         if old.as_ref().is_some_and(|w| w.is_over_memory()) {
-            self.stats.recycled.fetch_add(1, Relaxed);
+            self.stats.count(Event::Recycled);
         }
         let fresh = Arc::new(self.start_worker(lane)?);
         *current = Some(fresh.clone());
@@ -331,6 +432,7 @@ impl Supervisor {
         fingerprint: Option<u64>,
         input: &Encoded,
         timeout: Option<Duration>,
+        span: Option<u64>,
         switch: &CancelSwitch,
     ) -> Result<Body, Error> {
         let lane = self.seat();
@@ -349,7 +451,7 @@ impl Supervisor {
             if switch.fired() {
                 return Err(Error::cancelled(crate::error::CancelReason::Dropped));
             }
-            let id = match worker.send(task, input, timeout) {
+            let id = match worker.send(task, input, timeout, span) {
                 Ok(id) => id,
                 Err(CallError::Retry) => continue,
                 Err(CallError::Failed(e)) => return Err(e),
@@ -361,9 +463,13 @@ impl Supervisor {
                 Ok(body) => return Ok(body),
                 Err(CallError::Failed(e)) => {
                     if e.is_timeout() {
-                        self.stats.timeouts.fetch_add(1, Relaxed);
+                        self.stats.count(Event::Timeout);
                     } else if e.is_worker_lost() {
-                        self.stats.lost.fetch_add(1, Relaxed);
+                        self.stats.count(Event::Lost);
+                    } else if e.is_remote_panic() {
+                        self.stats.count(Event::RemotePanic);
+                    } else if e.is_out_of_memory() {
+                        self.stats.count(Event::OutOfMemory);
                     }
                     return Err(e);
                 }

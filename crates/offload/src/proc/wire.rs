@@ -195,9 +195,7 @@ pub(crate) const SPIN: Duration = Duration::from_micros(50);
 /// and yielding the CPU between looks, so a busy machine loses little.
 /// Returns whether bytes are there; either way the caller then reads
 /// normally (blocking).
-pub(crate) fn spin_for_bytes(
-    r: &std::io::BufReader<std::os::unix::net::UnixStream>,
-) -> bool {
+pub(crate) fn spin_for_bytes(r: &std::io::BufReader<std::os::unix::net::UnixStream>) -> bool {
     if !r.buffer().is_empty() {
         return true;
     }

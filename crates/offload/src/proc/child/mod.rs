@@ -246,6 +246,7 @@ impl WorkerProc {
         task: &str,
         input: &Encoded,
         timeout: Option<Duration>,
+        span: Option<u64>,
     ) -> Result<u64, CallError> {
         // The writer lock orders both the ids and the bytes on the socket,
         // so the worker runs calls in `in_flight` order.
@@ -267,6 +268,7 @@ impl WorkerProc {
             id,
             task: task.to_owned(),
             timeout,
+            span,
         });
         if head.len() + input.len() > self.max_frame {
             return Err(CallError::Failed(Error::too_large(

@@ -251,7 +251,18 @@ fn execute(
                 // task's panic is caught inside `dispatch`; this also
                 // catches one from dropping its input or output.
                 let input = Input::Owned { frame, at };
+                // With a subscriber in the worker (installed by the
+                // registry's `init`), the task's events nest under a span
+                // that names the call and the caller's span.
+                let span = tracing::info_span!(
+                    target: "offload::worker",
+                    "offload.call",
+                    task = %head.task,
+                    call = head.id,
+                    caller_span = head.span,
+                );
                 let out = catch_unwind(AssertUnwindSafe(|| {
+                    let _entered = span.enter();
                     registry.dispatch_limited(&head.task, input, max_output)
                 }))
                 .unwrap_or_else(|payload| {
