@@ -25,6 +25,9 @@ const SCENARIOS: &[&str] = &[
     "cancel-storm/threads",
     "leak",
     "runaway-memory",
+    "no-block/drop-threads",
+    "no-block/build-dedicated",
+    "no-block/drop-procs",
 ];
 
 #[test]

@@ -20,6 +20,7 @@
 mod flood;
 mod kill_storm;
 mod memory;
+mod no_block;
 mod orphans;
 mod races;
 mod runaway;
@@ -432,6 +433,7 @@ const SCENARIOS: &[Scenario] = &[
     ("cancel-storm/threads", races::thread_cancel_storm),
     ("leak", memory::leak),
     ("runaway-memory", memory::runaway_memory),
+    ("no-block", no_block::run),
 ];
 
 /// Runs the scenarios and prints their lines; fails if any is not clean.
