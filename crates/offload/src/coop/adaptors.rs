@@ -2,6 +2,7 @@
 //! [`Budgeted`] iterator (also a `Stream`).
 
 use super::budget::Budget;
+use super::epoch;
 use futures_core::Stream;
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -44,11 +45,14 @@ impl Budget {
         let mut iter = iter.into_iter();
         loop {
             let free = self.free_ticks();
-            let done;
-            (iter, done) = run_free(iter, &mut f, free);
+            let (done, ended);
+            (iter, done, ended) = match self.watched_epoch() {
+                None => run_free::<_, _, false>(iter, &mut f, free, 0),
+                Some(seen) => run_free::<_, _, true>(iter, &mut f, free, seen),
+            };
             self.take_free(done);
-            if done < free {
-                return; // the iterator ran out
+            if ended {
+                return;
             }
             // The tick that may spend the budget.
             let Some(item) = iter.next() else { return };
@@ -89,8 +93,10 @@ impl Budget {
     }
 }
 
-/// Runs `f` on up to `free` items: the ticks that cannot spend the budget
-/// need no check. Returns the iterator and the number of items done.
+/// Runs `f` on up to `free` items: the ticks that cannot run out the
+/// countdown. With `WATCH` (a slice budget) it also stops, before the next
+/// item, when the epoch moves. Returns the iterator, the number of items
+/// done, and whether the iterator ran out.
 ///
 /// Why a separate function taking the iterator by value: inside the async fn
 /// the iterator and whatever the closure captures live in the future's
@@ -100,14 +106,24 @@ impl Budget {
 /// be kept there too. Not inlined, because inlining into the async fn loses
 /// exactly that; one call per check interval costs nothing.
 #[inline(never)]
-fn run_free<I: Iterator, F: FnMut(I::Item)>(mut iter: I, f: &mut F, free: u32) -> (I, u32) {
+fn run_free<I: Iterator, F: FnMut(I::Item), const WATCH: bool>(
+    mut iter: I,
+    f: &mut F,
+    free: u32,
+    seen: u64,
+) -> (I, u32, bool) {
     let mut done = 0;
     while done < free {
-        let Some(item) = iter.next() else { break };
+        if WATCH && epoch::now() != seen {
+            break;
+        }
+        let Some(item) = iter.next() else {
+            return (iter, done, true);
+        };
         f(item);
         done += 1;
     }
-    (iter, done)
+    (iter, done, false)
 }
 
 /// An iterator paced by a [`Budget`]: made by [`Budget::wrap`].

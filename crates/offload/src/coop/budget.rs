@@ -1,5 +1,6 @@
 //! [`Budget`]: decide cheaply when a loop should yield.
 
+use super::epoch;
 use super::slice::SliceClock;
 use super::yielder::Yielder;
 use std::future::Future;
@@ -38,6 +39,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Budget {
     /// Ticks left before the slow path runs; always at least 1 between calls.
+    /// A slice budget also takes the slow path when the epoch moves.
     countdown: u32,
     kind: Kind,
     /// How a spent tick yields, and the yield in progress.
@@ -48,7 +50,8 @@ pub struct Budget {
 enum Kind {
     /// Yield every `n` ticks.
     Every(u32),
-    /// Yield when the slice is spent; the countdown is the clock-check stride.
+    /// Yield when the slice is spent; the countdown is the clock-read stride,
+    /// and a moved epoch triggers a read too.
     Slice(SliceClock),
 }
 
@@ -184,8 +187,10 @@ impl Budget {
         }
     }
 
-    /// Ticks that certainly do not spend the budget: the caller may run that
-    /// many steps without checking, then [`take_free`](Budget::take_free).
+    /// Ticks that do not run out the countdown: the caller may run that many
+    /// steps without checking it (a slice budget's caller must still watch
+    /// the epoch, see [`watched_epoch`](Budget::watched_epoch)), then
+    /// [`take_free`](Budget::take_free).
     #[inline]
     pub(crate) fn free_ticks(&self) -> u32 {
         self.countdown - 1
@@ -234,10 +239,30 @@ impl Budget {
     #[inline]
     pub fn should_yield(&mut self) -> bool {
         self.countdown -= 1;
-        if self.countdown != 0 {
+        if self.countdown != 0 && !self.epoch_moved() {
             return false;
         }
         self.spent()
+    }
+
+    /// For a slice budget, whether the clock thread advanced the epoch since
+    /// the budget last read the clock: one load of a rarely written line.
+    #[inline(always)]
+    fn epoch_moved(&self) -> bool {
+        match &self.kind {
+            Kind::Every(_) => false,
+            Kind::Slice(clock) => epoch::now() != clock.seen(),
+        }
+    }
+
+    /// The epoch a slice budget's ticks compare against (`None` for a count
+    /// budget): [`for_each`](Budget::for_each) watches it between checks.
+    #[inline]
+    pub(crate) fn watched_epoch(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Every(_) => None,
+            Kind::Slice(clock) => Some(clock.seen()),
+        }
     }
 
     /// Starts over as if the task had just yielded: a fresh count, or a new
@@ -264,7 +289,7 @@ impl Budget {
                 true
             }
             Kind::Slice(clock) => {
-                let (yield_now, next_check) = clock.check();
+                let (yield_now, next_check) = clock.check(self.countdown);
                 self.countdown = next_check;
                 yield_now
             }

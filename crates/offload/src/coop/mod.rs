@@ -146,6 +146,7 @@
 
 mod adaptors;
 mod budget;
+mod epoch;
 mod slice;
 mod yield_now;
 mod yielder;
