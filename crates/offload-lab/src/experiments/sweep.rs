@@ -643,3 +643,50 @@ pub(crate) fn report(s: &Sweep, json: bool) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_of_neighbouring_points_do_not_overlap() {
+        // Five points within a few pixels of each other, as the fast count
+        // budgets and the slices land near (1 ms, 100 %), and one apart.
+        let points = [(200, 100), (204, 102), (208, 99), (203, 106), (199, 103), (400, 300)];
+        let labels: Vec<String> = ["N=10k", "N=100k", "N=1M", "100µs", "1ms", "N=10"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let anchors = place_labels(&points, &labels, (0, 0, 600, 400));
+        let h = FONT_PX + 2;
+        let rects: Vec<Rect> = anchors
+            .iter()
+            .zip(&labels)
+            .map(|(&(x, y), l)| (x, y - h / 2, x + l.chars().count() as i32 * CHAR_PX, y + h / 2))
+            .collect();
+        for (i, a) in rects.iter().enumerate() {
+            for b in &rects[i + 1..] {
+                assert_eq!(overlap(*a, *b), 0, "labels {a:?} and {b:?} overlap");
+            }
+            for &(x, y) in &points {
+                assert_eq!(overlap(*a, (x - 5, y - 5, x + 5, y + 5)), 0, "{a:?} covers a point");
+            }
+            assert!(a.0 >= 0 && a.1 >= 0 && a.2 <= 600 && a.3 <= 400, "{a:?} outside");
+        }
+        // A label with room beside its point stays right next to it.
+        assert_eq!(anchors[5], (408, 300));
+    }
+
+    #[test]
+    fn every_loop_gets_every_policy() {
+        let all = settings();
+        assert_eq!(all.len(), 27);
+        for w in Workload::ALL {
+            assert_eq!(all.iter().filter(|p| p.workload == w).count(), 9);
+        }
+        assert_eq!(short_label(Policy::Every(1_000_000)), "N=1M");
+        assert_eq!(short_label(Policy::Every(10_000)), "N=10k");
+        assert_eq!(short_label(Policy::Every(100)), "N=100");
+        assert_eq!(short_label(Policy::Slice(Duration::from_millis(1))), "1ms");
+    }
+}

@@ -61,8 +61,10 @@ impl Budget {
     ///
     /// This is the seed's `await asyncio.sleep(0)` every N steps. Its
     /// trouble is choosing `n`: the right value depends on how long a step
-    /// takes, on this machine, for this input. [`Budget::slice`] measures
-    /// that instead.
+    /// takes, on this machine, for this input, and a count that suits cheap
+    /// steps lets costly ones stall the executor. [`Budget::slice`] yields
+    /// by time instead. A count budget never reads the clock and never
+    /// starts the clock thread.
     ///
     /// # Panics
     ///
@@ -93,15 +95,24 @@ impl Budget {
     /// A budget that yields once the task has run for `slice` since it last
     /// yielded (or since its first tick).
     ///
-    /// It does not read the clock on every tick: it learns how many ticks
-    /// pass between two clock reads so that it checks about 8 times per
-    /// slice, and ends a slice late by a small fraction of it (plus the
-    /// length of one step: a single step is never interrupted). See the
-    /// [module docs](super#how-a-slice-budget-reads-the-clock).
+    /// It does not read the clock on every tick: a tick compares a counter
+    /// that a background thread advances every millisecond while budgets
+    /// tick, and reads the clock when it moved, or when a stride learned
+    /// from the loop's rate runs out (about 8 reads per slice). A slice ends
+    /// late by at most about a millisecond plus one step (a single step is
+    /// never interrupted), whatever the steps cost before; in a steady loop,
+    /// by a small fraction of the slice. See the [module
+    /// docs](super#how-a-slice-budget-reads-the-clock).
     ///
     /// 1 ms is a good default for services: it keeps the executor's other
     /// tasks within about a millisecond while the loop keeps nearly all of its
-    /// speed. A zero slice yields on every tick.
+    /// speed.
+    ///
+    /// Every `Duration` is accepted, none panics or overflows:
+    /// `Duration::ZERO` yields on every tick; a slice shorter than the time
+    /// between two ticks (say 1 ns) yields on every other tick, since the
+    /// tick that opens a slice never yields; a slice longer than the loop
+    /// (up to `Duration::MAX`) never yields.
     ///
     /// # Examples
     ///
