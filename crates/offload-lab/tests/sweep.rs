@@ -19,7 +19,11 @@ fn smoke_sweep_writes_csv_and_svg() {
     ]);
     let lines = json_lines(&out);
     let rows = rows(&lines);
-    assert_eq!(rows.len(), 27, "six counts and three slices, on three loops");
+    assert_eq!(
+        rows.len(),
+        27,
+        "six counts and three slices, on three loops"
+    );
     for workload in ["light", "heavy", "shifting"] {
         for setting in ["every=1000000", "slice=1ms"] {
             let name = format!("{workload} {setting}");
@@ -74,7 +78,14 @@ fn smoke_sweep_writes_csv_and_svg() {
     assert!(svg.trim_end().ends_with("</svg>"));
     assert_balanced(&svg);
     // A panel per loop, short point labels.
-    for text in ["light steps", "heavy steps", "shifting", "N=1k", "N=1M", "1ms"] {
+    for text in [
+        "light steps",
+        "heavy steps",
+        "shifting",
+        "N=1k",
+        "N=1M",
+        "1ms",
+    ] {
         assert!(svg.contains(text), "{text} missing from the plot");
     }
     let _ = std::fs::remove_dir_all(&dir);

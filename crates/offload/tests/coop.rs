@@ -510,7 +510,11 @@ fn spin(d: Duration) {
 /// `heavy_for`. Returns the cost of a heavy step and the longest time
 /// between two yields (or from the start of the heavy phase to the first
 /// yield, or from the last yield to its end) during the heavy phase.
-fn jump_10_000x(budget: &mut Budget, trivial: Duration, heavy_for: Duration) -> (Duration, Duration) {
+fn jump_10_000x(
+    budget: &mut Budget,
+    trivial: Duration,
+    heavy_for: Duration,
+) -> (Duration, Duration) {
     let start = Instant::now();
     let mut ticks = 0u64;
     while start.elapsed() < trivial {
@@ -586,6 +590,50 @@ fn slice_budgets_on_many_threads_all_hold_when_step_costs_jump() {
 }
 
 #[test]
+fn for_each_holds_the_slice_when_items_become_costly() {
+    // The same jump inside one `for_each`: two million trivial items (a long
+    // learned stride), then items of 100 µs for half a second. `for_each`
+    // looks at the clock's epoch every 8 items, so a slice ends at most a
+    // period and 8 items late; the bound is generous for a loaded machine.
+    let slice = Duration::from_millis(2);
+    let heavy = Duration::from_micros(100);
+    let heavy_from = std::cell::Cell::new(None::<Instant>);
+    let mut budget = Budget::slice(slice);
+    let items = (0u64..).take_while(|&i| {
+        i < 2_000_000
+            || heavy_from
+                .get()
+                .is_none_or(|t| t.elapsed() < Duration::from_millis(500))
+    });
+    let work = budget.for_each(items, |i| {
+        if i >= 2_000_000 {
+            heavy_from.set(heavy_from.get().or(Some(Instant::now())));
+            spin(heavy);
+        }
+        black_box(i);
+    });
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut work = pin!(work);
+    let mut yields = Vec::new();
+    while work.as_mut().poll(&mut cx).is_pending() {
+        yields.push(Instant::now());
+    }
+    let end = Instant::now();
+    let from = heavy_from.get().expect("heavy phase ran");
+    let mut marks: Vec<Instant> = yields.into_iter().filter(|t| *t > from).collect();
+    marks.insert(0, from);
+    marks.push(end);
+    let worst = marks
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    let bound = slice + heavy * 8 + Duration::from_millis(100);
+    assert!(worst < bound, "{worst:?} without a yield (bound {bound:?})");
+}
+
+#[test]
 fn a_slice_spent_asleep_ends_at_the_next_tick() {
     // A step that blocks its thread (here: sleeps) for longer than the slice:
     // the tick after it yields, however many ticks the learned stride had
@@ -620,9 +668,12 @@ fn absurd_slices_have_documented_results() {
         assert!(!budget.should_yield());
     }
     let mut copy = budget.clone();
-    assert_eq!(pendings(copy.for_each(0..100_000u32, |x| {
-        black_box(x);
-    })), 0);
+    assert_eq!(
+        pendings(copy.for_each(0..100_000u32, |x| {
+            black_box(x);
+        })),
+        0
+    );
 
     // 1 ns: shorter than a clock read. The tick that opens a slice never
     // yields, the next one finds it spent: every other tick yields.
@@ -656,7 +707,11 @@ fn dropping_a_budget_mid_yield_inside_a_task() {
         let mut rows = Budget::every(1).wrap(0..10);
         let mut next = pin!(rows.next());
         let waker = noop_waker();
-        assert!(next.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        assert!(
+            next.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
     });
 }
 
@@ -718,7 +773,12 @@ fn the_clock_thread_sleeps_when_no_budget_ticks() {
         return;
     }
     let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "clock_thread_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "clock_thread_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CLOCK_CHILD, "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -758,7 +818,10 @@ fn clock_thread_child() {
         pendings(every.tick());
     }
     let idle = Budget::slice(Duration::from_millis(1));
-    assert!(clock_thread().is_none(), "clock started before any slice tick");
+    assert!(
+        clock_thread().is_none(),
+        "clock started before any slice tick"
+    );
     drop(idle);
 
     // A slice budget ticking: the clock runs, waking about every millisecond.
@@ -775,7 +838,11 @@ fn clock_thread_child() {
     let (_, before) = clock_thread().expect("clock thread started");
     tick_for(&mut budget, Duration::from_millis(100));
     let (_, after) = clock_thread().expect("clock thread");
-    assert!(after >= before + 10, "{} wake-ups in 100 ms of ticking", after - before);
+    assert!(
+        after >= before + 10,
+        "{} wake-ups in 100 ms of ticking",
+        after - before
+    );
 
     // The budget stops ticking (it is still alive): the clock parks, and
     // stays parked: no wake-up, no CPU.
@@ -804,10 +871,15 @@ fn clock_thread_child() {
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         task.abort();
-        let _ = tokio::time::timeout(TIMEOUT, task).await.expect("timed out");
+        let _ = tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("timed out");
     });
     let (_, woke_for_task) = clock_thread().expect("clock thread");
-    assert!(woke_for_task > woken, "the task's budget did not run the clock");
+    assert!(
+        woke_for_task > woken,
+        "the task's budget did not run the clock"
+    );
     let (_, parked) = clock_parked_for(Duration::from_millis(100));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(clock_thread().expect("clock thread").1, parked);

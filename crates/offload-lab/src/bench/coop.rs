@@ -451,7 +451,10 @@ fn worst_gap(samples: &[Sample], a: Instant, b: Instant) -> f64 {
             } else {
                 0.0
             };
-            clipped.saturating_sub(s.preempted.mul_f64(share)).as_secs_f64() * 1e3
+            clipped
+                .saturating_sub(s.preempted.mul_f64(share))
+                .as_secs_f64()
+                * 1e3
         })
         .fold(0.0, f64::max)
 }
@@ -481,7 +484,12 @@ fn clock_thread() -> Option<(Duration, u64)> {
 
 /// Runs the shifting loop under every setting (`rounds` times, alternately)
 /// and returns its lines; `floor_gap` is the idle ticker's p99 gap (ms).
-fn shifting(trivial: u64, phase: Duration, rounds: usize, floor_gap: f64) -> anyhow::Result<Vec<BenchLine>> {
+fn shifting(
+    trivial: u64,
+    phase: Duration,
+    rounds: usize,
+    floor_gap: f64,
+) -> anyhow::Result<Vec<BenchLine>> {
     let plan = shift_plan(trivial, phase);
     let settings = shift_settings();
     let mut worst = vec![[0.0f64; PHASES.len()]; settings.len()];
@@ -585,7 +593,6 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
             lags[i].extend(r.lags_ms);
         }
     }
-
 
     let mut lines = Vec::new();
     let (floor_p50, floor_p99) = report::percentiles(&mut floor);

@@ -15,16 +15,18 @@
 //! shifting loop; a time slice holds on all three. Writes `sweep.csv` and
 //! `sweep.svg` (throughput against loop lag p99, one panel per loop).
 //!
-//! Throughput is relative to the same loop with no yield check at all. The
+//! Throughput is per CPU time of the loop's thread (wall time off Linux),
+//! relative to the same loop with no yield check at all. The
 //! loops run under `budget.for_each`, whose steps between two budget checks
 //! run in a plain loop: what separates a point from 100 % is the cost of the
 //! yields themselves (large for small N: a trip through tokio's scheduler
 //! costs far more than a thousand 0.3 ns steps).
 
 use std::fmt::{self, Write as _};
+use std::future::Future;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -32,7 +34,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::cpu::{Policy, countdown_coop, steps_per_sec};
+use super::cpu::{Policy, countdown_coop};
 use super::{Label, Probe, Row, loop_until, measure};
 use crate::options::{Common, short};
 
@@ -133,7 +135,8 @@ pub(crate) fn settings() -> Vec<Point> {
 #[derive(Debug)]
 pub(crate) struct Sweep {
     /// One row per point (`work_per_s` in million countdown steps per
-    /// second; a spun step counts as the countdown steps that fit in it).
+    /// second of the loop thread's CPU time; a spun step counts as the
+    /// countdown steps that fit in it).
     pub(crate) rows: Vec<Row>,
     /// Each loop's speed without any yield check, M steps/s.
     pub(crate) bare_msteps_per_s: [f64; 3],
@@ -185,7 +188,7 @@ fn spin(d: Duration) {
 async fn shifting(policy: Policy, start: Instant, deadline: Instant) -> f64 {
     let quarter = deadline.saturating_duration_since(start) / 4;
     let mut budget = policy.budget();
-    let rate = steps_per_sec();
+    let rate = bare_speeds()[0] * 1e6;
     let mut work = 0.0;
     for (phase, cost) in [
         Duration::ZERO,
@@ -221,31 +224,59 @@ async fn shifting(policy: Policy, start: Instant, deadline: Instant) -> f64 {
     work
 }
 
-/// Heavy-loop steps per second with no yield check, measured once per
-/// process (the fastest of short samples, like [`steps_per_sec`]).
-fn heavy_steps_per_sec() -> f64 {
-    static RATE: OnceLock<f64> = OnceLock::new();
-    *RATE.get_or_init(|| {
-        const ITEMS: u64 = 1 << 10;
+/// Runs `fut` and stores the CPU time the calling thread spent meanwhile
+/// (the runtime's only thread: the loop and its ticker), where Linux tells it.
+async fn cpu_timed<F: Future>(out: Arc<Mutex<Option<Duration>>>, fut: F) -> F::Output {
+    let start = thread_cpu();
+    let output = fut.await;
+    if let (Some(a), Some(b)) = (start, thread_cpu()) {
+        *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(b.saturating_sub(a));
+    }
+    output
+}
+
+/// Time the calling thread has spent on a CPU (Linux); `None` elsewhere.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Steps per second of `run(n)` doing `n` steps, with no yield check:
+/// the fastest of short samples over about 60 ms (a slow sample means the
+/// thread was preempted, not that the loop is slow). Measured per process.
+fn best_rate(cell: &OnceLock<f64>, steps: u64, run: impl Fn(u64)) -> f64 {
+    *cell.get_or_init(|| {
+        run(steps); // warm up
         let start = Instant::now();
         let mut best = Duration::MAX;
         while start.elapsed() < Duration::from_millis(60) {
             let t = Instant::now();
-            for _ in 0..black_box(ITEMS) {
-                heavy_item();
-            }
+            run(black_box(steps));
             best = best.min(t.elapsed());
         }
-        (ITEMS * HEAVY_STEPS) as f64 / best.as_secs_f64().max(1e-9)
+        steps as f64 / best.as_secs_f64().max(1e-9)
     })
 }
 
 /// Each loop's speed with no yield check, M steps/s, in [`Workload::ALL`]
-/// order. The shifting loop's spun steps count at the light loop's speed,
-/// so its no-yield speed is the light loop's.
+/// order: the same loop bodies as the points, without a budget. The
+/// shifting loop's spun steps count at the light loop's speed, so its
+/// no-yield speed is the light loop's.
 fn bare_speeds() -> [f64; 3] {
-    let light = steps_per_sec() / 1e6;
-    [light, heavy_steps_per_sec() / 1e6, light]
+    static LIGHT: OnceLock<f64> = OnceLock::new();
+    static HEAVY: OnceLock<f64> = OnceLock::new();
+    let light = best_rate(&LIGHT, 1 << 20, |n| {
+        for i in (0..n).rev() {
+            black_box(i);
+        }
+    });
+    let heavy = best_rate(&HEAVY, (1 << 10) * HEAVY_STEPS, |n| {
+        for _ in 0..n / HEAVY_STEPS {
+            heavy_item();
+        }
+    });
+    [light / 1e6, heavy / 1e6, light / 1e6]
 }
 
 /// Runs every point for `duration` and writes `out/sweep.{csv,svg}`.
@@ -257,6 +288,8 @@ pub(crate) fn sweep(
     mut progress: impl FnMut(usize, usize, &str),
 ) -> anyhow::Result<Sweep> {
     let all = settings();
+    // Measured first: the shifting loop counts its spun steps with it.
+    let bare = bare_speeds();
     let mut rows = Vec::new();
     for (i, point) in all.iter().copied().enumerate() {
         progress(i, all.len(), &point.to_string());
@@ -267,27 +300,43 @@ pub(crate) fn sweep(
             unit: "Msteps",
         };
         let policy = point.policy;
-        let row = match point.workload {
+        let cpu = Arc::new(Mutex::new(None));
+        let on_cpu = cpu.clone();
+        let mut row = match point.workload {
             Workload::Light => measure(probe, label, duration, move |deadline| {
-                loop_until(1, deadline, move || async move {
-                    Ok(countdown_coop(u64::MAX, policy, deadline).await as f64 / 1e6)
-                })
+                cpu_timed(
+                    on_cpu,
+                    loop_until(1, deadline, move || async move {
+                        Ok(countdown_coop(u64::MAX, policy, deadline).await as f64 / 1e6)
+                    }),
+                )
             })?,
             Workload::Heavy => measure(probe, label, duration, move |deadline| {
-                loop_until(1, deadline, move || async move {
-                    Ok(heavy_countdown(policy, deadline).await as f64 / 1e6)
-                })
+                cpu_timed(
+                    on_cpu,
+                    loop_until(1, deadline, move || async move {
+                        Ok(heavy_countdown(policy, deadline).await as f64 / 1e6)
+                    }),
+                )
             })?,
             Workload::Shifting => measure(probe, label, duration, move |deadline| {
                 let start = deadline.checked_sub(duration).unwrap_or(deadline);
-                loop_until(1, deadline, move || async move {
-                    Ok(shifting(policy, start, deadline).await / 1e6)
-                })
+                cpu_timed(
+                    on_cpu,
+                    loop_until(1, deadline, move || async move {
+                        Ok(shifting(policy, start, deadline).await / 1e6)
+                    }),
+                )
             })?,
         };
+        // Throughput per CPU time of the loop's thread where Linux tells it:
+        // other processes on a shared machine then do not count.
+        let cpu = *cpu.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cpu) = cpu.filter(|d| !d.is_zero()) {
+            row.work_per_s = row.work / cpu.as_secs_f64();
+        }
         rows.push(row);
     }
-    let bare = bare_speeds();
     std::fs::create_dir_all(out)?;
     let csv = out.join("sweep.csv");
     let svg = out.join("sweep.svg");
@@ -350,6 +399,10 @@ fn short_label(policy: Policy) -> String {
         Policy::Slice(d) => short(d),
     }
 }
+
+/// The colours of the count and time-slice series.
+const BLUE_LINE: RGBColor = RGBColor(31, 90, 200);
+const RED_LINE: RGBColor = RGBColor(210, 40, 40);
 
 /// The label font's size, px, and the width of one of its characters.
 const FONT_PX: i32 = 12;
@@ -449,7 +502,7 @@ fn plot(points: &[Point], rows: &[Row], bare: [f64; 3], path: &Path) -> anyhow::
 
     let root = SVGBackend::new(path, (1500, 600)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(70);
+    let (title, body) = root.split_vertically(96);
     title.draw(&Text::new(
         "Yield every N steps or every time slice: throughput against loop lag",
         (750, 12),
@@ -467,6 +520,7 @@ fn plot(points: &[Point], rows: &[Row], bare: [f64; 3], path: &Path) -> anyhow::
             .color(&BLACK.mix(0.75))
             .pos(Pos::new(HPos::Center, VPos::Top)),
     ))?;
+    legend(&title, 80)?;
     let panels = body.split_evenly((1, 3));
     for (panel, workload) in panels.iter().zip(Workload::ALL) {
         plot_panel(panel, workload, points, rows, bare, (x_min, x_max, y_max))?;
@@ -511,18 +565,10 @@ fn plot_panel(
         [(x_min, 90.0), (2.0, y_max)],
         GREEN.mix(0.1).filled(),
     )])?;
-    chart.draw_series([Text::new(
-        "fast and on time",
-        (x_min * 1.08, y_max - 2.0),
-        ("sans-serif", 11).into_font().color(&GREEN.mix(0.9)),
-    )])?;
-    chart
-        .draw_series(LineSeries::new(
-            [(x_min, 100.0), (x_max, 100.0)],
-            BLACK.mix(0.35).stroke_width(1),
-        ))?
-        .label("no yield check (100 %)")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.35)));
+    chart.draw_series(LineSeries::new(
+        [(x_min, 100.0), (x_max, 100.0)],
+        BLACK.mix(0.35).stroke_width(1),
+    ))?;
 
     let mine: Vec<(Point, &Row)> = points
         .iter()
@@ -541,17 +587,10 @@ fn plot_panel(
         .filter(|(p, _)| matches!(p.policy, Policy::Slice(_)))
         .map(|(p, r)| xy(p, r))
         .collect();
-    let blue = RGBColor(31, 90, 200);
-    let red = RGBColor(210, 40, 40);
-    chart
-        .draw_series(LineSeries::new(every.clone(), blue.stroke_width(2)))?
-        .label("yield every N steps")
-        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], blue.stroke_width(2)));
+    let (blue, red) = (BLUE_LINE, RED_LINE);
+    chart.draw_series(LineSeries::new(every.clone(), blue.stroke_width(2)))?;
     chart.draw_series(every.iter().map(|p| Circle::new(*p, 5, blue.filled())))?;
-    chart
-        .draw_series(LineSeries::new(slice.clone(), red.stroke_width(2)))?
-        .label("yield every time slice")
-        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], red.stroke_width(2)));
+    chart.draw_series(LineSeries::new(slice.clone(), red.stroke_width(2)))?;
     chart.draw_series(
         slice
             .iter()
@@ -568,7 +607,9 @@ fn plot_panel(
     let anchors = place_labels(&pixels, &labels, (xs.start, ys.start, xs.end, ys.end));
     let root = chart.plotting_area().strip_coord_spec();
     let (ox, oy) = root.get_base_pixel();
-    for (((p, _), label), (&anchor, &at)) in mine.iter().zip(&labels).zip(anchors.iter().zip(&pixels)) {
+    for (((p, _), label), (&anchor, &at)) in
+        mine.iter().zip(&labels).zip(anchors.iter().zip(&pixels))
+    {
         let color = match p.policy {
             Policy::Every(_) => blue,
             Policy::Slice(_) => red,
@@ -587,6 +628,16 @@ fn plot_panel(
                 color.mix(0.4).stroke_width(1),
             ))?;
         }
+        // A white box behind the label keeps it readable across lines.
+        let (lx, ly) = local(anchor);
+        let width = label.chars().count() as i32 * CHAR_PX;
+        root.draw(&Rectangle::new(
+            [
+                (lx - 1, ly - FONT_PX / 2 - 1),
+                (lx + width, ly + FONT_PX / 2 + 1),
+            ],
+            WHITE.mix(0.85).filled(),
+        ))?;
         root.draw(&Text::new(
             label.clone(),
             local(anchor),
@@ -597,14 +648,46 @@ fn plot_panel(
         ))?;
     }
 
-    if workload == Workload::Light {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
-    }
+    Ok(())
+}
+
+/// The legend, one row under the title (inside a panel it would cover
+/// points).
+fn legend(area: &DrawingArea<SVGBackend<'_>, Shift>, y: i32) -> anyhow::Result<()> {
+    let font = ("sans-serif", 13).into_font().color(&BLACK.mix(0.8));
+    let text = |s: &str, x: i32| {
+        Text::new(
+            s.to_owned(),
+            (x, y),
+            font.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+        )
+    };
+    let mut x = 330;
+    area.draw(&PathElement::new(
+        [(x, y), (x + 24, y)],
+        BLUE_LINE.stroke_width(2),
+    ))?;
+    area.draw(&Circle::new((x + 12, y), 5, BLUE_LINE.filled()))?;
+    area.draw(&text("yield every N steps", x + 32))?;
+    x += 200;
+    area.draw(&PathElement::new(
+        [(x, y), (x + 24, y)],
+        RED_LINE.stroke_width(2),
+    ))?;
+    area.draw(&Rectangle::new(
+        [(x + 7, y - 5), (x + 17, y + 5)],
+        RED_LINE.filled(),
+    ))?;
+    area.draw(&text("yield every time slice", x + 32))?;
+    x += 215;
+    area.draw(&PathElement::new([(x, y), (x + 24, y)], BLACK.mix(0.35)))?;
+    area.draw(&text("no yield check (100 %)", x + 32))?;
+    x += 210;
+    area.draw(&Rectangle::new(
+        [(x, y - 7), (x + 24, y + 7)],
+        GREEN.mix(0.1).filled(),
+    ))?;
+    area.draw(&text("fast and on time: lag ≤ 2 ms, speed ≥ 90 %", x + 32))?;
     Ok(())
 }
 
@@ -652,7 +735,14 @@ mod tests {
     fn labels_of_neighbouring_points_do_not_overlap() {
         // Five points within a few pixels of each other, as the fast count
         // budgets and the slices land near (1 ms, 100 %), and one apart.
-        let points = [(200, 100), (204, 102), (208, 99), (203, 106), (199, 103), (400, 300)];
+        let points = [
+            (200, 100),
+            (204, 102),
+            (208, 99),
+            (203, 106),
+            (199, 103),
+            (400, 300),
+        ];
         let labels: Vec<String> = ["N=10k", "N=100k", "N=1M", "100µs", "1ms", "N=10"]
             .iter()
             .map(|s| s.to_string())
@@ -662,16 +752,30 @@ mod tests {
         let rects: Vec<Rect> = anchors
             .iter()
             .zip(&labels)
-            .map(|(&(x, y), l)| (x, y - h / 2, x + l.chars().count() as i32 * CHAR_PX, y + h / 2))
+            .map(|(&(x, y), l)| {
+                (
+                    x,
+                    y - h / 2,
+                    x + l.chars().count() as i32 * CHAR_PX,
+                    y + h / 2,
+                )
+            })
             .collect();
         for (i, a) in rects.iter().enumerate() {
             for b in &rects[i + 1..] {
                 assert_eq!(overlap(*a, *b), 0, "labels {a:?} and {b:?} overlap");
             }
             for &(x, y) in &points {
-                assert_eq!(overlap(*a, (x - 5, y - 5, x + 5, y + 5)), 0, "{a:?} covers a point");
+                assert_eq!(
+                    overlap(*a, (x - 5, y - 5, x + 5, y + 5)),
+                    0,
+                    "{a:?} covers a point"
+                );
             }
-            assert!(a.0 >= 0 && a.1 >= 0 && a.2 <= 600 && a.3 <= 400, "{a:?} outside");
+            assert!(
+                a.0 >= 0 && a.1 >= 0 && a.2 <= 600 && a.3 <= 400,
+                "{a:?} outside"
+            );
         }
         // A label with room beside its point stays right next to it.
         assert_eq!(anchors[5], (408, 300));
