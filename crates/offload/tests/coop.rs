@@ -289,19 +289,38 @@ fn slice_yields_by_time_not_on_every_tick() {
 
 #[test]
 fn slice_restarts_after_a_yield() {
-    // The time a task waits after yielding is not charged to its next slice.
+    // The time a task waits after yielding is not charged to its next
+    // slice; the step after the yield is.
     let mut budget = Budget::slice(Duration::from_millis(20));
-    let spin = |d: Duration| {
-        let t = Instant::now();
-        while t.elapsed() < d {}
-    };
     // Spend the first slice: a tick after 25 ms of work yields.
     assert_eq!(pendings(budget.tick()), 0);
     spin(Duration::from_millis(25));
-    assert_eq!(pendings(budget.tick()), 1);
-    // Waiting (in the run queue, say) 25 ms: the next tick starts a slice.
-    std::thread::sleep(Duration::from_millis(25));
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    {
+        let mut tick = budget.tick();
+        assert!(Pin::new(&mut tick).poll(&mut cx).is_pending());
+        // Waiting 25 ms in the run queue before being polled again.
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(Pin::new(&mut tick).poll(&mut cx).is_ready());
+    }
+    // A fresh slice: the next tick does not yield...
     assert_eq!(pendings(budget.tick()), 0);
+    // ...and one 25 ms step after the yield spends it.
+    spin(Duration::from_millis(25));
+    assert_eq!(pendings(budget.tick()), 1);
+}
+
+#[test]
+fn steps_longer_than_the_slice_yield_after_each_step() {
+    // With 3 ms steps and a 1 ms slice, every tick yields: the step right
+    // after a yield counts in the new slice.
+    let mut budget = Budget::slice(Duration::from_millis(1));
+    assert_eq!(pendings(budget.tick()), 0, "the first tick opens the slice");
+    for step in 0..5 {
+        spin(Duration::from_millis(3));
+        assert_eq!(pendings(budget.tick()), 1, "step {step}");
+    }
 }
 
 /// A 10 ms ticker beside a ~400 ms CPU loop on a current-thread runtime:
@@ -675,11 +694,16 @@ fn absurd_slices_have_documented_results() {
         0
     );
 
-    // 1 ns: shorter than a clock read. The tick that opens a slice never
-    // yields, the next one finds it spent: every other tick yields.
+    // 1 ns: shorter than a clock read. The first tick opens the slice, and
+    // every later one finds it spent (each yield opens the next slice).
     let mut budget = Budget::slice(Duration::from_nanos(1));
     let yields = yielding_ticks(&mut budget, 100);
-    assert_eq!(yields, (1..=50).map(|k| 2 * k).collect::<Vec<_>>());
+    assert_eq!(yields, (2..=100).collect::<Vec<_>>());
+    // With `should_yield`, the budget does not see a yield end: the tick
+    // after each yield opens the next slice.
+    let mut budget = Budget::slice(Duration::from_nanos(1));
+    let got: Vec<bool> = (0..6).map(|_| budget.should_yield()).collect();
+    assert_eq!(got, [false, true, false, true, false, true]);
 }
 
 #[test]

@@ -110,9 +110,11 @@ impl Budget {
     ///
     /// Every `Duration` is accepted, none panics or overflows:
     /// `Duration::ZERO` yields on every tick; a slice shorter than the time
-    /// between two ticks (say 1 ns) yields on every other tick, since the
-    /// tick that opens a slice never yields; a slice longer than the loop
-    /// (up to `Duration::MAX`) never yields.
+    /// between two ticks (say 1 ns) yields on every tick but the first (the
+    /// tick that opens a slice never yields; with
+    /// [`should_yield`](Budget::should_yield), whose yields the budget does
+    /// not see end, on every other tick); a slice longer than the loop (up
+    /// to `Duration::MAX`) never yields.
     ///
     /// # Examples
     ///
@@ -220,8 +222,18 @@ impl Budget {
     }
 
     /// Polls the yield begun by [`Budget::begin_yield`].
+    ///
+    /// When the yield ends, a slice budget opens its next slice: the time
+    /// the task waited to be polled again is not charged to it, and the
+    /// step that follows is.
     pub(crate) fn poll_yield(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.yielder.poll(cx)
+        let poll = self.yielder.poll(cx);
+        if poll.is_ready() {
+            if let Kind::Slice(clock) = &mut self.kind {
+                self.countdown = clock.open();
+            }
+        }
+        poll
     }
 
     /// Counts one step and tells whether the caller should yield now: the
@@ -229,7 +241,8 @@ impl Budget {
     ///
     /// When it returns `true` the budget starts over, assuming the caller
     /// yields at once (or does not need to: a loop may also use it to
-    /// return early and let its caller yield).
+    /// return early and let its caller yield); a slice budget opens its next
+    /// slice at the next tick, since it does not see the yield end.
     ///
     /// # Examples
     ///

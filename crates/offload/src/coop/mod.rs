@@ -79,8 +79,9 @@
 //! reads the clock on a schedule it learns from the loop's own rate, about 8
 //! times per slice, the last read aimed at the slice's end: a steady loop's
 //! slices end on time, late by a small fraction of the slice, not by up to
-//! a millisecond. After a yield the next tick starts a fresh slice: time
-//! spent waiting in the run queue is not charged to the task.
+//! a millisecond. When a yield ends, a fresh slice starts: time spent
+//! waiting in the run queue is not charged to the task, and the step after
+//! the yield is (so steps longer than the slice yield after each step).
 //!
 //! The clock starts at the first tick of the first slice budget (count
 //! budgets never start it) and parks once no budget has read the clock for

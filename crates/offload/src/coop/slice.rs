@@ -17,8 +17,9 @@
 //! The stride is learned at each read from the ticks since the previous read
 //! and the time they took: grown by at most 4× per read (one noisy fast
 //! interval cannot push the next read far out), shrunk at once when an
-//! interval overran. After a yield the next tick opens a fresh slice: time
-//! spent waiting in the run queue is not charged to the task.
+//! interval overran. A yield that ends (its future polled to `Ready`) opens
+//! a fresh slice: time spent waiting in the run queue is not charged to the
+//! task, and the step after the yield is.
 //!
 //! The reasoning and the measurements behind this are in `README.md`.
 
@@ -72,6 +73,25 @@ impl SliceClock {
         self.seen
     }
 
+    /// Opens a new slice now: called when a yield ends, so that the step
+    /// that follows it counts in the new slice while the time spent waiting
+    /// to be polled again does not. Returns the ticks until the next read.
+    pub(crate) fn open(&mut self) -> u32 {
+        if self.slice_ns == 0 {
+            return 1; // the next tick finds the (empty) slice spent
+        }
+        self.seen = epoch::now();
+        self.open_at(Instant::now())
+    }
+
+    fn open_at(&mut self, now: Instant) -> u32 {
+        epoch::visit();
+        self.slice_start = Some(now);
+        self.last_check = now;
+        self.armed = self.stride;
+        self.armed
+    }
+
     /// Forgets the current slice: the next check starts a new one.
     pub(crate) fn restart(&mut self) {
         self.slice_start = None;
@@ -84,16 +104,14 @@ impl SliceClock {
         let now = Instant::now();
         self.seen = epoch::now();
         let Some(start) = self.slice_start else {
-            // First tick after a yield (or ever): open a new slice. With a
+            // First tick ever, or after a yield that was not seen to end (a
+            // dropped tick, `should_yield`): open a new slice. With a
             // zero-length slice it is spent already.
-            self.last_check = now;
             if self.slice_ns == 0 {
+                self.last_check = now;
                 return (true, 1);
             }
-            epoch::visit();
-            self.slice_start = Some(now);
-            self.armed = self.stride;
-            return (false, self.armed);
+            return (false, self.open_at(now));
         };
         epoch::visit();
 
