@@ -225,7 +225,9 @@ impl Budget {
     ///
     /// When the yield ends, a slice budget opens its next slice: the time
     /// the task waited to be polled again is not charged to it, and the
-    /// step that follows is.
+    /// step that follows is. Never inlined: it must not bloat the poll of a
+    /// tick that does not yield, which every step of a loop runs.
+    #[inline(never)]
     pub(crate) fn poll_yield(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let poll = self.yielder.poll(cx);
         if poll.is_ready() {
