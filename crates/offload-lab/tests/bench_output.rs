@@ -118,4 +118,19 @@ fn coop() {
             .filter(|l| l["case"].as_str().unwrap().ends_with("_throughput"))
             .all(|l| l["better"] == "higher")
     );
+    // The shifting loop: the ticker's worst gap in each phase, for each
+    // setting, against the idle timer's floor.
+    for phase in ["trivial", "20us", "2ms", "trivial_again"] {
+        let case = format!("shift_max_gap_{phase}");
+        for ours in ["slice_1ms", "every_1000", "every_1000000", "bare_loop"] {
+            assert!(
+                lines.iter().any(|l| l["case"] == case.as_str()
+                    && l["ours"] == ours
+                    && l["peer"] == "idle_timer_floor"
+                    && l["unit"] == "ms"
+                    && l["better"] == "lower"),
+                "{case} for {ours} missing"
+            );
+        }
+    }
 }

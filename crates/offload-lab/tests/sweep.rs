@@ -1,5 +1,6 @@
-//! `offload-lab sweep`: writes a CSV with one line per setting and an SVG
-//! plot that is well-formed XML-ish text.
+//! `offload-lab sweep`: writes a CSV with one line per point (nine settings
+//! on each of three loops) and an SVG plot, with a panel per loop, that is
+//! well-formed XML-ish text.
 
 mod common;
 use common::*;
@@ -17,7 +18,21 @@ fn smoke_sweep_writes_csv_and_svg() {
         dir.to_str().unwrap(),
     ]);
     let lines = json_lines(&out);
-    assert_eq!(rows(&lines).len(), 9, "six counts and three slices");
+    let rows = rows(&lines);
+    assert_eq!(
+        rows.len(),
+        27,
+        "six counts and three slices, on three loops"
+    );
+    for workload in ["light", "heavy", "shifting"] {
+        for setting in ["every=1000000", "slice=1ms"] {
+            let name = format!("{workload} {setting}");
+            assert!(
+                rows.iter().any(|r| r["setting"] == name.as_str()),
+                "no {name} row"
+            );
+        }
+    }
     let files = lines
         .iter()
         .find(|v| v["kind"] == "files")
@@ -30,19 +45,28 @@ fn smoke_sweep_writes_csv_and_svg() {
     let csv = std::fs::read_to_string(dir.join("sweep.csv")).unwrap();
     let csv_lines: Vec<&str> = csv.lines().collect();
     assert!(
-        csv_lines[0].starts_with("kind,setting,msteps_per_s,"),
+        csv_lines[0].starts_with("workload,kind,setting,msteps_per_s,percent_of_bare,"),
         "{csv}"
     );
     assert_eq!(
         csv_lines.len(),
-        1 + 9 + 1,
-        "header, settings, reference: {csv}"
+        1 + 27 + 3,
+        "header, points, a reference per loop: {csv}"
     );
-    assert!(csv_lines.iter().any(|l| l.starts_with("every,every=1000,")));
     assert!(
         csv_lines
             .iter()
-            .any(|l| l.starts_with("slice,slice=100µs,"))
+            .any(|l| l.starts_with("light,every,every=1000,"))
+    );
+    assert!(
+        csv_lines
+            .iter()
+            .any(|l| l.starts_with("heavy,slice,slice=100µs,"))
+    );
+    assert!(
+        csv_lines
+            .iter()
+            .any(|l| l.starts_with("shifting,none,no yield,"))
     );
 
     let svg = std::fs::read_to_string(dir.join("sweep.svg")).unwrap();
@@ -53,7 +77,17 @@ fn smoke_sweep_writes_csv_and_svg() {
     );
     assert!(svg.trim_end().ends_with("</svg>"));
     assert_balanced(&svg);
-    assert!(svg.contains("every=1000") && svg.contains("slice=1ms"));
+    // A panel per loop, short point labels.
+    for text in [
+        "light steps",
+        "heavy steps",
+        "shifting",
+        "N=1k",
+        "N=1M",
+        "1ms",
+    ] {
+        assert!(svg.contains(text), "{text} missing from the plot");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -184,10 +184,23 @@ struct Run {
     steps_per_s: f64,
     /// How late each ticker wake-up that overlapped the countdown was, in ms.
     lags_ms: Vec<f64>,
+    /// CPU time of the runtime thread during the countdown (wall time where
+    /// that is unknown).
+    cpu: Duration,
 }
 
-/// One ticker sample: when it went to sleep, when it woke, how late (ms).
-type Sample = (Instant, Instant, f64);
+/// One ticker wake-up.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// When the ticker went to sleep.
+    from: Instant,
+    /// When it woke.
+    woke: Instant,
+    /// How late it woke, minus `preempted`, in ms.
+    late_ms: f64,
+    /// Time the OS kept the runtime thread waiting for a CPU meanwhile.
+    preempted: Duration,
+}
 
 /// Spawns the ticker: sleeps `TICK` in a loop and records every wake-up.
 ///
@@ -213,7 +226,12 @@ fn spawn_ticker(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Sample>> {
                 .saturating_duration_since(from)
                 .saturating_sub(TICK)
                 .saturating_sub(preempted);
-            samples.push((from, woke, late.as_secs_f64() * 1e3));
+            samples.push(Sample {
+                from,
+                woke,
+                late_ms: late.as_secs_f64() * 1e3,
+                preempted,
+            });
         }
         samples
     })
@@ -280,8 +298,8 @@ fn run_one(case: Case, steps: u64, idle: Duration) -> anyhow::Result<Run> {
 
         let lags_ms = samples
             .iter()
-            .filter(|(from, woke, _)| *from < end && *woke > start)
-            .map(|s| s.2)
+            .filter(|s| s.from < end && s.woke > start)
+            .map(|s| s.late_ms)
             .collect();
         // On-CPU time of this thread (the runtime's only one) when Linux
         // tells it: other processes sharing the machine then do not count.
@@ -292,6 +310,7 @@ fn run_one(case: Case, steps: u64, idle: Duration) -> anyhow::Result<Run> {
         Ok(Run {
             steps_per_s: steps as f64 / secs,
             lags_ms,
+            cpu: Duration::from_secs_f64(secs),
         })
     })
 }
@@ -324,6 +343,195 @@ fn ns_per_step(rounds: usize, steps: u64, mut f: impl FnMut(u64)) -> f64 {
             t.elapsed().as_nanos() as f64 / steps as f64
         })
         .fold(f64::INFINITY, f64::min)
+}
+
+// ---- The shifting loop ------------------------------------------------------
+
+/// The phases of the shifting loop: name, and what one step costs (zero:
+/// a trivial step, one multiply).
+const PHASES: [(&str, Duration); 4] = [
+    ("trivial", Duration::ZERO),
+    ("20us", Duration::from_micros(20)),
+    ("2ms", Duration::from_millis(2)),
+    ("trivial_again", Duration::ZERO),
+];
+
+/// The settings the shifting loop runs under.
+fn shift_settings() -> [Setting; 4] {
+    [
+        Setting::Slice(Duration::from_millis(1)),
+        Setting::Every(1_000),
+        Setting::Every(1_000_000),
+        Setting::Bare,
+    ]
+}
+
+/// Steps in each phase: `trivial` trivial steps, and as many costly steps
+/// as fill `phase`.
+fn shift_plan(trivial: u64, phase: Duration) -> [u64; 4] {
+    PHASES.map(|(_, cost)| {
+        if cost.is_zero() {
+            trivial
+        } else {
+            u64::try_from(phase.as_nanos() / cost.as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        }
+    })
+}
+
+/// Burns `d` of CPU: a step of known cost.
+fn spin(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// The shifting loop, written as a user would: a tick awaited after every
+/// step (no budget: no yield at all). Returns when each phase began, and
+/// when the loop ended.
+async fn shifting_loop(plan: [u64; 4], mut budget: Option<Budget>) -> Vec<Instant> {
+    let mut marks = Vec::with_capacity(PHASES.len() + 1);
+    let mut x = 0;
+    for (&(_, cost), &steps) in PHASES.iter().zip(&plan) {
+        marks.push(Instant::now());
+        for n in (0..black_box(steps)).rev() {
+            if !cost.is_zero() {
+                spin(cost);
+            }
+            x = step(x, n);
+            if let Some(budget) = budget.as_mut() {
+                budget.tick().await;
+            }
+        }
+    }
+    marks.push(Instant::now());
+    black_box(x);
+    marks
+}
+
+/// Runs the shifting loop under `setting` beside the ticker, on a fresh
+/// current-thread runtime; returns the phase marks and the ticker's samples.
+fn run_shift(setting: Setting, plan: [u64; 4]) -> anyhow::Result<(Vec<Instant>, Vec<Sample>)> {
+    let budget = match setting {
+        Setting::Every(n) => Some(Budget::every(n)),
+        Setting::Slice(d) => Some(Budget::slice(d)),
+        _ => None,
+    }
+    .map(|b| b.yield_with(tokio::task::yield_now));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    rt.block_on(async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = spawn_ticker(stop.clone());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let marks = tokio::spawn(shifting_loop(plan, budget)).await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        stop.store(true, Ordering::Relaxed);
+        let samples = tokio::time::timeout(Duration::from_secs(5), ticker).await??;
+        Ok((marks, samples))
+    })
+}
+
+/// The ticker's worst gap within `[a, b]`, in ms: the longest stretch of
+/// that window in which the ticker was asleep or waiting to run, less the
+/// share of its run-queue waits (other processes) that falls in the window.
+/// A loop that never yields in a phase shows the whole phase.
+fn worst_gap(samples: &[Sample], a: Instant, b: Instant) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.from < b && s.woke > a)
+        .map(|s| {
+            let clipped = s.woke.min(b).saturating_duration_since(s.from.max(a));
+            let whole = s.woke.saturating_duration_since(s.from).as_secs_f64();
+            let share = if whole > 0.0 {
+                clipped.as_secs_f64() / whole
+            } else {
+                0.0
+            };
+            clipped
+                .saturating_sub(s.preempted.mul_f64(share))
+                .as_secs_f64()
+                * 1e3
+        })
+        .fold(0.0, f64::max)
+}
+
+/// `offload-coop` (the slice budgets' clock thread) in `/proc/self/task`:
+/// its CPU time and voluntary context switches (= wake-ups), Linux only.
+fn clock_thread() -> Option<(Duration, u64)> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != "offload-coop" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+        let cpu = Duration::from_nanos(stat.split_whitespace().next()?.parse().ok()?);
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        let wakeups = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        return Some((cpu, wakeups));
+    }
+    None
+}
+
+/// Runs the shifting loop under every setting (`rounds` times, alternately)
+/// and returns its lines; `floor_gap` is the idle ticker's p99 gap (ms).
+fn shifting(
+    trivial: u64,
+    phase: Duration,
+    rounds: usize,
+    floor_gap: f64,
+) -> anyhow::Result<Vec<BenchLine>> {
+    let plan = shift_plan(trivial, phase);
+    let settings = shift_settings();
+    let mut worst = vec![[0.0f64; PHASES.len()]; settings.len()];
+    for _ in 0..rounds {
+        for (i, &setting) in settings.iter().enumerate() {
+            let (marks, samples) = run_shift(setting, plan)?;
+            for (p, w) in worst[i].iter_mut().enumerate() {
+                *w = w.max(worst_gap(&samples, marks[p], marks[p + 1]));
+            }
+        }
+    }
+    eprintln!(
+        "shifting loop ({rounds} round(s); phases of {} trivial steps, {} × 20 µs, {} × 2 ms, {} \
+         trivial; a tick awaited after each step): worst ticker gap minus the idle ticker's \
+         p99 gap ({floor_gap:.3} ms)",
+        plan[0], plan[1], plan[2], plan[3]
+    );
+    eprint!("{:<26}", "setting");
+    for (name, _) in PHASES {
+        eprint!(" {name:>14}");
+    }
+    eprintln!();
+    let mut lines = Vec::new();
+    for (setting, worst) in settings.iter().zip(&worst) {
+        let name = setting.name();
+        eprint!("{name:<26}");
+        for (&(phase, _), &gap) in PHASES.iter().zip(worst) {
+            eprint!(" {:>11.3} ms", gap - floor_gap);
+            lines.push(BenchLine::new(
+                SUITE,
+                &format!("shift_max_gap_{phase}"),
+                &name,
+                "idle_timer_floor",
+                "ms",
+                gap,
+                floor_gap,
+                Better::Lower,
+            ));
+        }
+        eprintln!();
+    }
+    Ok(lines)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -366,10 +574,21 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     let mut floor: Vec<f64> = Vec::new();
     let mut speed: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut lags: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    // The clock thread's CPU is summed over the `slice_1ms` runs.
+    let mut clock_cpu = Duration::ZERO;
+    let mut clock_wakeups = 0;
+    let mut clock_watched = Duration::ZERO;
     for _ in 0..rounds {
         floor.extend(run_one(light(Setting::Bare), 0, idle)?.lags_ms);
         for (i, &case) in cases.iter().enumerate() {
+            let watch = !case.heavy && matches!(case.setting, Setting::Slice(d) if d == ms(1));
+            let before = clock_thread();
             let r = run_one(case, steps, idle)?;
+            if let (true, Some(b), Some(a)) = (watch, before, clock_thread()) {
+                clock_cpu += a.0.saturating_sub(b.0);
+                clock_wakeups += a.1.saturating_sub(b.1);
+                clock_watched += r.cpu;
+            }
             speed[i].push(r.steps_per_s);
             lags[i].extend(r.lags_ms);
         }
@@ -444,6 +663,52 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
                 p,
                 Better::Lower,
             ));
+        }
+    }
+
+    // The shifting loop: step costs change under the budget's feet.
+    let (phase, shift_rounds) = if args.quick {
+        (Duration::from_millis(40), 1)
+    } else {
+        (Duration::from_millis(500), 2)
+    };
+    lines.extend(shifting(
+        calibrate(phase),
+        phase,
+        shift_rounds,
+        // The idle ticker's p99 gap: the timer's own floor, without the
+        // rare outlier that an idle run's maximum can be.
+        floor_p99 + TICK.as_secs_f64() * 1e3,
+    )?);
+
+    // What the slice budgets' clock thread cost: its CPU time against the
+    // CPU time of the loops it watched, and whether it parked afterwards.
+    if clock_watched > Duration::ZERO {
+        let watched = clock_watched.as_secs_f64() * 1e3;
+        let clock_ms = clock_cpu.as_secs_f64() * 1e3;
+        eprintln!(
+            "clock thread: {clock_ms:.1} ms of CPU and {clock_wakeups} wake-ups while the \
+             slice_1ms cases ran ({watched:.0} ms of loop CPU)"
+        );
+        lines.push(BenchLine::new(
+            SUITE,
+            "clock_cpu_slice_1ms",
+            "clock_thread",
+            "slice_1ms_loop",
+            "ms",
+            clock_ms,
+            watched,
+            Better::Lower,
+        ));
+    }
+    if let Some((cpu0, wake0)) = clock_thread() {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some((cpu1, wake1)) = clock_thread() {
+            eprintln!(
+                "clock thread with no budget ticking, 300 ms: {:.3} ms of CPU, {} wake-ups",
+                cpu1.saturating_sub(cpu0).as_secs_f64() * 1e3,
+                wake1.saturating_sub(wake0)
+            );
         }
     }
 

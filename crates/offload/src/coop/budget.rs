@@ -1,5 +1,6 @@
 //! [`Budget`]: decide cheaply when a loop should yield.
 
+use super::epoch;
 use super::slice::SliceClock;
 use super::yielder::Yielder;
 use std::future::Future;
@@ -38,6 +39,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Budget {
     /// Ticks left before the slow path runs; always at least 1 between calls.
+    /// A slice budget also takes the slow path when the epoch moves.
     countdown: u32,
     kind: Kind,
     /// How a spent tick yields, and the yield in progress.
@@ -48,7 +50,8 @@ pub struct Budget {
 enum Kind {
     /// Yield every `n` ticks.
     Every(u32),
-    /// Yield when the slice is spent; the countdown is the clock-check stride.
+    /// Yield when the slice is spent; the countdown is the clock-read stride,
+    /// and a moved epoch triggers a read too.
     Slice(SliceClock),
 }
 
@@ -58,8 +61,10 @@ impl Budget {
     ///
     /// This is the seed's `await asyncio.sleep(0)` every N steps. Its
     /// trouble is choosing `n`: the right value depends on how long a step
-    /// takes, on this machine, for this input. [`Budget::slice`] measures
-    /// that instead.
+    /// takes, on this machine, for this input, and a count that suits cheap
+    /// steps lets costly ones stall the executor. [`Budget::slice`] yields
+    /// by time instead. A count budget never reads the clock and never
+    /// starts the clock thread.
     ///
     /// # Panics
     ///
@@ -90,15 +95,26 @@ impl Budget {
     /// A budget that yields once the task has run for `slice` since it last
     /// yielded (or since its first tick).
     ///
-    /// It does not read the clock on every tick: it learns how many ticks
-    /// pass between two clock reads so that it checks about 8 times per
-    /// slice, and ends a slice late by a small fraction of it (plus the
-    /// length of one step: a single step is never interrupted). See the
-    /// [module docs](super#how-a-slice-budget-reads-the-clock).
+    /// It does not read the clock on every tick: a tick compares a counter
+    /// that a background thread advances every millisecond while budgets
+    /// tick, and reads the clock when it moved, or when a stride learned
+    /// from the loop's rate runs out (about 8 reads per slice). A slice ends
+    /// late by at most about a millisecond plus one step (a single step is
+    /// never interrupted), whatever the steps cost before; in a steady loop,
+    /// by a small fraction of the slice. See the [module
+    /// docs](super#how-a-slice-budget-reads-the-clock).
     ///
     /// 1 ms is a good default for services: it keeps the executor's other
     /// tasks within about a millisecond while the loop keeps nearly all of its
-    /// speed. A zero slice yields on every tick.
+    /// speed.
+    ///
+    /// Every `Duration` is accepted, none panics or overflows:
+    /// `Duration::ZERO` yields on every tick; a slice shorter than the time
+    /// between two ticks (say 1 ns) yields on every tick but the first (the
+    /// tick that opens a slice never yields; with
+    /// [`should_yield`](Budget::should_yield), whose yields the budget does
+    /// not see end, on every other tick); a slice longer than the loop (up
+    /// to `Duration::MAX`) never yields.
     ///
     /// # Examples
     ///
@@ -184,8 +200,10 @@ impl Budget {
         }
     }
 
-    /// Ticks that certainly do not spend the budget: the caller may run that
-    /// many steps without checking, then [`take_free`](Budget::take_free).
+    /// Ticks that do not run out the countdown: the caller may run that many
+    /// steps without checking it (a slice budget's caller must still watch
+    /// the epoch, see [`watched_epoch`](Budget::watched_epoch)), then
+    /// [`take_free`](Budget::take_free).
     #[inline]
     pub(crate) fn free_ticks(&self) -> u32 {
         self.countdown - 1
@@ -204,8 +222,20 @@ impl Budget {
     }
 
     /// Polls the yield begun by [`Budget::begin_yield`].
+    ///
+    /// When the yield ends, a slice budget opens its next slice: the time
+    /// the task waited to be polled again is not charged to it, and the
+    /// step that follows is. Never inlined: it must not bloat the poll of a
+    /// tick that does not yield, which every step of a loop runs.
+    #[inline(never)]
     pub(crate) fn poll_yield(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.yielder.poll(cx)
+        let poll = self.yielder.poll(cx);
+        if poll.is_ready() {
+            if let Kind::Slice(clock) = &mut self.kind {
+                self.countdown = clock.open();
+            }
+        }
+        poll
     }
 
     /// Counts one step and tells whether the caller should yield now: the
@@ -213,7 +243,8 @@ impl Budget {
     ///
     /// When it returns `true` the budget starts over, assuming the caller
     /// yields at once (or does not need to: a loop may also use it to
-    /// return early and let its caller yield).
+    /// return early and let its caller yield); a slice budget opens its next
+    /// slice at the next tick, since it does not see the yield end.
     ///
     /// # Examples
     ///
@@ -234,10 +265,30 @@ impl Budget {
     #[inline]
     pub fn should_yield(&mut self) -> bool {
         self.countdown -= 1;
-        if self.countdown != 0 {
+        if self.countdown != 0 && !self.epoch_moved() {
             return false;
         }
         self.spent()
+    }
+
+    /// For a slice budget, whether the clock thread advanced the epoch since
+    /// the budget last read the clock: one load of a rarely written line.
+    #[inline(always)]
+    fn epoch_moved(&self) -> bool {
+        match &self.kind {
+            Kind::Every(_) => false,
+            Kind::Slice(clock) => epoch::now() != clock.seen(),
+        }
+    }
+
+    /// The epoch a slice budget's ticks compare against (`None` for a count
+    /// budget): [`for_each`](Budget::for_each) watches it between checks.
+    #[inline]
+    pub(crate) fn watched_epoch(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Every(_) => None,
+            Kind::Slice(clock) => Some(clock.seen()),
+        }
     }
 
     /// Starts over as if the task had just yielded: a fresh count, or a new
@@ -264,7 +315,7 @@ impl Budget {
                 true
             }
             Kind::Slice(clock) => {
-                let (yield_now, next_check) = clock.check();
+                let (yield_now, next_check) = clock.check(self.countdown);
                 self.countdown = next_check;
                 yield_now
             }

@@ -13,11 +13,12 @@
 //! far more than a thousand cheap steps; with N = 1,000,000 the work keeps its
 //! speed but the ticker slips past its deadline. No N is right, because the
 //! right N is "as many steps as take about a millisecond", which depends on
-//! the step, the input and the machine. [`Budget::slice`] asks the question
-//! directly: it yields when the task has run for a time slice (say 1 ms)
-//! since it last yielded, and learns how often it must look at the clock to
-//! notice. The loop keeps nearly all of its speed and the executor's other
-//! tasks wait at most about one slice, whatever the step costs.
+//! the step, the input and the machine, and the step's cost can change in
+//! the middle of the loop. [`Budget::slice`] asks the question directly: it
+//! yields when the task has run for a time slice (say 1 ms) since it last
+//! yielded. The loop keeps nearly all of its speed and the executor's other
+//! tasks wait about one slice, at most a slice plus a millisecond plus one
+//! step, whatever the steps cost and however that changes.
 //! [`Budget::every`] is the seed's count-based way, for when the step
 //! really is uniform, and [`yield_now`] is the single yield both are made of.
 //!
@@ -66,39 +67,44 @@
 //!
 //! # How a slice budget reads the clock
 //!
-//! Reading the clock (`Instant::now`, about 20 ns) costs more than one step
-//! of a tight loop (which can be under a nanosecond), so a slice budget reads
-//! it only every *stride* ticks. Between two reads a tick is a decrement and a
-//! compare, exactly like a count budget. At each read it measures how many
-//! ticks passed in how much time and sets the stride so that the next read
-//! comes about one eighth of a slice later: 8 to 10 clock reads per slice
-//! whatever the loop's speed. The stride grows by at most 4× per read, so one
-//! noisy measurement cannot push the next read far out, and it shrinks at
-//! once when a read finds that its interval overran (the steps became
-//! slower). When less than an eighth of the slice is left, the next read is
-//! aimed at the end of the slice, so a slice ends late by a small fraction at
-//! most, plus one step (a step is never interrupted). After a yield the next
-//! tick starts a fresh slice: time spent waiting in the run queue is not
-//! charged to the task.
+//! Reading the clock (`Instant::now`, 20 to 30 ns) costs more than one step
+//! of a tight loop (which can be under a nanosecond), so a tick does not
+//! read it. A background thread, the *clock* (`offload-coop`), advances a
+//! shared counter every millisecond while slice budgets tick; a tick
+//! compares it with the value it saw at its last clock read (one load of a
+//! line that changes once a millisecond) and reads the clock only when it
+//! moved. So whatever the steps cost before, and however suddenly that
+//! changes, a slice ends at most about a millisecond plus one step after it
+//! is spent (a step is never interrupted). Between two moves the budget also
+//! reads the clock on a schedule it learns from the loop's own rate, about 8
+//! times per slice, the last read aimed at the slice's end: a steady loop's
+//! slices end on time, late by a small fraction of the slice, not by up to
+//! a millisecond. When a yield ends, a fresh slice starts: time spent
+//! waiting in the run queue is not charged to the task, and the step after
+//! the yield is (so steps longer than the slice yield after each step).
 //!
-//! The price of not reading the clock: when the steps suddenly become much
-//! slower (a run of tiny items, then huge ones), the read armed for the fast
-//! steps comes late by the ratio of the slowdown, and only then is the
-//! stride re-learned (in one read). When step costs vary by orders of
-//! magnitude, tick in proportion to the work (once per row, once per
-//! kilobyte) rather than once per item.
+//! The clock starts at the first tick of the first slice budget (count
+//! budgets never start it) and parks once no budget has read the clock for
+//! 20 ms: when no budget ticks, it takes no CPU and no wake-up. While budgets
+//! tick it wakes once a millisecond, however many budgets on however many
+//! threads; each wake-up costs a few microseconds of CPU on bare metal and
+//! tens of microseconds on some virtual machines (`offload-lab bench coop`
+//! measures it: the `clock_cpu_slice_1ms` line). If the thread cannot be
+//! started, budgets run on the learned schedule alone and a warning is
+//! logged: a slice then ends late when steps suddenly become much slower,
+//! by the ratio of the slowdown.
 //!
 //! # Cost
 //!
-//! A tick that does not yield is a decrement and a branch: no clock read,
-//! no allocation, and its future is a null pointer. What costs more is the
-//! `.await` itself: a loop with an `.await` in its body keeps its variables
-//! in the future's memory rather than in registers, which adds a store and
-//! a load to each step: about 1.7 ns in `offload-lab bench coop`, where a
-//! 1 ns step then runs at 40 % of its bare speed. On a step of a hundred
-//! nanoseconds it does not show. [`Budget::for_each`] runs the ticks between
-//! two checks in a plain inner loop and keeps the full speed (99 % on the
-//! same step, with a 1 ms slice, yields included), so prefer it for tight
+//! A tick that does not yield is a decrement, a load and two branches: no
+//! clock read, no allocation, and its future is a null pointer. What costs
+//! more is the `.await` itself: a loop with an `.await` in its body keeps
+//! its variables in the future's memory rather than in registers, which
+//! adds a store and a load to each step, a nanosecond or two (`offload-lab
+//! bench coop`, the `tick_cost_*` lines); on a step of a hundred nanoseconds
+//! it does not show. [`Budget::for_each`] runs the ticks between two checks
+//! in a plain inner loop and keeps the full speed (about 97 % or better on a
+//! 1 ns step with a 1 ms slice, yields included), so prefer it for tight
 //! loops.
 //!
 //! # On tokio
@@ -146,6 +152,7 @@
 
 mod adaptors;
 mod budget;
+mod epoch;
 mod slice;
 mod yield_now;
 mod yielder;

@@ -1,44 +1,29 @@
-//! The adaptive clock check behind [`Budget::slice`](super::Budget::slice).
+//! The clock reads behind [`Budget::slice`](super::Budget::slice).
 //!
-//! # The problem
+//! A slice budget must notice when its slice is spent, but reading the clock
+//! (`Instant::now`, 20 to 30 ns) costs more than a step of a tight loop (can
+//! be under a nanosecond). So a tick reads the clock only when one of two
+//! things says so:
 //!
-//! A time-slice budget must notice when its slice is spent, but reading the
-//! clock (`Instant::now`, about 20 ns through the vDSO) costs more than one
-//! step of a tight loop (which can take less than a nanosecond). Reading it on
-//! every tick would make the budget the most expensive part of the loop.
+//! - **The epoch moved** (see `epoch.rs`): the clock thread advances it
+//!   every millisecond while budgets tick. This alone bounds how late a
+//!   slice ends, whatever the loop did before: one period plus one step.
+//! - **The stride ran out**: a countdown of ticks learned from the loop's
+//!   own rate so that a read comes about every `slice / 8`, and the last one
+//!   is aimed at the slice's end. In a steady loop this makes a slice end
+//!   on time (within a small fraction of it) rather than on the next epoch,
+//!   and it is the whole mechanism if the clock thread could not start.
 //!
-//! # The mechanism
+//! The stride is learned at each read from the ticks since the previous read
+//! and the time they took: grown by at most 4× per read (one noisy fast
+//! interval cannot push the next read far out), shrunk at once when an
+//! interval overran. A yield that ends (its future polled to `Ready`) opens
+//! a fresh slice: time spent waiting in the run queue is not charged to the
+//! task, and the step after the yield is.
 //!
-//! The budget reads the clock only every `stride` ticks, and learns `stride`
-//! from the loop itself:
-//!
-//! - **Target.** A check should come about every `slice / 8` (the *check
-//!   interval*): often enough that a slice is overrun by a small fraction at
-//!   most, rarely enough that one clock read per check interval costs next to
-//!   nothing (20 ns per 125 µs for a 1 ms slice: 0.016 %).
-//! - **Measure.** At each check the budget knows how many ticks it let pass
-//!   since the previous check and how long they took, hence the loop's rate,
-//!   and sets `stride = ticks × check interval / time taken`.
-//! - **Grow slowly, shrink at once.** The stride grows by at most 4× per
-//!   check, so one noisy fast interval cannot make the next check come far too
-//!   late; it shrinks in one step, as far as needed, when a check finds that
-//!   its interval overran (the steps became slower). From a stride of 1 it
-//!   reaches a million ticks per check in ten checks.
-//! - **Aim at the deadline.** When less than one check interval of the slice
-//!   is left, the next check is armed for the ticks that fill the rest of the
-//!   slice at the measured rate, so the slice ends on time instead of up to a
-//!   check interval late. These shortened intervals do not teach the stride
-//!   (they are too short to measure well) unless they overran.
-//! - **Restart.** After a yield the next tick starts a fresh slice: the time
-//!   the task spent waiting in the scheduler is not charged to it. The stride
-//!   is kept: the loop usually runs at the same rate after a yield.
-//!
-//! So a steady loop reads the clock about 8 to 10 times per slice whatever its
-//! speed, and a loop whose steps suddenly become slower is caught at its next
-//! check, which then re-learns the rate. That check comes late by the ratio
-//! of the slowdown (1000 times slower steps: 1000 check intervals): the one
-//! thing a budget that does not read the clock cannot know.
+//! The reasoning and the measurements behind this are in `README.md`.
 
+use super::epoch;
 use std::time::{Duration, Instant};
 
 /// A slice is split into this many check intervals.
@@ -46,8 +31,8 @@ const CHECKS_PER_SLICE: u64 = 8;
 /// The stride may grow by at most this factor per check.
 const MAX_GROWTH: u64 = 4;
 
-/// State of a time-slice budget, touched only when the tick countdown of its
-/// [`Budget`](super::Budget) reaches zero.
+/// State of a time-slice budget, touched only when its tick countdown runs
+/// out or the epoch moves.
 #[derive(Debug, Clone)]
 pub(crate) struct SliceClock {
     /// Length of a slice, in nanoseconds.
@@ -63,6 +48,9 @@ pub(crate) struct SliceClock {
     slice_start: Option<Instant>,
     /// When the clock was last read.
     last_check: Instant,
+    /// The epoch at the last clock read: a tick that finds another one
+    /// reads the clock.
+    seen: u64,
 }
 
 impl SliceClock {
@@ -75,7 +63,33 @@ impl SliceClock {
             armed: 1,
             slice_start: None,
             last_check: Instant::now(),
+            seen: epoch::now(),
         }
+    }
+
+    /// The epoch seen at the last clock read.
+    #[inline(always)]
+    pub(crate) fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Opens a new slice now: called when a yield ends, so that the step
+    /// that follows it counts in the new slice while the time spent waiting
+    /// to be polled again does not. Returns the ticks until the next read.
+    pub(crate) fn open(&mut self) -> u32 {
+        if self.slice_ns == 0 {
+            return 1; // the next tick finds the (empty) slice spent
+        }
+        self.seen = epoch::now();
+        self.open_at(Instant::now())
+    }
+
+    fn open_at(&mut self, now: Instant) -> u32 {
+        epoch::visit();
+        self.slice_start = Some(now);
+        self.last_check = now;
+        self.armed = self.stride;
+        self.armed
     }
 
     /// Forgets the current slice: the next check starts a new one.
@@ -83,28 +97,33 @@ impl SliceClock {
         self.slice_start = None;
     }
 
-    /// Called when the countdown reaches zero. Reads the clock, updates the
-    /// stride, and returns `(yield now?, ticks until the next check)`.
-    pub(crate) fn check(&mut self) -> (bool, u32) {
+    /// Reads the clock, updates the stride, and returns `(yield now?, ticks
+    /// until the next read)`. `left` is what remained of the countdown: 0
+    /// when it ran out, more when the epoch moved first.
+    pub(crate) fn check(&mut self, left: u32) -> (bool, u32) {
         let now = Instant::now();
+        self.seen = epoch::now();
         let Some(start) = self.slice_start else {
-            // First tick after a yield (or ever): open a new slice. With a
+            // First tick ever, or after a yield that was not seen to end (a
+            // dropped tick, `should_yield`): open a new slice. With a
             // zero-length slice it is spent already.
-            self.slice_start = Some(now);
-            self.last_check = now;
             if self.slice_ns == 0 {
-                self.slice_start = None;
+                self.last_check = now;
                 return (true, 1);
             }
-            self.armed = self.stride;
-            return (false, self.armed);
+            return (false, self.open_at(now));
         };
+        epoch::visit();
 
         let since_check = nanos(now.saturating_duration_since(self.last_check)).max(1);
         self.last_check = now;
-        let ticks = u64::from(self.armed);
-        // Learn from full intervals, and from any interval that overran.
-        if self.armed == self.stride || since_check > self.check_ns {
+        let ticks = u64::from(self.armed.saturating_sub(left).max(1));
+        // Learn from full intervals, from any interval that overran, and
+        // from intervals the epoch cut short once they are long enough to
+        // measure a rate.
+        let full = left == 0 && self.armed == self.stride;
+        let measurable = since_check >= self.check_ns / 4;
+        if full || since_check > self.check_ns || (left > 0 && measurable) {
             let ideal = ticks.saturating_mul(self.check_ns) / since_check;
             let capped = ideal.min(u64::from(self.stride).saturating_mul(MAX_GROWTH));
             self.stride = clamp_u32(capped);
@@ -171,9 +190,9 @@ mod tests {
                     while t.elapsed() < spin {}
                 }
                 self.countdown -= 1;
-                if self.countdown == 0 {
+                if self.countdown == 0 || epoch::now() != self.clock.seen() {
                     checks += 1;
-                    let (y, next) = self.clock.check();
+                    let (y, next) = self.clock.check(self.countdown);
                     yields += u64::from(y);
                     self.countdown = next;
                 }
@@ -196,8 +215,8 @@ mod tests {
         let mut h = Harness::new(Duration::from_millis(1));
         h.drive(1_000_000, Duration::ZERO);
         let fast = h.clock.stride();
-        // The interval armed for fast steps runs out (late: that is the
-        // price of not reading the clock), then one check re-learns.
+        // The next read (the epoch moving, or the interval armed for fast
+        // steps running out) finds the interval overran and re-learns.
         h.drive(u64::from(fast) + 1_000, Duration::from_micros(1));
         assert!(
             h.clock.stride() < fast / 10,
