@@ -56,26 +56,29 @@ pub(super) async fn consumer(
 }
 
 /// Pulls jobs while there are free slots, until shutdown.
+///
+/// Every task has a loop of its own, and a loop does not keep a slot
+/// while its pull waits on the server (with a dozen tasks and a few slots,
+/// the loops of idle tasks would starve the busy ones). So a loop pulls
+/// as many jobs as there are free slots *now*, and a job that finds every
+/// slot taken when it arrives (another task's loop was faster) waits for
+/// one, its ack wait extended meanwhile: a worker holds at most
+/// `capacity + tasks - 1` durable jobs.
 pub(super) async fn serve(shared: Arc<Shared>, idx: usize, consumer: PullConsumer) {
     let mut stopping = shared.stopping.clone();
     'pull: loop {
-        let first = tokio::select! {
-            p = shared.run_slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
+        // Wait for a free slot, without taking it.
+        tokio::select! {
+            p = shared.run_slots.acquire() => match p {
+                Ok(p) => drop(p),
                 Err(_) => return,
             },
             _ = super::stopped(&mut stopping) => return,
         };
-        let mut permits = vec![first];
-        while permits.len() < MAX_BATCH {
-            match shared.run_slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
+        let want = shared.run_slots.available_permits().clamp(1, MAX_BATCH);
         let batch = consumer
             .batch()
-            .max_messages(permits.len())
+            .max_messages(want)
             .expires(PULL_EXPIRES)
             .messages()
             .await;
@@ -83,7 +86,6 @@ pub(super) async fn serve(shared: Arc<Shared>, idx: usize, consumer: PullConsume
             Ok(b) => b,
             Err(e) => {
                 tracing::debug!("offload-nats: pull failed: {e}");
-                drop(permits);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => continue 'pull,
                     _ = super::stopped(&mut stopping) => return,
@@ -93,11 +95,10 @@ pub(super) async fn serve(shared: Arc<Shared>, idx: usize, consumer: PullConsume
         loop {
             tokio::select! {
                 m = batch.next() => match m {
-                    Some(Ok(m)) => match permits.pop() {
-                        Some(p) => { tokio::spawn(handle(shared.clone(), idx, m, p)); }
-                        // More than we asked for: hand it back.
-                        None => { let _ = m.ack_with(AckKind::Nak(None)).await; }
-                    },
+                    Some(Ok(m)) => {
+                        let permit = shared.run_slots.clone().try_acquire_owned().ok();
+                        tokio::spawn(handle(shared.clone(), idx, m, permit));
+                    }
                     Some(Err(e)) => {
                         tracing::debug!("offload-nats: pull ended: {e}");
                         break;
@@ -110,10 +111,22 @@ pub(super) async fn serve(shared: Arc<Shared>, idx: usize, consumer: PullConsume
     }
 }
 
-async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemaphorePermit) {
+async fn handle(shared: Arc<Shared>, idx: usize, m: Message, permit: Option<OwnedSemaphorePermit>) {
     let _guard = HandlerGuard::new(&shared.handlers);
     let delivered = m.info().map(|i| i.delivered).unwrap_or(1).max(1);
     let (m, acker) = m.split();
+    let every = shared.ack_wait / 3;
+    let _permit = match permit {
+        Some(p) => p,
+        None => match wait_for_slot(&shared, &acker, every).await {
+            Some(p) => p,
+            None => {
+                // Shutting down: hand it back untouched.
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
+        },
+    };
     let Some(reply) = header(m.headers.as_ref(), s::H_REPLY).map(str::to_owned) else {
         let _ = acker.ack().await;
         return;
@@ -132,7 +145,6 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
     let mut call = shared
         .pool
         .call_bytes(task.name, Some(task.fp), m.payload.to_vec(), options(&m));
-    let every = shared.ack_wait / 3;
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
@@ -157,6 +169,24 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
         Err(Stop::Shutdown) => {
             drop(call);
             let _ = acker.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+}
+
+/// Waits for a free slot, extending the job's ack wait meanwhile; `None`
+/// if the worker shuts down first.
+async fn wait_for_slot(
+    shared: &Shared,
+    acker: &Acker,
+    every: Duration,
+) -> Option<OwnedSemaphorePermit> {
+    let mut stopping = shared.stopping.clone();
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            p = shared.run_slots.clone().acquire_owned() => return p.ok(),
+            _ = progress.tick() => { let _ = acker.ack_with(AckKind::Progress).await; }
+            _ = super::stopped(&mut stopping) => return None,
         }
     }
 }
