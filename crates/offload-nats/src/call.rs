@@ -22,6 +22,8 @@ use crate::subjects::{self as s, header, header_u64};
 const PRESENCE_TTL: Duration = Duration::from_secs(1);
 /// Durable: how often a waiting call checks that its job still exists.
 const JOB_CHECK: Duration = Duration::from_secs(5);
+/// Direct: silence allowed beyond two heartbeat intervals.
+pub(crate) const LIVENESS_SLACK: Duration = Duration::from_secs(1);
 /// Direct: the longest pause between two tries of a call a busy worker
 /// turned down.
 const MAX_BUSY_BACKOFF: Duration = Duration::from_millis(50);
@@ -130,8 +132,10 @@ async fn direct(
         s::H_HEARTBEAT,
         (hb.as_millis() as u64).to_string().as_str(),
     );
-    // Silence longer than this: the worker is gone.
-    let silence = hb * 2;
+    // Silence longer than this: the worker is gone. Two beats, plus a
+    // second of slack for a loaded machine (a late beat must not fail a
+    // call that will still run: direct calls are at most once).
+    let silence = hb * 2 + LIVENESS_SLACK;
     let started = Instant::now();
     let mut backoff = Duration::from_millis(1);
     let mut retried_unserved = false;

@@ -27,8 +27,9 @@ use crate::subjects::Subjects;
 pub enum Mode {
     /// Core NATS request/reply through a queue group: the lowest latency,
     /// **at most once**. The worker heartbeats while it holds the call, so
-    /// a dead worker is reported ([`Error::is_worker_lost`]) after about
-    /// two heartbeat intervals of silence, not at the call's timeout.
+    /// a dead worker is reported ([`Error::is_worker_lost`]) after two
+    /// heartbeat intervals and a second of silence, not at the call's
+    /// timeout.
     #[default]
     Direct,
     /// A JetStream work-queue stream with explicit acks: **at least
@@ -247,8 +248,8 @@ impl RemotePoolBuilder {
     }
 
     /// Direct mode: how often a worker holding a call must say it is alive
-    /// (default 1 s, 10 ms to 1 h). After twice this without a word the
-    /// call fails with [`Error::is_worker_lost`].
+    /// (default 1 s, 10 ms to 1 h). After twice this and a second without
+    /// a word the call fails with [`Error::is_worker_lost`].
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.heartbeat = every;
         self

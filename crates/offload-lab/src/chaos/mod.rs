@@ -20,6 +20,8 @@
 mod flood;
 mod kill_storm;
 mod orphans;
+mod remote_kill_storm;
+mod remote_server_restart;
 mod runaway;
 mod shutdown;
 mod thread_panics;
@@ -412,6 +414,8 @@ const SCENARIOS: &[Scenario] = &[
     ("flood", flood::run),
     ("parent-death", orphans::run),
     ("shutdown", shutdown::run),
+    ("remote-kill-storm", remote_kill_storm::run),
+    ("remote-server-restart", remote_server_restart::run),
 ];
 
 /// Runs the scenarios and prints their lines; fails if any is not clean.
