@@ -23,7 +23,7 @@ use crate::experiments::cpu::{Countdown, Scale};
 use crate::experiments::{Label, Probe, Row, loop_until, measure};
 use crate::options::Common;
 
-/// Selects the hidden child mode (`worker` or `responder`).
+/// Selects the hidden child mode (`worker`, `worker-in-process` or `responder`).
 const CHILD_ENV: &str = "OFFLOAD_LAB_NATS_CHILD";
 /// The server a child connects to.
 const URL_ENV: &str = "OFFLOAD_LAB_NATS_URL";
@@ -73,7 +73,8 @@ pub(crate) fn run_child_if_requested() {
     };
     let code = rt.block_on(async {
         match mode.to_str() {
-            Some("worker") => serve_worker(&url).await,
+            Some("worker") => serve_worker(&url, false).await,
+            Some("worker-in-process") => serve_worker(&url, true).await,
             Some("responder") => serve_raw(&url).await,
             _ => {
                 eprintln!("unknown NATS child mode {mode:?}");
@@ -84,15 +85,20 @@ pub(crate) fn run_child_if_requested() {
     std::process::exit(code);
 }
 
-async fn serve_worker(url: &str) -> i32 {
+async fn serve_worker(url: &str, in_process: bool) -> i32 {
     let ack_wait = std::env::var(ACK_WAIT_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(Duration::from_secs(30), Duration::from_millis);
-    let built = Worker::builder()
+    let mut builder = Worker::builder()
         .url(url)
-        .registry(crate::tasks::registry())
-        .processes(1)
+        .registry(crate::tasks::registry());
+    builder = if in_process {
+        builder.in_process(1)
+    } else {
+        builder.processes(1)
+    };
+    let built = builder
         .ack_wait(ack_wait)
         .max_deliver(10)
         .shutdown_grace(Duration::from_secs(2))
@@ -122,10 +128,7 @@ async fn serve_raw(url: &str) -> i32 {
     let Ok(client) = offload_nats::async_nats::connect(url).await else {
         return 1;
     };
-    let Ok(mut sub) = client
-        .queue_subscribe(RAW_SUBJECT, "lab".to_owned())
-        .await
-    else {
+    let Ok(mut sub) = client.queue_subscribe(RAW_SUBJECT, "lab".to_owned()).await else {
         return 1;
     };
     let _ = client.flush().await;
@@ -236,9 +239,14 @@ pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<Vec<Row>> {
         println!("NATS at {url}; {}", scale.describe());
     }
     let nats = nats_runtime()?;
-    let pool = Arc::new(nats.block_on(
-        RemotePool::builder().url(url.clone()).mode(Mode::Direct).build(),
-    )?);
+    let pool = Arc::new(
+        nats.block_on(
+            RemotePool::builder()
+                .url(url.clone())
+                .mode(Mode::Direct)
+                .build(),
+        )?,
+    );
     let probe = Probe::from(&args.common);
     let mut workers = Vec::new();
     let mut rows = Vec::new();

@@ -21,10 +21,12 @@ fn bench_remote_prints_every_case_against_raw_request_reply() {
         assert!(l["peer"].as_str().unwrap().contains("nats_request"), "{l}");
         assert!(l["ours_value"].as_f64().unwrap() > 0.0, "{l}");
     }
-    assert!(case("durable_round_trip_median")["ours"]
-        .as_str()
-        .unwrap()
-        .contains("durable"));
+    assert!(
+        case("durable_round_trip_median")["ours"]
+            .as_str()
+            .unwrap()
+            .contains("durable")
+    );
     assert_eq!(case("scaling")["better"], "higher");
 }
 
@@ -36,7 +38,10 @@ fn cluster_prints_a_row_per_worker_count() {
     for (n, row) in rows.iter().enumerate() {
         assert_eq!(row["mode"], "remote");
         let setting = row["setting"].as_str().unwrap();
-        assert!(setting.ends_with(&format!("workers={}", n + 1)), "{setting}");
+        assert!(
+            setting.ends_with(&format!("workers={}", n + 1)),
+            "{setting}"
+        );
         assert!(row["work"].as_f64().unwrap() > 0.0, "{row}");
     }
 }

@@ -36,7 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     let args: Vec<String> = std::env::args().collect();
-    if let Some(url) = args.iter().position(|a| a == "--worker").and_then(|i| args.get(i + 1)) {
+    if let Some(url) = args
+        .iter()
+        .position(|a| a == "--worker")
+        .and_then(|i| args.get(i + 1))
+    {
         // A worker: serves until SIGTERM (or until its parent kills it).
         return Ok(rt.block_on(
             Worker::builder()
@@ -58,7 +62,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let outcome = rt.block_on(async {
         for mode in [Mode::Direct, Mode::Durable] {
-            let pool = RemotePool::builder().url(server.url()).mode(mode).build().await?;
+            let pool = RemotePool::builder()
+                .url(server.url())
+                .mode(mode)
+                .build()
+                .await?;
             // The workers may still be starting: "no workers" is retryable.
             let started = Instant::now();
             let n = loop {

@@ -15,7 +15,7 @@ use offload::proc::OnDrop;
 use tokio::sync::mpsc;
 
 use crate::errors;
-use crate::pool::{Cancel, CallOptions, Inner, Mode};
+use crate::pool::{CallOptions, Cancel, Inner, Mode};
 use crate::subjects::{self as s, header, header_u64};
 
 /// How long a confirmed worker counts as present for durable calls.
@@ -24,6 +24,8 @@ const PRESENCE_TTL: Duration = Duration::from_secs(1);
 const JOB_CHECK: Duration = Duration::from_secs(5);
 /// Direct: silence allowed beyond two heartbeat intervals.
 pub(crate) const LIVENESS_SLACK: Duration = Duration::from_secs(1);
+/// One try of a probe.
+const PROBE_ATTEMPT: Duration = Duration::from_millis(500);
 /// Direct: the longest pause between two tries of a call a busy worker
 /// turned down.
 const MAX_BUSY_BACKOFF: Duration = Duration::from_millis(50);
@@ -105,9 +107,10 @@ fn request_headers(task: &str, fp: u64, timeout: Option<Duration>) -> HeaderMap 
 fn result_of(msg: &Message) -> Option<Result<Vec<u8>, Error>> {
     match header(msg.headers.as_ref(), s::H_KIND) {
         Some(s::OK) => Some(Ok(msg.payload.to_vec())),
-        Some(s::ERR) => Some(Err(postcard::from_bytes::<Error>(&msg.payload).unwrap_or_else(
-            |e| offload::remote::protocol(format!("undecodable error from the worker: {e}")),
-        ))),
+        Some(s::ERR) => Some(Err(postcard::from_bytes::<Error>(&msg.payload)
+            .unwrap_or_else(|e| {
+                offload::remote::protocol(format!("undecodable error from the worker: {e}"))
+            }))),
         _ => None,
     }
 }
@@ -128,10 +131,7 @@ async fn direct(
     let subject = inner.subjects.call(task, fp);
     let mut headers = request_headers(task, fp, timeout);
     let hb = inner.heartbeat;
-    headers.insert(
-        s::H_HEARTBEAT,
-        (hb.as_millis() as u64).to_string().as_str(),
-    );
+    headers.insert(s::H_HEARTBEAT, (hb.as_millis() as u64).to_string().as_str());
     // Silence longer than this: the worker is gone. Two beats, plus a
     // second of slack for a loaded machine (a late beat must not fail a
     // call that will still run: direct calls are at most once).
@@ -326,19 +326,29 @@ async fn ensure_served(inner: &Arc<Inner>, task: &str, fp: u64) -> Result<(), Er
 }
 
 /// A request to a probe subject: `Some(answer)`, `None` if nobody
-/// listens, or a transport error.
+/// listens, or a transport error. A request that gets no answer at all
+/// reached a worker that died before answering (it was still subscribed):
+/// ask again, within the pool's `probe_timeout`.
 async fn probe(inner: &Inner, subject: String) -> Result<Option<Message>, Error> {
     use async_nats::client::RequestErrorKind as K;
-    match tokio::time::timeout(
-        inner.probe_timeout,
-        inner.client.request(subject, Bytes::new()),
-    )
-    .await
-    {
-        Err(_) => Err(transport("no answer from the server to a probe")),
-        Ok(Ok(m)) => Ok(Some(m)),
-        Ok(Err(e)) if e.kind() == K::NoResponders => Ok(None),
-        Ok(Err(e)) => Err(transport(e)),
+    let deadline = Instant::now() + inner.probe_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(transport(format!(
+                "no answer to a probe on {subject} within {:?}",
+                inner.probe_timeout
+            )));
+        }
+        let attempt = left.min(PROBE_ATTEMPT);
+        match tokio::time::timeout(attempt, inner.client.request(subject.clone(), Bytes::new()))
+            .await
+        {
+            Ok(Ok(m)) => return Ok(Some(m)),
+            Ok(Err(e)) if e.kind() == K::NoResponders => return Ok(None),
+            Ok(Err(e)) if e.kind() != K::TimedOut => return Err(transport(e)),
+            _ => {}
+        }
     }
 }
 

@@ -98,7 +98,9 @@ mod worker;
 
 pub use errors::BuildError;
 pub use local::{INSTALL_HINT, LocalServer, SERVER_ENV, find_server};
-pub use pool::{CallOptions, Mode, RemoteCall, RemoteMetrics, RemotePool, RemotePoolBuilder, Shutdown};
+pub use pool::{
+    CallOptions, Mode, RemoteCall, RemoteMetrics, RemotePool, RemotePoolBuilder, Shutdown,
+};
 pub use worker::{ShutdownHandle, Worker, WorkerBuilder};
 
 /// The NATS client, for [`RemotePoolBuilder::connect_options`] and

@@ -37,9 +37,15 @@ pub fn find_server() -> io::Result<PathBuf> {
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs = std::env::split_paths(&path).chain(
-        ["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/local/bin", "/usr/bin"]
-            .iter()
-            .map(PathBuf::from),
+        [
+            "/usr/sbin",
+            "/usr/local/sbin",
+            "/sbin",
+            "/usr/local/bin",
+            "/usr/bin",
+        ]
+        .iter()
+        .map(PathBuf::from),
     );
     for dir in dirs {
         let p = dir.join("nats-server");
@@ -107,14 +113,24 @@ impl LocalServer {
     fn launch(&mut self) -> io::Result<()> {
         let log = std::fs::File::create(self.dir.join("server.log"))?;
         let mut child = Command::new(&self.program)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot run {}: {e}", self.program.display()))
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot run {}: {e}", self.program.display()),
+                )
             })?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

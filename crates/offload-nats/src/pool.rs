@@ -287,7 +287,9 @@ impl RemotePoolBuilder {
         }
         if self.heartbeat < Duration::from_millis(10) || self.heartbeat > Duration::from_secs(3600)
         {
-            return Err(BuildError::Invalid("heartbeat must be between 10 ms and 1 h"));
+            return Err(BuildError::Invalid(
+                "heartbeat must be between 10 ms and 1 h",
+            ));
         }
         if self.probe_timeout.is_zero() {
             return Err(BuildError::Invalid("probe_timeout must be positive"));
@@ -433,7 +435,11 @@ impl RemotePool {
     }
 
     /// [`call`](Self::call) with per-call options (timeout, drop behaviour).
-    pub fn call_with<T: Task>(&self, input: T::Input, options: CallOptions) -> RemoteCall<T::Output> {
+    pub fn call_with<T: Task>(
+        &self,
+        input: T::Input,
+        options: CallOptions,
+    ) -> RemoteCall<T::Output> {
         let inner = self.inner.clone();
         RemoteCall::new(async move {
             let permit = inner.acquire().await?;

@@ -34,7 +34,10 @@ pub(crate) const HEADER_ROOM: usize = 1024;
 
 /// The server's `max_payload`, read once known: a client built with
 /// `retry_on_initial_connect` has no server info until it connects (0).
-pub(crate) fn max_payload(client: &async_nats::Client, cache: &std::sync::atomic::AtomicUsize) -> usize {
+pub(crate) fn max_payload(
+    client: &async_nats::Client,
+    cache: &std::sync::atomic::AtomicUsize,
+) -> usize {
     use std::sync::atomic::Ordering::Relaxed;
     match cache.load(Relaxed) {
         0 => {

@@ -38,13 +38,24 @@ fn restart_with_calls_in_flight(mode: Mode, calls: u64) {
     let _enter = rt.enter();
     let p = rt.block_on(reconnecting_pool(&url, mode));
     let mut inflight: FuturesUnordered<_> = (0..calls)
-        .map(|_| rt.spawn(tokio::time::timeout(Duration::from_secs(60), p.call::<WhoAmI>(10))))
+        .map(|_| {
+            rt.spawn(tokio::time::timeout(
+                Duration::from_secs(60),
+                p.call::<WhoAmI>(10),
+            ))
+        })
         .collect();
     // Let some finish, then restart the server under the rest.
     rt.block_on(async {
         let mut done = 0;
         while done < calls / 10 {
-            inflight.next().await.expect("calls left").unwrap().unwrap().unwrap();
+            inflight
+                .next()
+                .await
+                .expect("calls left")
+                .unwrap()
+                .unwrap()
+                .unwrap();
             done += 1;
         }
     });

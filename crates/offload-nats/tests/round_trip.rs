@@ -31,6 +31,24 @@ fn smoke_round_trip_in_each_mode() {
 }
 
 #[test]
+fn a_worker_can_run_calls_in_process() {
+    let server = server();
+    let w = Fixture::new(&server.url()).arg("--in-process", 2).start();
+    run(async {
+        for mode in [Mode::Direct, Mode::Durable] {
+            let p = pool(&server.url(), mode).await;
+            assert_eq!(p.call::<Echo>(11).await.unwrap(), 11, "{mode:?}");
+            // No process of its own: the task runs in the worker program.
+            let (pid, _) = p.call::<WhoAmI>(0).await.unwrap();
+            assert_eq!(pid, w.pid(), "{mode:?}");
+            let e = p.call::<Boom>("caught".into()).await.unwrap_err();
+            assert!(e.is_remote_panic() || e.is_panic(), "{mode:?}: {e}");
+            assert_eq!(p.call::<Echo>(12).await.unwrap(), 12, "{mode:?}");
+        }
+    });
+}
+
+#[test]
 fn two_workers_share_the_load() {
     let server = server();
     let a = Fixture::new(&server.url()).arg("--processes", 1).start();
@@ -142,7 +160,9 @@ fn bad_settings_are_refused() {
         let url = "nats://127.0.0.1:1"; // never reached: settings are checked first
         let bad = [
             RemotePool::builder().url(url).max_in_flight(0),
-            RemotePool::builder().url(url).heartbeat(Duration::from_millis(1)),
+            RemotePool::builder()
+                .url(url)
+                .heartbeat(Duration::from_millis(1)),
             RemotePool::builder().url(url).prefix("a.*"),
             RemotePool::builder().url(url).probe_timeout(Duration::ZERO),
         ];
@@ -150,7 +170,11 @@ fn bad_settings_are_refused() {
             let e = b.build().await.unwrap_err();
             assert!(matches!(e, offload_nats::BuildError::Invalid(_)), "{e}");
         }
-        let e = offload_nats::Worker::builder().url(url).build().await.unwrap_err();
+        let e = offload_nats::Worker::builder()
+            .url(url)
+            .build()
+            .await
+            .unwrap_err();
         assert!(matches!(e, offload_nats::BuildError::Invalid(_)), "{e}");
         let e = RemotePool::builder().url(url).build().await.unwrap_err();
         assert!(matches!(e, offload_nats::BuildError::Connect(_)), "{e}");

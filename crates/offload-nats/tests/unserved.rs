@@ -84,11 +84,23 @@ fn payloads_over_max_payload_fail_before_sending() {
             let max = p.max_payload();
             assert!(max >= 64 * 1024, "max_payload {max}");
             // Input: refused before anything is sent.
-            let before = p.client().statistics().out_bytes.load(std::sync::atomic::Ordering::Relaxed);
+            let before = p
+                .client()
+                .statistics()
+                .out_bytes
+                .load(std::sync::atomic::Ordering::Relaxed);
             let e = p.call::<Len>(vec![0; max + 1]).await.unwrap_err();
             assert!(e.is_too_large(), "{mode:?}: {e}");
-            let after = p.client().statistics().out_bytes.load(std::sync::atomic::Ordering::Relaxed);
-            assert!(after - before < 1024, "{mode:?}: {} bytes sent", after - before);
+            let after = p
+                .client()
+                .statistics()
+                .out_bytes
+                .load(std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                after - before < 1024,
+                "{mode:?}: {} bytes sent",
+                after - before
+            );
             // Just under the limit goes through.
             let n = (max - 4096) as u64;
             assert_eq!(p.call::<Len>(vec![1; n as usize]).await.unwrap(), n);

@@ -14,7 +14,12 @@ use offload_nats::{CallOptions, Mode};
 /// The parent of process `pid`.
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Waits for the pid file a `PidFile` call writes; the pid in it.
@@ -55,8 +60,16 @@ fn direct_sigkill_of_the_worker_is_a_worker_loss_long_before_the_timeout() {
             .unwrap()
             .unwrap_err();
         assert!(e.is_worker_lost(), "{e}");
-        assert!(e.worker().is_some_and(|n| n == w.name), "{e}: {:?}", e.worker());
-        assert!(killed.elapsed() < Duration::from_secs(10), "{:?}", killed.elapsed());
+        assert!(
+            e.worker().is_some_and(|n| n == w.name),
+            "{e}: {:?}",
+            e.worker()
+        );
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            killed.elapsed()
+        );
         // The task's process dies with its worker (no orphans).
         assert!(wait_until_async(Duration::from_secs(10), || !alive(task_pid)).await);
         let _ = std::fs::remove_file(&path);

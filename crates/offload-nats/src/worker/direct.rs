@@ -50,10 +50,7 @@ pub(super) async fn send(shared: &Shared, to: String, kind: &str, body: Vec<u8>)
     let mut h = HeaderMap::new();
     h.insert(s::H_KIND, kind);
     h.insert(s::H_WORKER, shared.name.as_str());
-    let _ = shared
-        .client
-        .publish_with_headers(to, h, body.into())
-        .await;
+    let _ = shared.client.publish_with_headers(to, h, body.into()).await;
 }
 
 /// The reply to a finished call: its output, or its error as data.
@@ -98,8 +95,8 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
         .clamp(Duration::from_millis(10), Duration::from_secs(3600));
     let started = Instant::now();
     let mut call = shared
-        .pool
-        .call_bytes(task.name, Some(task.fp), m.payload.to_vec(), options(&m));
+        .runner
+        .call(task.name, task.fp, m.payload.to_vec(), options(&m));
     // The first beat comes early (a quarter interval): it names the
     // worker to its caller. A call that ends sooner costs no beat at all.
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every / 4, every);
@@ -126,7 +123,13 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
                 "{} (shut down before the call finished)",
                 shared.name
             ));
-            send(&shared, reply, s::ERR, postcard::to_stdvec(&e).unwrap_or_default()).await;
+            send(
+                &shared,
+                reply,
+                s::ERR,
+                postcard::to_stdvec(&e).unwrap_or_default(),
+            )
+            .await;
         }
     }
 }

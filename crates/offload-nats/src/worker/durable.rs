@@ -143,8 +143,8 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, permit: Option<Owne
     };
     let started = Instant::now();
     let mut call = shared
-        .pool
-        .call_bytes(task.name, Some(task.fp), m.payload.to_vec(), options(&m));
+        .runner
+        .call(task.name, task.fp, m.payload.to_vec(), options(&m));
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {

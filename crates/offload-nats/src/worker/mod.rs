@@ -29,6 +29,7 @@ pub struct WorkerBuilder {
     registry: Option<Registry>,
     processes: Option<usize>,
     pool: Option<ProcessPool>,
+    threads: Option<usize>,
     name: Option<String>,
     prefix: String,
     capacity: Option<usize>,
@@ -49,6 +50,7 @@ impl Default for WorkerBuilder {
             registry: None,
             processes: None,
             pool: None,
+            threads: None,
             name: None,
             prefix: "offload".into(),
             capacity: None,
@@ -104,6 +106,18 @@ impl WorkerBuilder {
     /// be the one given to [`registry`](Self::registry).
     pub fn process_pool(mut self, pool: ProcessPool) -> Self {
         self.pool = Some(pool);
+        self
+    }
+
+    /// Run calls on a pool of this many threads in the worker itself
+    /// instead of worker processes: no process hop (several times the
+    /// throughput for tiny tasks), but **no isolation**: a task that
+    /// crashes (segfault, abort) takes the worker down, a running call
+    /// cannot be stopped (a cancel or a timeout only skips calls not yet
+    /// started), and per-call timeouts are not enforced. A task's panic is
+    /// still caught and returned.
+    pub fn in_process(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
         self
     }
 
@@ -196,6 +210,14 @@ impl WorkerBuilder {
         if self.processes == Some(0) {
             return Err(BuildError::Invalid("processes must be at least 1"));
         }
+        if self.threads == Some(0) {
+            return Err(BuildError::Invalid("in_process threads must be at least 1"));
+        }
+        if self.threads.is_some() && (self.pool.is_some() || self.processes.is_some()) {
+            return Err(BuildError::Invalid(
+                "in_process excludes processes and process_pool",
+            ));
+        }
         if self.capacity == Some(0) {
             return Err(BuildError::Invalid("capacity must be at least 1"));
         }
@@ -216,22 +238,33 @@ impl WorkerBuilder {
         };
         // Known only once connected (see `subjects::max_payload`).
         let max_payload = client.server_info().max_payload;
-        let pool = match self.pool {
-            Some(p) => p,
-            None => {
+        let runner = match (self.pool, self.threads) {
+            (Some(p), _) => Runner::Procs(p),
+            (None, Some(n)) => Runner::Threads {
+                pool: offload::ThreadPool::builder()
+                    .name("offload-nats")
+                    .threads(n)
+                    .build()?,
+                registry: Arc::new(registry.clone()),
+            },
+            (None, None) => {
                 let mut b = ProcessPool::builder()
                     .name("offload-nats")
                     .registry(registry.clone())
                     // No frame larger than a NATS message can carry (when
                     // known; the process pool's default otherwise).
-                    .max_frame_bytes(if max_payload == 0 { 64 << 20 } else { max_payload.max(1024) });
+                    .max_frame_bytes(if max_payload == 0 {
+                        64 << 20
+                    } else {
+                        max_payload.max(1024)
+                    });
                 if let Some(n) = self.processes {
                     b = b.workers(n);
                 }
-                b.build()?
+                Runner::Procs(b.build()?)
             }
         };
-        let processes = (pool.max_in_flight() / 2).max(1);
+        let processes = runner.size();
         let capacity = self.capacity.unwrap_or(processes * 2);
         let name = self.name.unwrap_or_else(default_name);
         let id = client
@@ -262,7 +295,7 @@ impl WorkerBuilder {
         };
         let shared = Arc::new(Shared {
             client: client.clone(),
-            pool,
+            runner,
             name,
             id,
             subjects,
@@ -302,13 +335,22 @@ impl WorkerBuilder {
                     .map_err(BuildError::JetStream)?;
                 worker.spawn(durable::serve(shared.clone(), idx, consumer));
             }
-            let exact = subscribe(&client, shared.subjects.probe_exact(name, fp), Some(QUEUE)).await?;
+            let exact =
+                subscribe(&client, shared.subjects.probe_exact(name, fp), Some(QUEUE)).await?;
             worker.spawn(answer(shared.clone(), exact, b"1".to_vec()));
             let named = subscribe(&client, shared.subjects.probe_name(name), Some(QUEUE)).await?;
-            worker.spawn(answer(shared.clone(), named, format!("{fp:016x}").into_bytes()));
+            worker.spawn(answer(
+                shared.clone(),
+                named,
+                format!("{fp:016x}").into_bytes(),
+            ));
         }
         let any = subscribe(&client, shared.subjects.probe_any(), Some(QUEUE)).await?;
-        worker.spawn(answer(shared.clone(), any, shared.name.clone().into_bytes()));
+        worker.spawn(answer(
+            shared.clone(),
+            any,
+            shared.name.clone().into_bytes(),
+        ));
         for subject in service::subjects(&shared.id) {
             let sub = subscribe(&client, subject, None).await?;
             worker.spawn(service::serve(shared.clone(), sub));
@@ -372,7 +414,9 @@ pub(crate) async fn ensure_stream(
         ..Default::default()
     })
     .await
-    .map_err(|e| format!("cannot create or find stream {name} (is JetStream enabled, `-js`?): {e}"))?;
+    .map_err(|e| {
+        format!("cannot create or find stream {name} (is JetStream enabled, `-js`?): {e}")
+    })?;
     js.get_stream_no_info(&name)
         .await
         .map_err(|e| format!("stream {name}: {e}"))
@@ -406,6 +450,73 @@ impl TaskEntry {
         }
         self.nanos
             .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+}
+
+/// Where a worker runs its calls.
+pub(crate) enum Runner {
+    /// Worker processes (the default): isolation, hard timeouts, kill on cancel.
+    Procs(ProcessPool),
+    /// Threads of the worker itself: faster, not isolated.
+    Threads {
+        pool: offload::ThreadPool,
+        registry: Arc<Registry>,
+    },
+}
+
+/// A call running in a [`Runner`].
+pub(crate) type Running =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, offload::Error>> + Send>>;
+
+impl Runner {
+    /// Starts task `name` (at fingerprint `fp`) on encoded `input`;
+    /// dropping the future cancels it as the runner can.
+    pub(crate) fn call(
+        &self,
+        name: &'static str,
+        fp: u64,
+        input: Vec<u8>,
+        options: offload::proc::CallOptions,
+    ) -> Running {
+        match self {
+            Runner::Procs(p) => Box::pin(p.call_bytes(name, Some(fp), input, options)),
+            Runner::Threads { pool, registry } => {
+                let registry = registry.clone();
+                let run =
+                    offload::run_in_executor::<_, _, _, offload::NotAFuture>(pool, move || {
+                        registry.dispatch(name, &input)
+                    });
+                Box::pin(async move { run.await? })
+            }
+        }
+    }
+
+    /// Processes (or threads) that run calls.
+    fn size(&self) -> usize {
+        match self {
+            Runner::Procs(p) => (p.max_in_flight() / 2).max(1),
+            Runner::Threads { pool, .. } => pool.max_threads(),
+        }
+    }
+
+    /// (running, queued) calls now.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        let m = match self {
+            Runner::Procs(p) => p.metrics().calls,
+            Runner::Threads { pool, .. } => pool.metrics(),
+        };
+        (m.running, m.queued)
+    }
+
+    /// Stops it, waiting (at most 10 s) for its processes to be reaped.
+    async fn shutdown(&self) {
+        let done = async {
+            match self {
+                Runner::Procs(p) => p.shutdown().await,
+                Runner::Threads { pool, .. } => pool.shutdown().await,
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
     }
 }
 
@@ -444,7 +555,7 @@ impl Recent {
 /// What a worker's loops and handlers share.
 pub(crate) struct Shared {
     pub(crate) client: Client,
-    pub(crate) pool: ProcessPool,
+    pub(crate) runner: Runner,
     pub(crate) name: String,
     /// The service API's instance id.
     pub(crate) id: String,
@@ -648,9 +759,13 @@ impl Worker {
         self.stop.clone()
     }
 
-    /// The local process pool (its pids, metrics).
-    pub fn process_pool(&self) -> &ProcessPool {
-        &self.shared.pool
+    /// The local process pool (its pids, metrics), unless the worker runs
+    /// calls [in process](WorkerBuilder::in_process).
+    pub fn process_pool(&self) -> Option<&ProcessPool> {
+        match &self.shared.runner {
+            Runner::Procs(p) => Some(p),
+            Runner::Threads { .. } => None,
+        }
     }
 
     /// Serves until shutdown is asked (SIGTERM or SIGINT when signals are
@@ -695,7 +810,7 @@ impl Worker {
         for l in &self.loops {
             l.abort();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), sh.pool.shutdown()).await;
+        sh.runner.shutdown().await;
     }
 }
 

@@ -84,7 +84,7 @@ fn info(shared: &Shared) -> Value {
 fn stats(shared: &Shared) -> Value {
     let mut m = base(shared, "stats_response");
     m.insert("started".into(), json!(rfc3339(shared.started)));
-    let pool = shared.pool.metrics();
+    let (running, queued) = shared.runner.load();
     let endpoints: Vec<Value> = shared
         .tasks
         .iter()
@@ -104,9 +104,8 @@ fn stats(shared: &Shared) -> Value {
                     "held": shared.held_count(),
                     "capacity": shared.capacity,
                     "queue": shared.queue,
-                    "processes": pool.workers,
-                    "running": pool.calls.running,
-                    "queued": pool.calls.queued,
+                    "running": running,
+                    "queued": queued,
                 },
             })
         })
