@@ -357,7 +357,7 @@ async fn probe(inner: &Inner, subject: String) -> Result<Option<Message>, Error>
 /// worker answers, but serves no such task), or no workers at all.
 /// `None` if a worker serving exactly this task answers now.
 pub(crate) async fn unserved(inner: &Arc<Inner>, task: &str, fp: u64) -> Option<Error> {
-    let result = match probe(inner, inner.subjects.probe_name(task)).await {
+    match probe(inner, inner.subjects.probe_name(task)).await {
         Ok(Some(m)) => {
             let theirs = std::str::from_utf8(&m.payload)
                 .ok()
@@ -381,8 +381,7 @@ pub(crate) async fn unserved(inner: &Arc<Inner>, task: &str, fp: u64) -> Option<
             Err(e) => Some(e),
         },
         Err(e) => Some(e),
-    };
-    result
+    }
 }
 
 /// Sends the cancels of dropped calls (a `Drop` cannot await): a message
