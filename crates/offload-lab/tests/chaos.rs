@@ -19,6 +19,9 @@ const SCENARIOS: &[&str] = &[
     "shutdown-drain/procs",
     "shutdown-now/procs",
     "shutdown-deadline/procs",
+    "remote-kill-storm",
+    "remote-server-restart/direct",
+    "remote-server-restart/durable",
 ];
 
 #[test]
