@@ -12,14 +12,16 @@
 //!
 //! - [`Worker`]: on each machine, serves a registry's tasks, each call in
 //!   a local process pool (a crash, leak or runaway kills one process, not
-//!   the worker; hard timeouts and kill-on-cancel as in the process pool).
+//!   the worker; hard timeouts and kill-on-cancel as in the process pool),
+//!   or, [opted in](WorkerBuilder::in_process), on threads of its own
+//!   (faster for tiny tasks, not isolated).
 //! - [`RemotePool`]: anywhere, calls them: `pool.call::<T>(input).await`
 //!   resolves to `Result<T::Output, offload::Error>`, like a
 //!   `ProcessPool` call. Switching a call between the two changes the
 //!   line that builds the pool.
 //! - Two delivery modes per pool ([`Mode`]): **direct** (request/reply
 //!   through a queue group, at most once, heartbeats so that a dead worker
-//!   is reported in about two heartbeats) and **durable** (a JetStream
+//!   is reported after two heartbeats and a second) and **durable** (a JetStream
 //!   work queue, at least once: a job whose worker dies runs again
 //!   elsewhere, and the caller still gets one result).
 //! - [`LocalServer`]: a throwaway `nats-server` for tests and demos.
