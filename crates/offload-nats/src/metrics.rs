@@ -73,3 +73,30 @@ pub(crate) fn redelivered() {
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) fn redelivered() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_name_the_error_kind() {
+        assert_eq!(outcome(&Ok::<(), Error>(())), "ok");
+        let cases = [
+            (offload::remote::worker_lost("w"), "worker_lost"),
+            (
+                offload::remote::timed_out(Duration::from_secs(1)),
+                "timeout",
+            ),
+            (offload::remote::no_workers("x"), "no_workers"),
+            (crate::errors::unknown_task("x"), "unknown_task"),
+            (crate::errors::version_mismatch("x"), "version_mismatch"),
+            (offload::remote::transport_failed("x"), "transport"),
+            (offload::remote::input_too_large(Some(2), 1), "too_large"),
+            (crate::errors::shutdown(), "shutdown"),
+            (offload::remote::protocol("x"), "other"),
+        ];
+        for (e, name) in cases {
+            assert_eq!(outcome(&Err::<(), _>(e)), name);
+        }
+    }
+}

@@ -814,6 +814,18 @@ impl Worker {
     }
 }
 
+impl Drop for Worker {
+    /// A worker dropped without [`serve`](Worker::serve) stops serving at
+    /// once: its subscriptions and pulls end (durable jobs it held go back
+    /// to JetStream after their ack wait).
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        for l in &self.loops {
+            l.abort();
+        }
+    }
+}
+
 impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
