@@ -14,6 +14,7 @@
 
 mod bench;
 mod chaos;
+mod cluster;
 mod demo;
 mod experiments;
 mod http;
@@ -60,6 +61,9 @@ enum Command {
     Serve(http::ServeArgs),
     /// Benchmarks: ours against peers, measured in the same process, alternately.
     Bench(bench::BenchArgs),
+    /// The CPU experiment through NATS: a local nats-server (or --nats URL)
+    /// and worker programs on this machine, one more per row.
+    Cluster(cluster::ClusterArgs),
     /// Reliability: kill workers, panic, time out, flood, kill the parent, shut down under load.
     Chaos(chaos::ChaosArgs),
 }
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
     offload::proc::run_worker_if_child(&tasks::registry());
     bench::procs::run_pingpong_if_child();
     chaos::run_child_if_requested();
+    cluster::run_child_if_requested();
     exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     match cli.command {
@@ -92,6 +97,11 @@ fn main() -> anyhow::Result<()> {
         Command::Sweep(args) => experiments::sweep::run(&args),
         Command::Serve(args) => http::serve(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Cluster(args) => {
+            let rows = cluster::run(&args)?;
+            summary::print_rows(&rows, args.common.json);
+            Ok(())
+        }
         Command::Chaos(args) => chaos::run(&args),
     }
 }

@@ -28,6 +28,9 @@ const SCENARIOS: &[&str] = &[
     "no-block/drop-threads",
     "no-block/build-dedicated",
     "no-block/drop-procs",
+    "remote-kill-storm",
+    "remote-server-restart/direct",
+    "remote-server-restart/durable",
 ];
 
 #[test]

@@ -59,6 +59,29 @@ pub fn protocol(what: impl Into<String>) -> Error {
     Error::protocol(what)
 }
 
+/// The caller's pool was shut down before the call could be sent.
+/// [`Error::is_shutdown`].
+pub fn shutdown() -> Error {
+    Error::shutdown()
+}
+
+/// The workers serve the task under another fingerprint (two deployments
+/// out of step). [`Error::is_version_mismatch`].
+pub fn version_mismatch(what: impl Into<String>) -> Error {
+    Error::version_mismatch(what)
+}
+
+/// No worker knows a task of this name. [`Error::is_unknown_task`].
+pub fn unknown_task(name: impl Into<String>) -> Error {
+    Error::unknown_task(name)
+}
+
+/// Bytes that are not the task's input or output type (encoded or
+/// decoded at the caller). [`Error::is_codec`].
+pub fn codec(what: impl Into<String>) -> Error {
+    Error::codec(what)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +96,10 @@ mod tests {
             input_too_large(Some(10), 5),
             output_too_large(None, 5),
             protocol("garbage"),
+            shutdown(),
+            version_mismatch("fp 1 vs 2"),
+            unknown_task("sum"),
+            codec("bad input"),
         ];
         for e in errors {
             let bytes = postcard::to_stdvec(&e).unwrap();
@@ -81,6 +108,10 @@ mod tests {
             assert_eq!(back.is_retryable(), e.is_retryable());
         }
         assert!(no_workers("x").is_no_workers());
+        assert!(shutdown().is_shutdown());
+        assert!(version_mismatch("x").is_version_mismatch());
+        assert!(unknown_task("x").is_unknown_task());
+        assert!(codec("x").is_codec());
         assert!(worker_lost("w").is_worker_lost());
         assert_eq!(worker_lost("w").worker(), Some("w"));
     }

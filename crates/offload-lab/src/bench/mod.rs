@@ -6,6 +6,7 @@ mod floor;
 mod monitor;
 mod payload;
 pub(crate) mod procs;
+mod remote;
 mod threads;
 
 use crate::report::{self, BenchLine};
@@ -42,6 +43,8 @@ pub(crate) enum Suite {
     Monitor,
     /// Cooperative yielding: count and time-slice budgets against the bare loop.
     Coop,
+    /// Remote pool on NATS: ours against raw async-nats request/reply.
+    Remote,
 }
 
 /// Runs the chosen suite and prints its lines.
@@ -51,6 +54,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Suite::Procs => procs::run(args)?,
         Suite::Monitor => monitor::run(args)?,
         Suite::Coop => coop::run(args)?,
+        Suite::Remote => remote::run(args)?,
     };
     report::print(&lines, args.json);
     Ok(())

@@ -23,6 +23,8 @@ mod memory;
 mod no_block;
 mod orphans;
 mod races;
+mod remote_kill_storm;
+mod remote_server_restart;
 mod runaway;
 mod shutdown;
 mod thread_panics;
@@ -434,6 +436,8 @@ const SCENARIOS: &[Scenario] = &[
     ("leak", memory::leak),
     ("runaway-memory", memory::runaway_memory),
     ("no-block", no_block::run),
+    ("remote-kill-storm", remote_kill_storm::run),
+    ("remote-server-restart", remote_server_restart::run),
 ];
 
 /// Runs the scenarios and prints their lines; fails if any is not clean.

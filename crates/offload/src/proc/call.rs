@@ -54,6 +54,17 @@ impl CallOptions {
         self.on_drop = on_drop;
         self
     }
+
+    /// The timeout set with [`timeout`](Self::timeout), if any (for other
+    /// executors that take these options, like a remote pool).
+    pub fn get_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The drop behaviour set with [`on_drop`](Self::on_drop).
+    pub fn get_on_drop(&self) -> OnDrop {
+        self.on_drop
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

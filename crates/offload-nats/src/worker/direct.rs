@@ -1,0 +1,135 @@
+//! Direct calls on the worker: take a call from the queue group (or answer
+//! "busy"), heartbeat to its caller while it waits and runs, reply once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::{HeaderMap, Message, Subscriber};
+use futures::StreamExt;
+use offload::Error;
+use offload::proc::CallOptions;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{HandlerGuard, Shared, Stop};
+use crate::subjects::{self as s, header_u64};
+
+/// Reads the task's call subscription until shutdown; then stops
+/// subscribing and answers "busy" to what was already on its way, so
+/// those callers send it to another worker.
+pub(super) async fn serve(shared: Arc<Shared>, idx: usize, mut sub: Subscriber) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        tokio::select! {
+            m = sub.next() => match m {
+                Some(m) => take(&shared, idx, m).await,
+                None => return,
+            },
+            _ = super::stopped(&mut stopping) => break,
+        }
+    }
+    let _ = sub.drain().await;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+        if let Some(reply) = m.reply {
+            send(&shared, reply.to_string(), s::BUSY, Vec::new()).await;
+        }
+    }
+}
+
+async fn take(shared: &Arc<Shared>, idx: usize, m: Message) {
+    let Some(reply) = m.reply.clone() else { return };
+    match shared.direct_slots.clone().try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(handle(shared.clone(), idx, m, permit));
+        }
+        Err(_) => send(shared, reply.to_string(), s::BUSY, Vec::new()).await,
+    }
+}
+
+/// Publishes a reply of `kind` to `to`.
+pub(super) async fn send(shared: &Shared, to: String, kind: &str, body: Vec<u8>) {
+    let mut h = HeaderMap::new();
+    h.insert(s::H_KIND, kind);
+    h.insert(s::H_WORKER, shared.name.as_str());
+    let _ = shared.client.publish_with_headers(to, h, body.into()).await;
+}
+
+/// The reply to a finished call: its output, or its error as data.
+pub(super) fn encode_result(shared: &Shared, r: Result<Vec<u8>, Error>) -> (&'static str, Vec<u8>) {
+    let r = r.and_then(|out| {
+        if out.len() > shared.max_output() {
+            Err(offload::remote::output_too_large(
+                Some(out.len() as u64),
+                shared.max_output() as u64,
+            ))
+        } else {
+            Ok(out)
+        }
+    });
+    match r {
+        Ok(out) => (s::OK, out),
+        Err(e) => (s::ERR, postcard::to_stdvec(&e).unwrap_or_default()),
+    }
+}
+
+/// The local call options from a request's headers.
+pub(super) fn options(m: &Message) -> CallOptions {
+    let mut o = CallOptions::new();
+    if let Some(ms) = header_u64(m.headers.as_ref(), s::H_TIMEOUT) {
+        o = o.timeout(Duration::from_millis(ms));
+    }
+    o
+}
+
+async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemaphorePermit) {
+    let _guard = HandlerGuard::new(&shared.handlers);
+    let Some(reply) = m.reply.as_ref().map(|r| r.to_string()) else {
+        return;
+    };
+    let Some(mut stop) = shared.hold(&reply) else {
+        return;
+    };
+    let task = &shared.tasks[idx];
+    let every = header_u64(m.headers.as_ref(), s::H_HEARTBEAT)
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(1))
+        .clamp(Duration::from_millis(10), Duration::from_secs(3600));
+    let started = Instant::now();
+    let mut call = shared
+        .runner
+        .call(task.name, task.fp, m.payload.to_vec(), options(&m));
+    // The first beat comes early (a quarter interval): it names the
+    // worker to its caller. A call that ends sooner costs no beat at all.
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every / 4, every);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let outcome = loop {
+        tokio::select! {
+            r = &mut call => break Ok(r),
+            _ = beat.tick() => send(&shared, reply.clone(), s::HEARTBEAT, Vec::new()).await,
+            s = &mut stop => break Err(s.unwrap_or(Stop::Cancelled)),
+        }
+    };
+    shared.release(&reply);
+    match outcome {
+        Ok(r) => {
+            task.record(r.is_ok(), started.elapsed());
+            let (kind, body) = encode_result(&shared, r);
+            send(&shared, reply, kind, body).await;
+        }
+        // Dropping the call kills the process running it (or skips it).
+        Err(Stop::Cancelled) => drop(call),
+        Err(Stop::Shutdown) => {
+            drop(call);
+            let e = offload::remote::worker_lost(format!(
+                "{} (shut down before the call finished)",
+                shared.name
+            ));
+            send(
+                &shared,
+                reply,
+                s::ERR,
+                postcard::to_stdvec(&e).unwrap_or_default(),
+            )
+            .await;
+        }
+    }
+}

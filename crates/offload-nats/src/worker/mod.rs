@@ -1,0 +1,840 @@
+//! [`Worker`]: serves a [`Registry`]'s tasks to [`RemotePool`](crate::RemotePool)s,
+//! running each call in a local [`ProcessPool`].
+
+mod direct;
+mod durable;
+mod service;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream::{self, stream};
+use async_nats::{Client, ConnectOptions, Subscriber};
+use futures::StreamExt;
+use offload::proc::{ProcessPool, Registry};
+use tokio::sync::{Semaphore, oneshot, watch};
+
+use crate::errors::BuildError;
+use crate::subjects::{QUEUE, Subjects};
+
+/// Builds a [`Worker`]. Create one with [`Worker::builder`].
+#[must_use = "a builder does nothing until `build().await` or `serve().await`"]
+pub struct WorkerBuilder {
+    url: String,
+    options: Option<ConnectOptions>,
+    client: Option<Client>,
+    registry: Option<Registry>,
+    processes: Option<usize>,
+    pool: Option<ProcessPool>,
+    threads: Option<usize>,
+    name: Option<String>,
+    prefix: String,
+    capacity: Option<usize>,
+    queue: usize,
+    durable: bool,
+    ack_wait: Duration,
+    max_deliver: i64,
+    grace: Duration,
+    signals: bool,
+}
+
+impl Default for WorkerBuilder {
+    fn default() -> Self {
+        WorkerBuilder {
+            url: "nats://127.0.0.1:4222".into(),
+            options: None,
+            client: None,
+            registry: None,
+            processes: None,
+            pool: None,
+            threads: None,
+            name: None,
+            prefix: "offload".into(),
+            capacity: None,
+            queue: 1024,
+            durable: true,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            grace: Duration::from_secs(10),
+            signals: true,
+        }
+    }
+}
+
+impl WorkerBuilder {
+    /// The server(s) to connect to (default `nats://127.0.0.1:4222`).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// Connect options passed through to async-nats (credentials, TLS,
+    /// reconnect policy).
+    pub fn connect_options(mut self, options: ConnectOptions) -> Self {
+        self.options = Some(options);
+        self
+    }
+
+    /// Use this already connected client.
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The tasks this worker serves (required). Only these can ever run
+    /// here; anyone allowed to publish on the prefix's subjects can call
+    /// them (restrict that with NATS permissions).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Worker processes of the local process pool (default: the number of
+    /// CPUs). The processes re-execute the current program, so
+    /// [`run_worker_if_child`](offload::proc::run_worker_if_child) must be
+    /// the first line of its `main`.
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// Run calls in this process pool instead of building one (for a
+    /// worker program, per-call timeouts, recycling...). Its registry must
+    /// be the one given to [`registry`](Self::registry).
+    pub fn process_pool(mut self, pool: ProcessPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Run calls on a pool of this many threads in the worker itself
+    /// instead of worker processes: no process hop (several times the
+    /// throughput for tiny tasks), but **no isolation**: a task that
+    /// crashes (segfault, abort) takes the worker down, a running call
+    /// cannot be stopped (a cancel or a timeout only skips calls not yet
+    /// started), and per-call timeouts are not enforced. A task's panic is
+    /// still caught and returned.
+    pub fn in_process(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// The worker's name in heartbeats, errors and the service API
+    /// (default `<host>-<pid>`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The subject prefix shared with the callers (default `offload`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How many durable jobs the worker holds at once (default: twice the
+    /// process pool's size: one running and one ready per process). It
+    /// pulls a job from JetStream only when it holds fewer.
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = Some(n);
+        self
+    }
+
+    /// Direct calls held beyond `capacity` that wait for a process
+    /// (default 1024). A direct call beyond that is answered "busy" and
+    /// its caller sends it again (to whichever worker NATS picks).
+    pub fn queue(mut self, n: usize) -> Self {
+        self.queue = n;
+        self
+    }
+
+    /// Serve durable calls too (default true; needs JetStream on the
+    /// server).
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// Durable: how long JetStream waits for an ack before it gives the
+    /// job to another worker (default 30 s, at least 300 ms). A worker
+    /// extends it every third of this while it holds the job, so it only
+    /// matters when the worker dies: it is how long a dead worker's jobs
+    /// wait before they run again. Set when the consumer is first created.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
+    }
+
+    /// Durable: deliveries of a job before it goes to the dead-letter
+    /// subject `<prefix>.dead.<task>` and its caller gets
+    /// [`Error::is_worker_lost`](offload::Error::is_worker_lost) (default
+    /// 5, at least 1).
+    pub fn max_deliver(mut self, n: u32) -> Self {
+        self.max_deliver = i64::from(n);
+        self
+    }
+
+    /// On shutdown, how long calls in hand may run to completion (default
+    /// 10 s). After it, durable jobs are handed back (nak) and direct
+    /// calls fail with [`Error::is_worker_lost`](offload::Error::is_worker_lost).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Shut down gracefully on SIGTERM and SIGINT (default true).
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.signals = on;
+        self
+    }
+
+    /// Connects, starts the process pool and subscribes; the worker
+    /// serves calls from now on, until [`Worker::serve`] returns.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Invalid`] for a bad setting or a missing registry,
+    /// [`BuildError::Connect`], [`BuildError::JetStream`] (durable serving
+    /// needs JetStream: enable it on the server with `-js`, or
+    /// `.durable(false)`), [`BuildError::Pool`].
+    pub async fn build(self) -> Result<Worker, BuildError> {
+        let subjects = Subjects::new(&self.prefix).map_err(BuildError::Invalid)?;
+        let registry = self
+            .registry
+            .ok_or(BuildError::Invalid("a registry is required"))?;
+        if registry.names().next().is_none() {
+            return Err(BuildError::Invalid("the registry has no task"));
+        }
+        if self.processes == Some(0) {
+            return Err(BuildError::Invalid("processes must be at least 1"));
+        }
+        if self.threads == Some(0) {
+            return Err(BuildError::Invalid("in_process threads must be at least 1"));
+        }
+        if self.threads.is_some() && (self.pool.is_some() || self.processes.is_some()) {
+            return Err(BuildError::Invalid(
+                "in_process excludes processes and process_pool",
+            ));
+        }
+        if self.capacity == Some(0) {
+            return Err(BuildError::Invalid("capacity must be at least 1"));
+        }
+        if self.ack_wait < Duration::from_millis(300) {
+            return Err(BuildError::Invalid("ack_wait must be at least 300 ms"));
+        }
+        if self.max_deliver < 1 {
+            return Err(BuildError::Invalid("max_deliver must be at least 1"));
+        }
+        let client = match self.client {
+            Some(c) => c,
+            None => self
+                .options
+                .unwrap_or_default()
+                .connect(self.url.as_str())
+                .await
+                .map_err(|e| BuildError::Connect(format!("{}: {e}", self.url)))?,
+        };
+        // Known only once connected (see `subjects::max_payload`).
+        let max_payload = client.server_info().max_payload;
+        let runner = match (self.pool, self.threads) {
+            (Some(p), _) => Runner::Procs(p),
+            (None, Some(n)) => Runner::Threads {
+                pool: offload::ThreadPool::builder()
+                    .name("offload-nats")
+                    .threads(n)
+                    .build()?,
+                registry: Arc::new(registry.clone()),
+            },
+            (None, None) => {
+                let mut b = ProcessPool::builder()
+                    .name("offload-nats")
+                    .registry(registry.clone())
+                    // No frame larger than a NATS message can carry (when
+                    // known; the process pool's default otherwise).
+                    .max_frame_bytes(if max_payload == 0 {
+                        64 << 20
+                    } else {
+                        max_payload.max(1024)
+                    });
+                if let Some(n) = self.processes {
+                    b = b.workers(n);
+                }
+                Runner::Procs(b.build()?)
+            }
+        };
+        let processes = runner.size();
+        let capacity = self.capacity.unwrap_or(processes * 2);
+        let name = self.name.unwrap_or_else(default_name);
+        let id = client
+            .new_inbox()
+            .rsplit('.')
+            .next()
+            .unwrap_or("0")
+            .to_owned();
+        let tasks: Vec<TaskEntry> = registry
+            .names()
+            .map(|n| TaskEntry {
+                name: n,
+                fp: registry.fingerprint(n).unwrap_or(0),
+                requests: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                nanos: AtomicU64::new(0),
+            })
+            .collect();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let js = if self.durable {
+            let js = jetstream::new(client.clone());
+            ensure_stream(&js, &subjects)
+                .await
+                .map_err(BuildError::JetStream)?;
+            Some(js)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            runner,
+            name,
+            id,
+            subjects,
+            tasks,
+            direct_slots: Arc::new(Semaphore::new(capacity.saturating_add(self.queue))),
+            run_slots: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            queue: self.queue,
+            held: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new(Recent::default()),
+            handlers: AtomicUsize::new(0),
+            max_payload: std::sync::atomic::AtomicUsize::new(max_payload),
+            started: SystemTime::now(),
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
+            stopping: stop_rx,
+        });
+        let mut worker = Worker {
+            shared: shared.clone(),
+            stop: ShutdownHandle {
+                tx: Arc::new(stop_tx),
+            },
+            grace: self.grace,
+            signals: self.signals,
+            loops: Vec::new(),
+        };
+        // Cancels first, so that no cancel of a call we take is missed.
+        let cancels = subscribe(&client, shared.subjects.cancel(), None).await?;
+        worker.spawn(cancel_loop(shared.clone(), cancels));
+        for idx in 0..shared.tasks.len() {
+            let (name, fp) = (shared.tasks[idx].name, shared.tasks[idx].fp);
+            let calls = subscribe(&client, shared.subjects.call(name, fp), Some(QUEUE)).await?;
+            worker.spawn(direct::serve(shared.clone(), idx, calls));
+            if let Some(js) = &js {
+                let consumer = durable::consumer(js, &shared, idx)
+                    .await
+                    .map_err(BuildError::JetStream)?;
+                worker.spawn(durable::serve(shared.clone(), idx, consumer));
+            }
+            let exact =
+                subscribe(&client, shared.subjects.probe_exact(name, fp), Some(QUEUE)).await?;
+            worker.spawn(answer(shared.clone(), exact, b"1".to_vec()));
+            let named = subscribe(&client, shared.subjects.probe_name(name), Some(QUEUE)).await?;
+            worker.spawn(answer(
+                shared.clone(),
+                named,
+                format!("{fp:016x}").into_bytes(),
+            ));
+        }
+        let any = subscribe(&client, shared.subjects.probe_any(), Some(QUEUE)).await?;
+        worker.spawn(answer(
+            shared.clone(),
+            any,
+            shared.name.clone().into_bytes(),
+        ));
+        for subject in service::subjects(&shared.id) {
+            let sub = subscribe(&client, subject, None).await?;
+            worker.spawn(service::serve(shared.clone(), sub));
+        }
+        // Make sure the server has every subscription before we say we
+        // serve: a call sent right after `build` must find us.
+        client
+            .flush()
+            .await
+            .map_err(|e| BuildError::Connect(format!("flush: {e}")))?;
+        Ok(worker)
+    }
+
+    /// [`build`](Self::build), then [`Worker::serve`]: serves until
+    /// shutdown (SIGTERM, SIGINT or a [`ShutdownHandle`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    pub async fn serve(self) -> Result<(), BuildError> {
+        self.build().await?.serve().await;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .field("processes", &self.processes)
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn subscribe(
+    client: &Client,
+    subject: String,
+    queue: Option<&str>,
+) -> Result<Subscriber, BuildError> {
+    let r = match queue {
+        Some(q) => client.queue_subscribe(subject.clone(), q.to_owned()).await,
+        None => client.subscribe(subject.clone()).await,
+    };
+    r.map_err(|e| BuildError::Connect(format!("subscribe to {subject}: {e}")))
+}
+
+/// Creates the stream of durable jobs if it does not exist: work-queue
+/// retention (a job is gone once acked), on disk.
+pub(crate) async fn ensure_stream(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+) -> Result<stream::Stream<()>, String> {
+    let name = subjects.stream();
+    js.get_or_create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![subjects.jobs()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| {
+        format!("cannot create or find stream {name} (is JetStream enabled, `-js`?): {e}")
+    })?;
+    js.get_stream_no_info(&name)
+        .await
+        .map_err(|e| format!("stream {name}: {e}"))
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// One task's entry: its name, fingerprint and service-API counters.
+#[derive(Debug)]
+pub(crate) struct TaskEntry {
+    pub(crate) name: &'static str,
+    pub(crate) fp: u64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) nanos: AtomicU64,
+}
+
+impl TaskEntry {
+    fn record(&self, ok: bool, took: Duration) {
+        self.requests.fetch_add(1, Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+        }
+        self.nanos
+            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+}
+
+/// Where a worker runs its calls.
+pub(crate) enum Runner {
+    /// Worker processes (the default): isolation, hard timeouts, kill on cancel.
+    Procs(ProcessPool),
+    /// Threads of the worker itself: faster, not isolated.
+    Threads {
+        pool: offload::ThreadPool,
+        registry: Arc<Registry>,
+    },
+}
+
+/// A call running in a [`Runner`].
+pub(crate) type Running =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, offload::Error>> + Send>>;
+
+impl Runner {
+    /// Starts task `name` (at fingerprint `fp`) on encoded `input`;
+    /// dropping the future cancels it as the runner can.
+    pub(crate) fn call(
+        &self,
+        name: &'static str,
+        fp: u64,
+        input: Vec<u8>,
+        options: offload::proc::CallOptions,
+    ) -> Running {
+        match self {
+            Runner::Procs(p) => Box::pin(p.call_bytes(name, Some(fp), input, options)),
+            Runner::Threads { pool, registry } => {
+                let registry = registry.clone();
+                let run = offload::run_in_executor(pool, move || registry.dispatch(name, &input));
+                Box::pin(async move { run.await? })
+            }
+        }
+    }
+
+    /// Processes (or threads) that run calls.
+    fn size(&self) -> usize {
+        match self {
+            Runner::Procs(p) => (p.max_in_flight() / 2).max(1),
+            Runner::Threads { pool, .. } => pool.max_threads(),
+        }
+    }
+
+    /// (running, queued) calls now.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        let m = match self {
+            Runner::Procs(p) => p.metrics().calls,
+            Runner::Threads { pool, .. } => pool.metrics(),
+        };
+        (m.running, m.queued)
+    }
+
+    /// Stops it, waiting (at most 10 s) for its processes to be reaped.
+    async fn shutdown(&self) {
+        let done = async {
+            match self {
+                Runner::Procs(p) => p.shutdown().await,
+                Runner::Threads { pool, .. } => pool.shutdown().await,
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
+    }
+}
+
+/// Why a held call is stopped before it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Its caller cancelled it.
+    Cancelled,
+    /// The worker is shutting down and the grace period is over.
+    Shutdown,
+}
+
+/// Recently cancelled calls we did not hold (yet): a cancel may overtake
+/// its call (durable: the job is fetched after the cancel was sent).
+#[derive(Debug, Default)]
+struct Recent {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl Recent {
+    const CAP: usize = 10_000;
+
+    fn insert(&mut self, id: String) {
+        if self.set.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAP {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// What a worker's loops and handlers share.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) runner: Runner,
+    pub(crate) name: String,
+    /// The service API's instance id.
+    pub(crate) id: String,
+    pub(crate) subjects: Subjects,
+    pub(crate) tasks: Vec<TaskEntry>,
+    /// Direct calls held (capacity + queue).
+    pub(crate) direct_slots: Arc<Semaphore>,
+    /// Durable jobs held (capacity).
+    pub(crate) run_slots: Arc<Semaphore>,
+    pub(crate) capacity: usize,
+    pub(crate) queue: usize,
+    /// Calls held, by reply subject: how to stop each.
+    held: Mutex<HashMap<String, oneshot::Sender<Stop>>>,
+    cancelled: Mutex<Recent>,
+    /// Call handlers still running.
+    pub(crate) handlers: AtomicUsize,
+    pub(crate) max_payload: std::sync::atomic::AtomicUsize,
+    pub(crate) started: SystemTime,
+    pub(crate) ack_wait: Duration,
+    pub(crate) max_deliver: i64,
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn held(&self) -> MutexGuard<'_, HashMap<String, oneshot::Sender<Stop>>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes call `id`; `None` if it was already cancelled.
+    pub(crate) fn hold(&self, id: &str) -> Option<oneshot::Receiver<Stop>> {
+        if self
+            .cancelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set
+            .contains(id)
+        {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.held().insert(id.to_owned(), tx);
+        Some(rx)
+    }
+
+    pub(crate) fn release(&self, id: &str) {
+        self.held().remove(id);
+    }
+
+    fn cancel(&self, id: String) {
+        let tx = self.held().remove(&id);
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(Stop::Cancelled);
+            }
+            None => self
+                .cancelled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id),
+        }
+    }
+
+    fn stop_all(&self) {
+        let held: Vec<_> = self.held().drain().collect();
+        for (_, tx) in held {
+            let _ = tx.send(Stop::Shutdown);
+        }
+    }
+
+    pub(crate) fn held_count(&self) -> usize {
+        self.held().len()
+    }
+
+    /// The largest output that fits in a reply.
+    pub(crate) fn max_output(&self) -> usize {
+        crate::subjects::max_payload(&self.client, &self.max_payload)
+            .saturating_sub(crate::subjects::HEADER_ROOM)
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+}
+
+/// Counts a running call handler for the shutdown's wait.
+pub(crate) struct HandlerGuard<'a>(&'a AtomicUsize);
+
+impl<'a> HandlerGuard<'a> {
+    pub(crate) fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Relaxed);
+        HandlerGuard(n)
+    }
+}
+
+impl Drop for HandlerGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn cancel_loop(shared: Arc<Shared>, mut sub: Subscriber) {
+    while let Some(m) = sub.next().await {
+        if let Ok(id) = std::str::from_utf8(&m.payload) {
+            shared.cancel(id.to_owned());
+        }
+    }
+}
+
+/// Answers every request on `sub` with `body` until shutdown.
+async fn answer(shared: Arc<Shared>, mut sub: Subscriber, body: Vec<u8>) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        tokio::select! {
+            m = sub.next() => match m {
+                Some(m) => if let Some(reply) = m.reply {
+                    let _ = shared.client.publish(reply, body.clone().into()).await;
+                },
+                None => return,
+            },
+            _ = stopped(&mut stopping) => {
+                let _ = sub.unsubscribe().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Stops a worker from another task: [`ShutdownHandle::shutdown`] does
+/// what SIGTERM does.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown; [`Worker::serve`] returns when it is done.
+    pub fn shutdown(&self) {
+        self.tx.send_replace(true);
+    }
+}
+
+/// Serves a [`Registry`]'s tasks to [`RemotePool`](crate::RemotePool)s:
+/// direct calls from a NATS queue group, durable jobs from a JetStream
+/// work queue, each run in a local [`ProcessPool`] (a crash, leak or
+/// runaway task kills one process, not the worker).
+///
+/// ```no_run
+/// # use offload::proc::{Registry, Task};
+/// # struct WordCount;
+/// # impl Task for WordCount {
+/// #     const NAME: &'static str = "word_count";
+/// #     type Input = String;
+/// #     type Output = usize;
+/// #     fn run(t: String) -> usize { t.split_whitespace().count() }
+/// # }
+/// fn registry() -> Registry {
+///     Registry::new().with::<WordCount>()
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     offload::proc::run_worker_if_child(&registry()); // first line of main
+///     offload_nats::Worker::builder()
+///         .url("nats://10.0.0.5:4222")
+///         .registry(registry())
+///         .processes(4)
+///         .serve() // until SIGTERM: then finish or hand back what it holds
+///         .await?;
+///     Ok(())
+/// }
+/// ```
+///
+/// It answers the NATS service API (`$SRV.PING`, `$SRV.INFO`,
+/// `$SRV.STATS`, service name `offload`), so `nats micro ls` lists it
+/// with its load.
+pub struct Worker {
+    shared: Arc<Shared>,
+    stop: ShutdownHandle,
+    grace: Duration,
+    signals: bool,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// A builder; see [`WorkerBuilder`] for the settings and defaults.
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder::default()
+    }
+
+    fn spawn(&mut self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.loops.push(tokio::spawn(fut));
+    }
+
+    /// The worker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// A handle that shuts this worker down.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.stop.clone()
+    }
+
+    /// The local process pool (its pids, metrics), unless the worker runs
+    /// calls [in process](WorkerBuilder::in_process).
+    pub fn process_pool(&self) -> Option<&ProcessPool> {
+        match &self.shared.runner {
+            Runner::Procs(p) => Some(p),
+            Runner::Threads { .. } => None,
+        }
+    }
+
+    /// Serves until shutdown is asked (SIGTERM or SIGINT when signals are
+    /// handled, or a [`ShutdownHandle`]), then shuts down gracefully:
+    /// stops taking calls, lets those in hand finish for the grace period,
+    /// hands back (durable: nak) or fails (direct) the rest, stops its
+    /// processes, and returns.
+    pub async fn serve(mut self) {
+        let mut stopping = self.shared.stopping.clone();
+        if self.signals {
+            let handle = self.stop.clone();
+            self.spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    tracing::warn!("offload-nats: cannot handle SIGTERM/SIGINT");
+                    return;
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                handle.shutdown();
+            });
+        }
+        let _ = stopped(&mut stopping).await;
+        let sh = &self.shared;
+        tracing::info!(worker = %sh.name, held = sh.held_count(), "offload-nats: shutting down");
+        let deadline = Instant::now().checked_add(self.grace);
+        while sh.held_count() > 0 && deadline.is_none_or(|d| Instant::now() < d) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sh.stop_all();
+        // Handlers answer (direct) or nak (durable) what they held.
+        let until = Instant::now() + Duration::from_secs(5);
+        while sh.handlers.load(Relaxed) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = sh.client.flush().await;
+        for l in &self.loops {
+            l.abort();
+        }
+        sh.runner.shutdown().await;
+    }
+}
+
+impl Drop for Worker {
+    /// A worker dropped without [`serve`](Worker::serve) stops serving at
+    /// once: its subscriptions and pulls end (durable jobs it held go back
+    /// to JetStream after their ack wait).
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        for l in &self.loops {
+            l.abort();
+        }
+    }
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.shared.name)
+            .field("prefix", &self.shared.subjects.prefix())
+            .field("held", &self.shared.held_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves once shutdown has been asked (holding no borrow of the flag
+/// across an await, so the futures that select on it stay `Send`).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
