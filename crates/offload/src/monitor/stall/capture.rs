@@ -6,6 +6,8 @@
 //! `tgkill`, `sigaction` and the signal handler itself.
 #![allow(unsafe_code)]
 
+use super::report::Frame;
+
 /// Why a backtrace could not be captured (shown in reports).
 pub(crate) type Unavailable = String;
 
@@ -40,19 +42,16 @@ pub(crate) fn own_stack() -> Vec<usize> {
     imp::own_stack()
 }
 
-/// A resolved frame: (ip, function name, file, line).
-pub(crate) type RawFrame = (usize, Option<String>, Option<String>, Option<u32>);
-
 /// Resolves instruction pointers to symbols (may allocate: call it on the
 /// watchdog, never in the handler), dropping the handler's frames and the
 /// kernel's signal trampoline from the top.
-pub(crate) fn resolve(ips: &[usize]) -> Vec<RawFrame> {
+pub(crate) fn resolve(ips: &[usize]) -> Vec<Frame> {
     imp::resolve(ips)
 }
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use super::{RawFrame, Unavailable};
+    use super::{Frame, Unavailable};
     use std::ffi::c_void;
     use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Mutex, OnceLock};
@@ -285,33 +284,40 @@ mod imp {
         ips
     }
 
-    pub(super) fn resolve(ips: &[usize]) -> Vec<RawFrame> {
-        let mut frames: Vec<RawFrame> = Vec::with_capacity(ips.len());
+    pub(super) fn resolve(ips: &[usize]) -> Vec<Frame> {
+        let mut frames: Vec<Frame> = Vec::with_capacity(ips.len());
         for &ip in ips {
             let mut found = false;
             backtrace::resolve(ip as *mut c_void, |symbol| {
                 found = true;
-                frames.push((
+                frames.push(Frame {
                     ip,
-                    symbol.name().map(|n| format!("{n:#}")),
-                    symbol.filename().map(|f| f.display().to_string()),
-                    symbol.lineno(),
-                ));
+                    function: symbol.name().map(|n| format!("{n:#}")),
+                    file: symbol.filename().map(|f| f.display().to_string()),
+                    line: symbol.lineno(),
+                });
             });
             if !found {
-                frames.push((ip, None, None, None));
+                frames.push(Frame {
+                    ip,
+                    function: None,
+                    file: None,
+                    line: None,
+                });
             }
         }
         // Drop everything up to our handler, then the kernel's trampoline.
         if let Some(at) = frames.iter().position(|f| {
-            f.1.as_deref()
+            f.function
+                .as_deref()
                 .is_some_and(|n| n.contains("offload_stall_signal_handler"))
         }) {
             frames.drain(..=at);
-            if frames
-                .first()
-                .is_some_and(|f| f.1.as_deref().is_none_or(|n| n.contains("restore_rt")))
-            {
+            if frames.first().is_some_and(|f| {
+                f.function
+                    .as_deref()
+                    .is_none_or(|n| n.contains("restore_rt"))
+            }) {
                 frames.remove(0);
             }
         }
@@ -321,7 +327,7 @@ mod imp {
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
-    use super::{RawFrame, Unavailable};
+    use super::{Frame, Unavailable};
 
     pub(super) fn current_tid() -> Option<i32> {
         None
@@ -340,7 +346,7 @@ mod imp {
         Vec::new()
     }
 
-    pub(super) fn resolve(_ips: &[usize]) -> Vec<RawFrame> {
+    pub(super) fn resolve(_ips: &[usize]) -> Vec<Frame> {
         Vec::new()
     }
 }

@@ -1,16 +1,21 @@
-//! The stall detector: watchdog, reports, diagnosis, stack capture.
+//! The stall detector: watchdog, episodes, reports, diagnosis, stack
+//! capture.
 
 mod capture;
 mod classify;
 mod detector;
+mod episode;
+mod hooks;
 mod report;
 mod task;
 mod thread;
 #[cfg(feature = "tokio")]
 mod tokio_rt;
+mod watchdog;
 
 pub use classify::{StallCause, StallKind};
-pub use detector::{StallDetector, StallDetectorBuilder, WatchGuard, WorkerHooks};
+pub use detector::{StallDetector, StallDetectorBuilder, WatchGuard};
+pub use hooks::WorkerHooks;
 pub use report::{Frame, StallBacktrace, StallPhase, StallReport};
 pub use task::{Instrumented, TaskLabel, instrument};
 pub use thread::beat;

@@ -2,11 +2,33 @@
 //! builder, attach heartbeats and tokio's own per-worker counters to a
 //! built runtime, spawn named tasks.
 
-use super::detector::{self, WorkerHooks};
+use super::WorkerHooks;
+use super::detector::{self, Detector, Probe};
+use super::thread::Slot;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::{Builder, Handle, RuntimeFlavor};
+
+/// What only the tokio conveniences need from the shared detector state.
+impl Detector {
+    fn add_probe(&self, group: u64, probe: Probe) {
+        self.probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((group, probe));
+    }
+
+    /// The live threads registered by hooks of `group`.
+    fn group_threads(&self, group: u64) -> Vec<Arc<Slot>> {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        threads
+            .iter()
+            .filter(|s| s.group == group && !s.is_dead())
+            .cloned()
+            .collect()
+    }
+}
 
 impl WorkerHooks {
     /// Installs these hooks as the builder's `on_thread_start`,
@@ -42,10 +64,10 @@ impl WorkerHooks {
             // tokio spawns its workers while building; their start hooks
             // may still be running.
             let deadline = Instant::now() + Duration::from_secs(1);
-            let mut threads = self.shared.group_threads(self.group);
+            let mut threads = self.detector.group_threads(self.group);
             while threads.len() < workers && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
-                threads = self.shared.group_threads(self.group);
+                threads = self.detector.group_threads(self.group);
             }
             // Workers were spawned first: the lowest thread ids.
             threads.sort_by_key(|s| s.tid);
@@ -53,29 +75,29 @@ impl WorkerHooks {
                 slot.mark_worker();
             }
         }
-        let interval = self.shared.threshold() / 8;
+        let interval = self.detector.config.threshold / 8;
         for i in 0..workers {
             let offset =
                 interval * u32::try_from(i).unwrap_or(0) / u32::try_from(workers).unwrap_or(1);
             let offset = offset.max(Duration::from_millis(1));
             handle.spawn(detector::heartbeat(
-                Arc::downgrade(&self.shared),
+                Arc::downgrade(&self.detector),
                 offset,
                 tokio::time::sleep,
             ));
         }
         // One task that records its own stack (cheap), and hands it to a
         // warm-up thread to resolve (slow, once).
-        let shared = Arc::downgrade(&self.shared);
+        let weak = Arc::downgrade(&self.detector);
         handle.spawn(async move {
-            if let Some(shared) = shared.upgrade() {
-                shared.warm_up_from_here();
+            if let Some(detector) = weak.upgrade() {
+                detector::warm_up_symbols(&detector);
             }
         });
         #[cfg(target_has_atomic = "64")]
         if handle.runtime_flavor() == RuntimeFlavor::MultiThread {
             let metrics = handle.metrics();
-            self.shared.add_probe(
+            self.detector.add_probe(
                 self.group,
                 Box::new(move |out: &mut Vec<u64>| {
                     out.clear();
