@@ -3,7 +3,8 @@
 //! preallocated, process-global buffer. The watchdog resolves the symbols.
 //!
 //! This is the only file of the crate with `unsafe` code: thread ids,
-//! `tgkill`, `sigaction` and the signal handler itself.
+//! `tgkill`, `sigaction`, `sigaltstack`, the alternate stacks' memory and
+//! the signal handler itself.
 #![allow(unsafe_code)]
 
 use super::report::Frame;
@@ -23,6 +24,26 @@ pub(crate) fn current_tid() -> Option<i32> {
 /// later by [`resolve`].
 pub(crate) fn capture(tid: i32, timeout: std::time::Duration) -> Result<Vec<usize>, Unavailable> {
     imp::capture(tid, timeout)
+}
+
+/// Gives the calling thread an alternate signal stack large enough for the
+/// capture handler, unless it has one already; the handler runs on it
+/// (`SA_ONSTACK`), so a thread stalled deep in recursion, near the end of
+/// its own stack, is not pushed over the edge by the capture. Keep the
+/// returned value on the thread (it is not `Send`) for as long as the
+/// thread is watched: dropping it puts the previous stack back.
+pub(crate) fn alt_stack_for_this_thread() -> Option<AltStack> {
+    imp::AltStack::install().map(AltStack)
+}
+
+/// An alternate signal stack given to one thread; see
+/// [`alt_stack_for_this_thread`].
+pub(crate) struct AltStack(#[allow(dead_code)] imp::AltStack);
+
+impl std::fmt::Debug for AltStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AltStack")
+    }
 }
 
 /// Loads the debug information ahead of the first report, so the first
@@ -141,9 +162,22 @@ mod imp {
                 .is_ok()
         {
             let mut n = 0;
-            // SAFETY: the closure only stores into preallocated atomics; no
-            // other thread unwinds concurrently through this buffer, because
-            // the WRITING phase is owned by this handler alone.
+            // SAFETY: `trace_unsynchronized` is `trace` without the crate's
+            // global lock, and that lock only guards unwinders that are not
+            // thread-safe (Windows' dbghelp). Its real precondition here is
+            // that the unwinder may run on this thread at this instant: on
+            // Linux, libgcc's `_Unwind_Backtrace` is thread-safe and
+            // allocation-free, but it finds unwind tables through
+            // `dl_iterate_phdr`, which takes the dynamic loader's lock. That
+            // lock is recursive, so interrupting a thread that is itself
+            // unwinding (a panic, another backtrace) is fine; interrupting a
+            // thread inside `dlopen`/`dlclose` of another thread's making
+            // waits for it, and the watchdog then gives up on capturing (see
+            // `BROKEN`). That is the documented limit in the design note;
+            // nothing else in the process can be waiting on this handler.
+            // The closure cannot panic (`n < MAX_FRAMES` is checked before
+            // every store) and only stores into preallocated atomics; the
+            // WRITING phase makes this handler the buffer's only writer.
             unsafe {
                 backtrace::trace_unsynchronized(|frame| {
                     BUFFER.ips[n].store(frame.ip() as usize, Ordering::Relaxed);
@@ -183,8 +217,10 @@ mod imp {
                 let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
                 action.sa_sigaction = offload_stall_signal_handler as *const () as usize;
                 // SA_RESTART: most interrupted syscalls resume by themselves.
-                // No SA_ONSTACK: Rust's alternate stacks are too small to unwind on.
-                action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+                // SA_ONSTACK: run on the thread's alternate stack, which
+                // `AltStack::install` makes large enough to unwind on
+                // (std's own, 8 KiB, is not: the unwind needs about 8 KB).
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
                 // SAFETY: `sa_mask` is a valid sigset inside `action`.
                 unsafe { libc::sigemptyset(&mut action.sa_mask) };
                 // SAFETY: `action` is fully initialised; the handler is an
@@ -199,10 +235,20 @@ mod imp {
 
     pub(super) fn capture(tid: i32, timeout: Duration) -> Result<Vec<usize>, Unavailable> {
         let signal = install()?;
+        // Lock first, then look at BROKEN: a capture that finds a handler
+        // stuck sets BROKEN before it lets go of the lock, so the next one
+        // in line sees it and never starts a request that the stuck handler
+        // could still be writing over.
+        let mut generation = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         if BROKEN.load(Ordering::Relaxed) {
             return Err("capture disabled: an earlier handler never finished".to_owned());
         }
-        let mut generation = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        // Someone may have reset the signal to its default action (which
+        // terminates the process) or taken it over since we installed our
+        // handler: look again right before sending it. (A change between
+        // this look and `tgkill` cannot be excluded by any process-wide
+        // means; it is no longer a silent, certain kill on the next stall.)
+        still_ours(signal)?;
         *generation += 1;
         let base = *generation << 2;
         BUFFER.target.store(tid, Ordering::Relaxed);
@@ -256,6 +302,138 @@ mod imp {
                 }
             }
             std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// Whether `signal` still runs our handler.
+    fn still_ours(signal: i32) -> Result<(), Unavailable> {
+        // SAFETY: an all-zero `sigaction` is a valid value for the kernel
+        // to fill in.
+        let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new action only queries; `now` is writable.
+        if unsafe { libc::sigaction(signal, std::ptr::null(), &mut now) } != 0 {
+            return Err(format!("sigaction({signal}) failed"));
+        }
+        if now.sa_sigaction == offload_stall_signal_handler as *const () as usize {
+            Ok(())
+        } else {
+            Err(format!(
+                "signal {signal} no longer runs the capture handler (someone replaced or \
+                 reset it): not sending it"
+            ))
+        }
+    }
+
+    /// Size of the alternate stacks we give watched threads: the unwind in
+    /// the handler used 7.9 KB, the kernel's signal frame included, when
+    /// measured (x86_64, 128 frames); eight times that leaves room for
+    /// larger signal frames (AVX-512) and deeper unwinder paths.
+    const ALT_STACK_SIZE: usize = 64 * 1024;
+
+    /// An alternate signal stack mapped for one thread, with a guard page
+    /// below it, and the stack it replaced.
+    pub(crate) struct AltStack {
+        /// Start of the mapping (the guard page).
+        map: *mut c_void,
+        map_len: usize,
+        /// The stack's base as given to the kernel (`map` + one page).
+        sp: *mut c_void,
+        /// The stack in place before ours (disabled if there was none).
+        previous: libc::stack_t,
+    }
+
+    impl AltStack {
+        /// Installs an alternate stack for the calling thread, unless it
+        /// has one of at least `ALT_STACK_SIZE` already.
+        pub(crate) fn install() -> Option<AltStack> {
+            // SAFETY: an all-zero `stack_t` is valid for the kernel to fill.
+            let mut previous: libc::stack_t = unsafe { std::mem::zeroed() };
+            // SAFETY: a null new stack only queries; `previous` is writable.
+            if unsafe { libc::sigaltstack(std::ptr::null(), &mut previous) } != 0 {
+                return None;
+            }
+            let enabled = previous.ss_flags & libc::SS_DISABLE == 0;
+            if enabled && previous.ss_size >= ALT_STACK_SIZE {
+                return None;
+            }
+            if previous.ss_flags & libc::SS_ONSTACK != 0 {
+                // Running on the alternate stack right now (inside a signal
+                // handler): not the moment to swap it.
+                return None;
+            }
+            // SAFETY: `sysconf` has no memory effects.
+            let page =
+                usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+            let map_len = ALT_STACK_SIZE + page;
+            // SAFETY: an anonymous private mapping at an address of the
+            // kernel's choosing; the result is checked below.
+            let map = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    map_len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if map == libc::MAP_FAILED {
+                return None;
+            }
+            // SAFETY: `map` is the page-aligned start of our own mapping of
+            // `map_len > page` bytes: the lowest page becomes the guard, so
+            // an overflow of the handler faults instead of writing below.
+            let guarded = unsafe { libc::mprotect(map, page, libc::PROT_NONE) } == 0;
+            // SAFETY: `page < map_len`, so the pointer stays inside the
+            // mapping.
+            let sp: *mut c_void = unsafe { map.cast::<u8>().add(page) }.cast();
+            let stack = libc::stack_t {
+                ss_sp: sp,
+                ss_flags: 0,
+                ss_size: ALT_STACK_SIZE,
+            };
+            // SAFETY: `stack` describes readable, writable memory of ours
+            // that stays mapped until `Drop` has taken it out of use.
+            if !guarded || unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) } != 0 {
+                // SAFETY: our own mapping, not in use.
+                unsafe { libc::munmap(map, map_len) };
+                return None;
+            }
+            Some(AltStack {
+                map,
+                map_len,
+                sp,
+                previous,
+            })
+        }
+    }
+
+    impl Drop for AltStack {
+        /// Runs on the thread that installed the stack (the value is not
+        /// `Send`). If our stack is still the current one, the previous one
+        /// is put back: it is still mapped, because whoever owns it (std,
+        /// for its stack-overflow handler) disables the current stack
+        /// before freeing theirs, and has not, since ours is current. If
+        /// ours is no longer current, someone else changed or disabled it
+        /// and we leave theirs alone. Either way ours is out of use before
+        /// it is unmapped.
+        fn drop(&mut self) {
+            // SAFETY: as in `install`.
+            let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+            // SAFETY: a null new stack only queries; `current` is writable.
+            let queried = unsafe { libc::sigaltstack(std::ptr::null(), &mut current) } == 0;
+            if !queried || current.ss_flags & libc::SS_ONSTACK != 0 {
+                // Cannot tell, or a handler is running on it right now:
+                // leaking 68 KiB beats unmapping a stack in use.
+                return;
+            }
+            if current.ss_flags & libc::SS_DISABLE == 0 && current.ss_sp == self.sp {
+                // SAFETY: `previous` is what the kernel gave us (disabled or
+                // a stack that its owner still keeps mapped, see above).
+                unsafe { libc::sigaltstack(&self.previous, std::ptr::null_mut()) };
+            }
+            // SAFETY: our own mapping, no longer any thread's signal stack.
+            unsafe { libc::munmap(self.map, self.map_len) };
         }
     }
 
@@ -338,6 +516,14 @@ mod imp {
         _timeout: std::time::Duration,
     ) -> Result<Vec<usize>, Unavailable> {
         Err("stack capture is implemented on Linux only".to_owned())
+    }
+
+    pub(crate) struct AltStack;
+
+    impl AltStack {
+        pub(crate) fn install() -> Option<AltStack> {
+            None
+        }
     }
 
     pub(super) fn warm_up(_ips: &[usize]) {}

@@ -125,6 +125,9 @@ struct Local {
     slots: RefCell<Vec<Arc<Slot>>>,
     /// The label of the instrumented task being polled on this thread.
     label: Cell<u64>,
+    /// The alternate signal stack the capture handler runs on, while the
+    /// thread is watched by any detector (see `capture.rs`).
+    alt_stack: RefCell<Option<super::capture::AltStack>>,
 }
 
 impl Drop for Local {
@@ -137,7 +140,11 @@ impl Drop for Local {
 
 thread_local! {
     static LOCAL: Local = const {
-        Local { slots: RefCell::new(Vec::new()), label: Cell::new(0) }
+        Local {
+            slots: RefCell::new(Vec::new()),
+            label: Cell::new(0),
+            alt_stack: RefCell::new(None),
+        }
     };
 }
 
@@ -171,6 +178,10 @@ pub(crate) fn register(
                 worker: AtomicBool::new(false),
             });
             slots.push(Arc::clone(&slot));
+            let mut alt_stack = local.alt_stack.borrow_mut();
+            if alt_stack.is_none() {
+                *alt_stack = super::capture::alt_stack_for_this_thread();
+            }
             (slot, true)
         })
         .ok()
@@ -180,13 +191,19 @@ pub(crate) fn register(
 /// Removes the current thread's slot of a detector.
 pub(crate) fn unregister(detector: u64) {
     let _ = LOCAL.try_with(|local| {
-        local.slots.borrow_mut().retain(|s| {
+        let mut slots = local.slots.borrow_mut();
+        slots.retain(|s| {
             let keep = s.detector != detector;
             if !keep {
                 s.kill();
             }
             keep
         });
+        if slots.is_empty() {
+            // No detector watches this thread any more: give the previous
+            // signal stack back.
+            local.alt_stack.borrow_mut().take();
+        }
     });
 }
 
