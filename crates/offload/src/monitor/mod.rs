@@ -68,8 +68,11 @@ mod stall;
 
 pub use lag::{LagMonitor, LagMonitorBuilder, LagSnapshot};
 #[cfg(feature = "tokio")]
+pub use stall::WatchedRuntime;
+#[cfg(feature = "tokio")]
 pub use stall::spawn_named;
 pub use stall::{
     Frame, Instrumented, StallBacktrace, StallCause, StallDetector, StallDetectorBuilder,
-    StallKind, StallPhase, StallReport, TaskLabel, WatchGuard, WorkerHooks, beat, instrument,
+    StallKind, StallPhase, StallReport, StallReports, TaskLabel, WatchGuard, WorkerHooks, beat,
+    instrument,
 };

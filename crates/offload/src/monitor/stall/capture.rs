@@ -7,8 +7,6 @@
 //! the signal handler itself.
 #![allow(unsafe_code)]
 
-use super::report::Frame;
-
 /// Why a backtrace could not be captured (shown in reports).
 pub(crate) type Unavailable = String;
 
@@ -18,12 +16,30 @@ pub(crate) fn current_tid() -> Option<i32> {
     imp::current_tid()
 }
 
-/// Captures the stack of thread `tid` of this process, waiting at most
-/// `timeout` for the thread to run the signal handler. Returns the raw
+/// How long to wait for a thread to run the capture handler.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Patience {
+    /// Always waited.
+    pub(crate) timeout: std::time::Duration,
+    /// Waited on top, for as long as `waiting_for_cpu` says the thread is
+    /// runnable but not running: it has the signal, it just has no CPU to
+    /// run the handler on (a loaded machine). A thread in uninterruptible
+    /// sleep, or one that blocks the signal, is given up on after
+    /// `timeout`.
+    pub(crate) more_if_runnable: std::time::Duration,
+}
+
+/// Captures the stack of thread `tid` of this process, waiting for the
+/// thread to run the signal handler as `patience` says (`waiting_for_cpu`
+/// tells whether the thread is runnable but not running). Returns the raw
 /// instruction pointers, innermost first, the handler's own frames removed
 /// later by [`resolve`].
-pub(crate) fn capture(tid: i32, timeout: std::time::Duration) -> Result<Vec<usize>, Unavailable> {
-    imp::capture(tid, timeout)
+pub(crate) fn capture(
+    tid: i32,
+    patience: Patience,
+    waiting_for_cpu: &dyn Fn() -> bool,
+) -> Result<Vec<usize>, Unavailable> {
+    imp::capture(tid, patience, waiting_for_cpu)
 }
 
 /// Gives the calling thread an alternate signal stack large enough for the
@@ -46,33 +62,15 @@ impl std::fmt::Debug for AltStack {
     }
 }
 
-/// Loads the debug information ahead of the first report, so the first
-/// stall is not reported late by the symbolizer's start-up cost (hundreds
-/// of milliseconds in a debug build): resolves `ips` (a stack like the ones
-/// reports will show) on a short-lived thread of its own, so the watchdog
-/// keeps watching meanwhile.
-pub(crate) fn warm_up(ips: Vec<usize>) {
-    let _ = std::thread::Builder::new()
-        .name("offload-stall-warmup".to_owned())
-        .spawn(move || imp::warm_up(&ips));
-}
-
 /// The calling thread's own stack (outside any signal handler), to warm
 /// the symbolizer up with.
 pub(crate) fn own_stack() -> Vec<usize> {
     imp::own_stack()
 }
 
-/// Resolves instruction pointers to symbols (may allocate: call it on the
-/// watchdog, never in the handler), dropping the handler's frames and the
-/// kernel's signal trampoline from the top.
-pub(crate) fn resolve(ips: &[usize]) -> Vec<Frame> {
-    imp::resolve(ips)
-}
-
 #[cfg(target_os = "linux")]
 mod imp {
-    use super::{Frame, Unavailable};
+    use super::{Patience, Unavailable};
     use std::ffi::c_void;
     use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Mutex, OnceLock};
@@ -233,7 +231,11 @@ mod imp {
             .clone()
     }
 
-    pub(super) fn capture(tid: i32, timeout: Duration) -> Result<Vec<usize>, Unavailable> {
+    pub(super) fn capture(
+        tid: i32,
+        patience: Patience,
+        waiting_for_cpu: &dyn Fn() -> bool,
+    ) -> Result<Vec<usize>, Unavailable> {
         let signal = install()?;
         // Lock first, then look at BROKEN: a capture that finds a handler
         // stuck sets BROKEN before it lets go of the lock, so the next one
@@ -269,7 +271,10 @@ mod imp {
             return Err(format!("tgkill to thread {tid} failed (thread gone?)"));
         }
 
-        let deadline = Instant::now() + timeout;
+        let sent_at = Instant::now();
+        let mut deadline = sent_at + patience.timeout;
+        let last_chance = deadline + patience.more_if_runnable;
+        let mut next_look = deadline;
         loop {
             let state = BUFFER.state.load(Ordering::Acquire);
             if state == base | DONE {
@@ -281,7 +286,16 @@ mod imp {
                 BUFFER.state.store(IDLE, Ordering::Release);
                 return Ok(ips);
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if state == base | REQUESTED && now >= next_look && now < last_chance {
+                // Still not run: if the thread is runnable, it has the
+                // signal and waits for a CPU; give it more time.
+                next_look = now + Duration::from_millis(5);
+                if waiting_for_cpu() {
+                    deadline = deadline.max(next_look.min(last_chance));
+                }
+            }
+            if now >= deadline {
                 if BUFFER
                     .state
                     .compare_exchange(base | REQUESTED, IDLE, Ordering::AcqRel, Ordering::Relaxed)
@@ -290,13 +304,14 @@ mod imp {
                     // The signal stays pending; when it is delivered the
                     // handler sees no request for it and returns at once.
                     return Err(format!(
-                        "thread {tid} did not run the handler within {timeout:?} \
-                         (uninterruptible sleep, or signals blocked)"
+                        "thread {tid} did not run the handler within {:?} (uninterruptible \
+                         sleep, signals blocked, or no CPU for it)",
+                        now - sent_at
                     ));
                 }
                 // WRITING: the handler is unwinding right now; give it a
                 // little longer, then give up on capturing for good.
-                if Instant::now() >= deadline + Duration::from_millis(200) {
+                if now >= deadline + Duration::from_millis(200) {
                     BROKEN.store(true, Ordering::Relaxed);
                     return Err("the signal handler did not finish unwinding".to_owned());
                 }
@@ -437,12 +452,6 @@ mod imp {
         }
     }
 
-    pub(super) fn warm_up(ips: &[usize]) {
-        // Resolving addresses loads the binary's debug info and the units
-        // these frames live in.
-        let _ = resolve(ips);
-    }
-
     pub(super) fn own_stack() -> Vec<usize> {
         // Walking a stack once also initialises the unwinder's caches
         // outside of any signal handler. Not `backtrace::trace`: it takes
@@ -461,51 +470,11 @@ mod imp {
         }
         ips
     }
-
-    pub(super) fn resolve(ips: &[usize]) -> Vec<Frame> {
-        let mut frames: Vec<Frame> = Vec::with_capacity(ips.len());
-        for &ip in ips {
-            let mut found = false;
-            backtrace::resolve(ip as *mut c_void, |symbol| {
-                found = true;
-                frames.push(Frame {
-                    ip,
-                    function: symbol.name().map(|n| format!("{n:#}")),
-                    file: symbol.filename().map(|f| f.display().to_string()),
-                    line: symbol.lineno(),
-                });
-            });
-            if !found {
-                frames.push(Frame {
-                    ip,
-                    function: None,
-                    file: None,
-                    line: None,
-                });
-            }
-        }
-        // Drop everything up to our handler, then the kernel's trampoline.
-        if let Some(at) = frames.iter().position(|f| {
-            f.function
-                .as_deref()
-                .is_some_and(|n| n.contains("offload_stall_signal_handler"))
-        }) {
-            frames.drain(..=at);
-            if frames.first().is_some_and(|f| {
-                f.function
-                    .as_deref()
-                    .is_none_or(|n| n.contains("restore_rt"))
-            }) {
-                frames.remove(0);
-            }
-        }
-        frames
-    }
 }
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
-    use super::{Frame, Unavailable};
+    use super::{Patience, Unavailable};
 
     pub(super) fn current_tid() -> Option<i32> {
         None
@@ -513,7 +482,8 @@ mod imp {
 
     pub(super) fn capture(
         _tid: i32,
-        _timeout: std::time::Duration,
+        _patience: Patience,
+        _waiting_for_cpu: &dyn Fn() -> bool,
     ) -> Result<Vec<usize>, Unavailable> {
         Err("stack capture is implemented on Linux only".to_owned())
     }
@@ -526,13 +496,7 @@ mod imp {
         }
     }
 
-    pub(super) fn warm_up(_ips: &[usize]) {}
-
     pub(super) fn own_stack() -> Vec<usize> {
-        Vec::new()
-    }
-
-    pub(super) fn resolve(_ips: &[usize]) -> Vec<Frame> {
         Vec::new()
     }
 }

@@ -1,10 +1,12 @@
 //! The detector's public face ([`StallDetector`], its builder, the
-//! [`WatchGuard`] of `enter`, heartbeats) and [`Detector`], the state the
-//! handle, its hooks and its watchdog share.
+//! [`WatchGuard`] of `enter`, heartbeats, report subscriptions) and
+//! [`Detector`], the state the handle, its hooks and its watchdog share.
 
+use super::reports::{ReportQueue, StallReports};
+use super::setup::Setup;
 use super::thread::{self, Clock, Slot};
 use super::watchdog::Watchdog;
-use super::{capture, report::StallReport};
+use super::{capture, report::StallReport, symbols};
 use crate::error::BuildError;
 use std::fmt;
 use std::future::Future;
@@ -32,6 +34,8 @@ pub(crate) struct Config {
     pub(crate) log: bool,
     pub(crate) backtraces: bool,
     pub(crate) reports_per_minute: u32,
+    pub(crate) starved_per_minute: u32,
+    pub(crate) report_block_in_place: bool,
 }
 
 /// What a detector's handle, hooks and watchdog share.
@@ -45,6 +49,11 @@ pub(crate) struct Detector {
     /// Progress probes by hook group (tokio's per-worker metrics).
     pub(crate) probes: Mutex<Vec<(u64, Probe)>>,
     pub(crate) next_group: AtomicU64,
+    /// Report subscriptions ([`StallDetector::reports`]).
+    subscribers: Mutex<Vec<Weak<ReportQueue>>>,
+    /// How the detector was wired to runtimes, to tell a half-installed
+    /// set-up in a log line.
+    pub(crate) setup: Setup,
     stop: AtomicBool,
 }
 
@@ -59,6 +68,32 @@ impl Detector {
     pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
+
+    /// Hands a report to every live subscription.
+    pub(crate) fn publish(&self, report: &StallReport) {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subscribers.retain(|w| match w.upgrade() {
+            Some(q) => {
+                q.push(report);
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// Registers the current thread as a watched worker of `group`; returns
+    /// whether this call registered it (a nested `enter` did not).
+    pub(crate) fn enter(&self, group: u64) -> bool {
+        match thread::register(self.id, group, &self.clock, false) {
+            Some((slot, new)) => {
+                slot.mark_worker();
+                slot.set_parked(false);
+                self.add_slot(slot);
+                new
+            }
+            None => false,
+        }
+    }
 }
 
 /// Configures a [`StallDetector`]; see [`StallDetector::builder`].
@@ -69,6 +104,8 @@ pub struct StallDetectorBuilder {
     log: bool,
     backtraces: bool,
     reports_per_minute: u32,
+    starved_per_minute: u32,
+    report_block_in_place: bool,
 }
 
 impl fmt::Debug for StallDetectorBuilder {
@@ -79,6 +116,8 @@ impl fmt::Debug for StallDetectorBuilder {
             .field("log", &self.log)
             .field("backtraces", &self.backtraces)
             .field("reports_per_minute", &self.reports_per_minute)
+            .field("starved_per_minute", &self.starved_per_minute)
+            .field("report_block_in_place", &self.report_block_in_place)
             .finish()
     }
 }
@@ -91,9 +130,12 @@ impl StallDetectorBuilder {
         self
     }
 
-    /// Calls `f` with every report, on the watchdog thread (keep it short:
-    /// the watchdog waits for it). Reports are also logged with
-    /// `tracing::warn!` unless [`log(false)`](Self::log).
+    /// Calls `f` with every report, in order, on the process's reporting
+    /// thread (`offload-stall-reports`, which resolves the stacks' symbols
+    /// off the watchdog; keep `f` short: later reports wait for it). A
+    /// panicking `f` loses that one report. Reports are also logged with
+    /// `tracing::warn!` unless [`log(false)`](Self::log), and go to every
+    /// [`StallDetector::reports`] subscription.
     pub fn on_report(mut self, f: impl Fn(&StallReport) + Send + Sync + 'static) -> Self {
         self.on_report = Some(Arc::new(f));
         self
@@ -107,18 +149,47 @@ impl StallDetectorBuilder {
     }
 
     /// Whether to capture the stalled thread's stack (Linux: a real-time
-    /// signal, see the module docs). Default `true`.
+    /// signal, see the module docs). Default `true`. The stack is also how
+    /// a thread inside `block_in_place` is told from a stalled worker when
+    /// the runtime's counters cannot tell.
     pub fn backtraces(mut self, capture: bool) -> Self {
         self.backtraces = capture;
         self
     }
 
-    /// At most this many new stalls are reported per minute (a burst of as
-    /// many is allowed); the others are counted and the count is shown in
-    /// the next report. Repeats and ends of a reported stall are not
-    /// limited (repeats already space out by doubling). Default 12.
+    /// At most this many new stalls (CPU-bound, blocking) are reported per
+    /// minute (a burst of as many is allowed); the others are counted and
+    /// the count is shown in the next report. Repeats and ends of a
+    /// reported stall are not limited (repeats already space out by
+    /// doubling). Default 12.
     pub fn max_reports_per_minute(mut self, n: u32) -> Self {
         self.reports_per_minute = n;
+        self
+    }
+
+    /// At most this many starved episodes are reported per minute, with a
+    /// rate limit of their own, so a busy machine cannot crowd out reports
+    /// of real stalls. A starved episode is a real delay of the loop (its
+    /// thread was ready but got no CPU for longer than the threshold), but
+    /// not a defect of the code it ran, so by default they are reported,
+    /// sparingly: 6 per minute. `0` turns starved reports off (they are
+    /// still told apart from stalls, so they never count as one).
+    pub fn max_starved_reports_per_minute(mut self, n: u32) -> Self {
+        self.starved_per_minute = n;
+        self
+    }
+
+    /// Whether to report threads blocking inside tokio's `block_in_place`
+    /// for longer than the threshold, as [`StallKind::BlockingInPlace`]
+    /// (informational: the runtime handed the worker's queue to another
+    /// thread, so the loop is not stalled). Finding out costs a stack
+    /// capture of that thread (a signal, which may interrupt its blocking
+    /// call; see the module docs). Default `false`: such threads are
+    /// simply not reported. Limited like stalls.
+    ///
+    /// [`StallKind::BlockingInPlace`]: super::StallKind::BlockingInPlace
+    pub fn report_block_in_place(mut self, report: bool) -> Self {
+        self.report_block_in_place = report;
         self
     }
 
@@ -146,46 +217,92 @@ impl StallDetectorBuilder {
                 log: self.log,
                 backtraces: self.backtraces,
                 reports_per_minute: self.reports_per_minute,
+                starved_per_minute: self.starved_per_minute,
+                report_block_in_place: self.report_block_in_place,
             },
             threads: Mutex::new(Vec::new()),
             probes: Mutex::new(Vec::new()),
             next_group: AtomicU64::new(1),
+            subscribers: Mutex::new(Vec::new()),
+            setup: Setup::default(),
             stop: AtomicBool::new(false),
         });
         detector.clock.advance();
         let for_watchdog = Arc::clone(&detector);
-        let watchdog = std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("offload-stall-watchdog".to_owned())
             .spawn(move || Watchdog::new(for_watchdog).run())
             .map_err(BuildError::Spawn)?;
         Ok(StallDetector {
-            detector,
-            watchdog: Some(watchdog),
+            running: Arc::new(Running {
+                detector,
+                thread: Some(thread),
+            }),
         })
+    }
+}
+
+/// The watchdog thread, stopped when the last owner lets go: the
+/// [`StallDetector`] and any watched runtime made from it.
+pub(crate) struct Running {
+    pub(crate) detector: Arc<Detector>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.detector.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        for slot in self
+            .detector
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            slot.kill();
+        }
+        for queue in self
+            .detector
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            if let Some(q) = queue.upgrade() {
+                q.close();
+            }
+        }
     }
 }
 
 /// Reports event-loop threads that run for too long without returning to
 /// their scheduler, while they are still stuck: which thread and task,
-/// where (a backtrace on Linux) and why (CPU or a blocking syscall).
+/// where (a backtrace on Linux) and why: CPU-bound, a blocking syscall, or
+/// starved of CPU by the machine.
 ///
 /// The detector learns when each watched thread is idle (parked) and when
 /// it makes progress through hooks ([`WorkerHooks`](super::WorkerHooks)), a
 /// guard for the current thread ([`enter`](Self::enter)) and heartbeats.
-/// Its watchdog is an OS thread of its own, so it sees stalls however stuck
-/// the runtime is. Dropping the detector stops the watchdog.
+/// With the `tokio` feature, `StallDetector::watch` does all of it for a
+/// tokio runtime in one call. Its watchdog is an OS thread of its own, so
+/// it sees stalls however stuck the runtime is. It stops when the detector
+/// and every runtime `watch` returned are dropped.
 ///
 /// See the [module docs](crate::monitor) for an example.
 pub struct StallDetector {
-    pub(crate) detector: Arc<Detector>,
-    watchdog: Option<JoinHandle<()>>,
+    pub(crate) running: Arc<Running>,
 }
 
 impl fmt::Debug for StallDetector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let threads = self.detector.threads.lock().map_or(0, |t| t.len());
+        let d = &self.running.detector;
+        let threads = d.threads.lock().map_or(0, |t| t.len());
         f.debug_struct("StallDetector")
-            .field("threshold", &self.detector.config.threshold)
+            .field("threshold", &d.config.threshold)
             .field("watched_threads", &threads)
             .finish()
     }
@@ -193,7 +310,8 @@ impl fmt::Debug for StallDetector {
 
 impl StallDetector {
     /// A builder with the defaults: 100 ms threshold, `tracing::warn!`
-    /// reports, backtraces on, 12 new stalls reported per minute at most.
+    /// reports, backtraces on, 12 new stalls and 6 starved episodes
+    /// reported per minute at most, `block_in_place` not reported.
     pub fn builder() -> StallDetectorBuilder {
         StallDetectorBuilder {
             threshold: Duration::from_millis(100),
@@ -201,45 +319,60 @@ impl StallDetector {
             log: true,
             backtraces: true,
             reports_per_minute: 12,
+            starved_per_minute: 6,
+            report_block_in_place: false,
         }
+    }
+
+    pub(crate) fn detector(&self) -> &Arc<Detector> {
+        &self.running.detector
     }
 
     /// The threshold.
     pub fn threshold(&self) -> Duration {
-        self.detector.config.threshold
+        self.detector().config.threshold
     }
 
     /// Hooks to install on a runtime's worker threads (thread start, stop,
     /// park, unpark; optionally task poll). Each call makes a new group:
     /// use one `WorkerHooks` (cloned as needed) per runtime.
     pub fn hooks(&self) -> super::WorkerHooks {
-        super::WorkerHooks {
-            detector: Arc::clone(&self.detector),
-            group: self.detector.next_group.fetch_add(1, Ordering::Relaxed),
-        }
+        let detector = Arc::clone(self.detector());
+        let group = detector.next_group.fetch_add(1, Ordering::Relaxed);
+        super::WorkerHooks { detector, group }
     }
 
     /// Watches the current thread until the guard is dropped: the way to
     /// watch a current-thread runtime, whose worker is the thread that
     /// calls `block_on`. The thread counts as busy from now on; install
     /// [`hooks`](Self::hooks) on the runtime too, so that it counts as idle
-    /// while parked, and run a [`heartbeat`](Self::heartbeat) on it.
+    /// while parked, and run a [`heartbeat`](Self::heartbeat) on it (with
+    /// the `tokio` feature, `StallDetector::watch` does all three).
     pub fn enter(&self) -> WatchGuard {
-        if let Some(slot) = thread::register(self.detector.id, 0, &self.detector.clock, false) {
-            slot.mark_worker();
-            slot.set_parked(false);
-            self.detector.add_slot(slot);
+        WatchGuard::new(self.detector().id, self.detector().enter(0))
+    }
+
+    /// Every report from now on, as a channel or a `Stream` (see
+    /// [`StallReports`]), besides the [`on_report`] callback and the log.
+    ///
+    /// [`on_report`]: StallDetectorBuilder::on_report
+    pub fn reports(&self) -> StallReports {
+        let queue = ReportQueue::new(256);
+        let d = self.detector();
+        d.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&queue));
+        if d.stopped() {
+            queue.close();
         }
-        WatchGuard {
-            detector: self.detector.id,
-            _not_send: PhantomData,
-        }
+        StallReports::new(queue)
     }
 
     /// How often [`heartbeat`](Self::heartbeat) beats: an eighth of the
     /// threshold.
     pub fn heartbeat_interval(&self) -> Duration {
-        self.detector.config.threshold / 8
+        self.detector().config.threshold / 8
     }
 
     /// A task to spawn on the watched runtime: it marks progress on
@@ -254,7 +387,7 @@ impl StallDetector {
         S: FnMut(Duration) -> F + Send + 'static,
         F: Future<Output = ()> + Send,
     {
-        heartbeat(Arc::downgrade(&self.detector), Duration::ZERO, sleep)
+        heartbeat(Arc::downgrade(self.detector()), Duration::ZERO, sleep)
     }
 }
 
@@ -283,44 +416,44 @@ where
     }
 }
 
-impl Drop for StallDetector {
-    fn drop(&mut self) {
-        self.detector.stop.store(true, Ordering::Relaxed);
-        if let Some(watchdog) = self.watchdog.take() {
-            watchdog.thread().unpark();
-            let _ = watchdog.join();
-        }
-        for slot in self
-            .detector
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            slot.kill();
-        }
-    }
-}
-
 /// Keeps the current thread watched; see [`StallDetector::enter`]. Not
-/// `Send`: drop it on the thread that created it.
+/// `Send`: drop it on the thread that created it. A nested `enter` on a
+/// thread already watched by the same detector leaves the watching to the
+/// outer guard.
 #[derive(Debug)]
 #[must_use = "the thread is watched only while the guard lives"]
 pub struct WatchGuard {
     detector: u64,
+    registered: bool,
     _not_send: PhantomData<*const ()>,
+}
+
+impl WatchGuard {
+    /// A guard for a thread `Detector::enter` just handled; it unregisters
+    /// the thread on drop only if that call registered it.
+    pub(crate) fn new(detector: u64, registered: bool) -> Self {
+        WatchGuard {
+            detector,
+            registered,
+            _not_send: PhantomData,
+        }
+    }
 }
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        thread::unregister(self.detector);
+        if self.registered {
+            thread::unregister(self.detector);
+        }
     }
 }
 
-/// Warms the symbolizer up with the calling thread's stack, on a helper
-/// thread, when the detector captures backtraces.
+/// Loads the debug information ahead of the first report (see
+/// `symbols.rs`): resolves the calling thread's stack, a stack like the
+/// ones reports will show, in the background, when the detector captures
+/// backtraces.
 pub(crate) fn warm_up_symbols(detector: &Detector) {
     if detector.config.backtraces {
-        capture::warm_up(capture::own_stack());
+        symbols::warm_up(capture::own_stack());
     }
 }

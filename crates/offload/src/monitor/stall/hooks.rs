@@ -36,7 +36,7 @@ impl WorkerHooks {
     pub fn on_thread_start(&self) {
         // Registered busy but unconfirmed: the watchdog watches it once it
         // is known to be a worker (`Slot::mark_worker`).
-        if let Some(slot) =
+        if let Some((slot, _)) =
             thread::register(self.detector.id, self.group, &self.detector.clock, false)
         {
             self.detector.add_slot(slot);
@@ -49,19 +49,29 @@ impl WorkerHooks {
     }
 
     /// Call before the thread parks (goes idle): an idle thread is never
-    /// stalled.
+    /// stalled. Only a runtime's workers park, so this also tells the
+    /// detector the thread holds one.
     #[inline]
     pub fn on_thread_park(&self) {
-        thread::with_slot(self.detector.id, |s| s.set_parked(true));
+        let found = thread::with_slot(self.detector.id, |s| {
+            s.mark_worker();
+            s.set_parked(true);
+        });
+        if !found {
+            self.detector.setup.unwatched_park();
+        }
     }
 
     /// Call after the thread unparks: it is busy from now on, and watched.
     #[inline]
     pub fn on_thread_unpark(&self) {
-        thread::with_slot(self.detector.id, |s| {
+        let found = thread::with_slot(self.detector.id, |s| {
             s.mark_worker();
             s.set_parked(false);
         });
+        if !found {
+            self.detector.setup.unwatched_park();
+        }
     }
 
     /// Call before each task poll (tokio: `on_before_task_poll`, behind

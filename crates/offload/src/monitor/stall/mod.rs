@@ -1,5 +1,5 @@
-//! The stall detector: watchdog, episodes, reports, diagnosis, stack
-//! capture.
+//! The stall detector: watchdog, episodes, roles, reports, diagnosis,
+//! stack capture.
 
 mod capture;
 mod classify;
@@ -7,6 +7,11 @@ mod detector;
 mod episode;
 mod hooks;
 mod report;
+mod reports;
+mod roles;
+mod sched;
+mod setup;
+mod symbols;
 mod task;
 mod thread;
 #[cfg(feature = "tokio")]
@@ -17,7 +22,8 @@ pub use classify::{StallCause, StallKind};
 pub use detector::{StallDetector, StallDetectorBuilder, WatchGuard};
 pub use hooks::WorkerHooks;
 pub use report::{Frame, StallBacktrace, StallPhase, StallReport};
+pub use reports::StallReports;
 pub use task::{Instrumented, TaskLabel, instrument};
 pub use thread::beat;
 #[cfg(feature = "tokio")]
-pub use tokio_rt::spawn_named;
+pub use tokio_rt::{WatchedRuntime, spawn_named};

@@ -1,40 +1,50 @@
 //! The watchdog: an OS thread that, every tick, reads when each watched
-//! thread last showed progress, follows stalls through their episodes
-//! (`episode.rs`), diagnoses them (`classify.rs`, `capture.rs`) and sends
-//! the reports.
+//! thread last showed progress (`episode.rs`), what the runtimes' own
+//! counters prove about which threads can hold a stuck worker
+//! (`roles.rs`), decides what each quiet thread is doing (`classify.rs`,
+//! `capture.rs`) and sends the reports.
 
 use super::capture;
-use super::classify::{self, CpuSample, StallCause};
+use super::classify::{self, StallCause, StallKind};
 use super::detector::{self, Detector};
-use super::episode::{Episode, Seen, Step, ThreadView};
+use super::episode::{Episode, Role, Seen, Step, ThreadView};
 use super::report::{StallBacktrace, StallPhase, StallReport};
+use super::roles::CoreProgress;
+use super::sched;
+use super::symbols;
 use super::task;
 use super::thread::Slot;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Why a thread is stalled and where: read from `/proc` first, then the
-/// stack (the signal that captures it disturbs what `/proc` shows).
-struct Diagnosis {
-    cause: StallCause,
-    backtrace: StallBacktrace,
-}
+/// How long the watchdog waits for a stalled thread to run the capture
+/// handler: 50 ms, and up to half a second more while the thread is
+/// runnable (it has the signal but no CPU yet, on a loaded machine; its
+/// stack is what tells a thread inside `block_in_place` from a stalled
+/// worker, so it is worth waiting for).
+const CAPTURE_PATIENCE: capture::Patience = capture::Patience {
+    timeout: Duration::from_millis(50),
+    more_if_runnable: Duration::from_millis(500),
+};
 
-/// Per-group progress read from probes: the time each core last changed.
-#[derive(Default)]
-struct CoreProgress {
-    last: Vec<u64>,
-    changed_at: Vec<u64>,
-}
+/// How long the watchdog waits for a stack's names (see `symbols.rs`);
+/// reports get theirs anyway, on the reporting thread.
+const RESOLVE_BUDGET: Duration = Duration::from_millis(250);
 
-/// A token bucket for new reports.
+/// How long past the threshold the watchdog keeps looking again at a
+/// suspect whose stack's names have not resolved yet, on a runtime where a
+/// thread may be inside `block_in_place` (beyond it, it reports without
+/// knowing).
+const UNRESOLVED_PATIENCE: Duration = Duration::from_secs(1);
+
+/// A token bucket for new reports of one class.
 struct RateLimit {
     per_minute: u64,
     /// In micro-tokens.
     tokens: u64,
     last_refill: u64,
-    /// Stalls not reported since the last report.
+    /// Episodes not reported since the last report of this class.
     suppressed: u64,
 }
 
@@ -51,41 +61,64 @@ impl RateLimit {
         }
     }
 
-    /// Takes a token if there is one; counts a suppressed report if not.
-    fn allow(&mut self, now: u64) -> bool {
+    /// Whether a token is there (refilled up to `now`), without taking it.
+    fn available(&mut self, now: u64) -> bool {
         let elapsed = now.saturating_sub(self.last_refill);
         self.last_refill = now;
         // per_minute tokens per 60e6 µs.
         self.tokens = (self.tokens + elapsed * self.per_minute / 60).min(self.per_minute * TOKEN);
-        if self.tokens >= TOKEN {
+        self.tokens >= TOKEN
+    }
+
+    /// Takes a token if there is one; counts a suppressed episode if not.
+    fn allow(&mut self, now: u64) -> bool {
+        let available = self.available(now);
+        self.spend(available);
+        available
+    }
+
+    /// Spends the token seen by `available`, or counts a suppressed episode.
+    fn spend(&mut self, available: bool) {
+        if available {
             self.tokens -= TOKEN;
-            true
         } else {
             self.suppressed += 1;
-            false
         }
+    }
+
+    /// The count of suppressed episodes, for the report that goes out now.
+    fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
     }
 }
 
 pub(super) struct Watchdog {
     detector: Arc<Detector>,
     views: HashMap<usize, (Arc<Slot>, ThreadView)>,
-    groups: HashMap<u64, CoreProgress>,
+    /// Per-core progress of each runtime that has a probe, by hook group.
+    cores: HashMap<u64, CoreProgress>,
     scratch: Vec<u64>,
-    limit: RateLimit,
+    /// New code stalls (CPU-bound, blocking, unknown).
+    stalls: RateLimit,
+    /// New starved episodes.
+    starved: RateLimit,
+    /// New `block_in_place` episodes (informational, opt-in).
+    in_place: RateLimit,
     /// The time of the previous tick.
     prev_now: u64,
 }
 
 impl Watchdog {
     pub(super) fn new(detector: Arc<Detector>) -> Self {
-        let limit = RateLimit::new(detector.config.reports_per_minute);
+        let config = &detector.config;
         Watchdog {
+            stalls: RateLimit::new(config.reports_per_minute),
+            starved: RateLimit::new(config.starved_per_minute),
+            in_place: RateLimit::new(config.reports_per_minute),
             detector,
             views: HashMap::new(),
-            groups: HashMap::new(),
+            cores: HashMap::new(),
             scratch: Vec::new(),
-            limit,
             prev_now: 0,
         }
     }
@@ -94,14 +127,149 @@ impl Watchdog {
         detector::warm_up_symbols(&self.detector);
         while !self.detector.stopped() {
             let now = self.detector.clock.advance();
-            self.poll_probes(now);
-            self.check(now);
+            self.tick(now);
+            self.detector.setup.check();
             self.prev_now = now;
             std::thread::park_timeout(self.detector.config.tick);
         }
     }
 
-    fn poll_probes(&mut self, now: u64) {
+    fn threshold(&self) -> u64 {
+        duration_us(self.detector.config.threshold)
+    }
+
+    fn tick(&mut self, now: u64) {
+        self.poll_probes();
+        self.sync_views();
+        let late = now.saturating_sub(self.prev_now) > 2 * duration_us(self.detector.config.tick);
+        let threshold = self.threshold();
+        let (mut ongoing, mut suspects) = (Vec::new(), Vec::new());
+        let keys: Vec<usize> = self.views.keys().copied().collect();
+        for key in keys {
+            let Some((slot, mut view)) = self.views.remove(&key) else {
+                continue;
+            };
+            let seen = read(&slot);
+            match view.observe(&seen, now, late, threshold) {
+                Step::Quiet => {}
+                Step::Sample => {
+                    view.set_baseline(seen.stamp, slot.tid.and_then(sched::sample), now);
+                }
+                Step::Ended { episode, length } => self.emit_end(&slot, &episode, length),
+                Step::Ongoing { age } => ongoing.push((key, age)),
+                Step::Suspect { age } => {
+                    let worker = view.role(seen.evidence) == Role::Worker;
+                    suspects.push((key, age, worker));
+                }
+            }
+            if !seen.parked && view.baseline(seen.stamp).is_some() {
+                if let Some(tid) = slot.tid {
+                    view.note(now, sched::on_cpu(tid), sched::state(tid));
+                }
+            }
+            if !view.finished(seen.dead) {
+                self.views.insert(key, (slot, view));
+            }
+        }
+        let unexplained = self.unexplained(now);
+        // Episodes first: each holds on to a core the counters leave
+        // unexplained, so a thread that gave its worker away (inside
+        // `block_in_place`, or back in the blocking pool) is not blamed for
+        // a stall that another thread already accounts for.
+        for (key, age) in ongoing {
+            self.follow(key, age, now, &unexplained);
+        }
+        let mut budget: HashMap<u64, usize> = unexplained
+            .iter()
+            .map(|(&g, &k)| (g, k.saturating_sub(self.episodes_in(g))))
+            .collect();
+        // Watched workers first, the most recent progress first.
+        let (workers, others): (Vec<_>, Vec<_>) =
+            suspects.into_iter().partition(|&(_, _, worker)| worker);
+        let mut workers = workers;
+        workers.sort_by_key(|&(_, age, _)| age);
+        for (key, age, _) in workers {
+            self.suspect(key, age, now, &unexplained, &mut budget);
+        }
+        if others.is_empty() {
+            return;
+        }
+        // A thread not known as a worker (one that gave its worker away,
+        // or a blocking-pool thread) is looked at only for a stuck core
+        // that no watched worker can account for: not even one still short
+        // of the threshold, whose stall may have begun after the other
+        // thread's last progress.
+        let window = duration_us(self.detector.config.threshold) / 2;
+        for (group, left) in &mut budget {
+            *left = left.saturating_sub(self.young_workers(*group, now, window));
+        }
+        let mut others = others;
+        others.sort_by_key(|&(_, age, _)| age);
+        for (key, age, _) in others {
+            self.identify(key, age, now, &unexplained, &budget);
+        }
+    }
+
+    /// A thread not known as a worker, while a stuck core is unaccounted
+    /// for: its stack (once per stretch without progress) says whether it
+    /// runs a scheduler. If it does, it is a worker from now on, and the
+    /// next tick judges it like one.
+    fn identify(
+        &mut self,
+        key: usize,
+        age: u64,
+        now: u64,
+        unexplained: &HashMap<u64, usize>,
+        budget: &HashMap<u64, usize>,
+    ) {
+        let Some((slot, mut view)) = self.views.remove(&key) else {
+            return;
+        };
+        let (_, stamp) = slot.read();
+        let open = budget.get(&slot.group).is_some_and(|&b| b > 0);
+        let cleared = view.role(slot.worker_evidence()) == Role::Cleared;
+        if unexplained.get(&slot.group) == Some(&0) || !open {
+            if cleared {
+                self.check_in_place(&slot, &mut view, age, now);
+            }
+        } else if view.unchecked(stamp) {
+            let backtrace = self.capture(&slot);
+            if conclusive(&backtrace) {
+                view.checked(stamp);
+            }
+            match not_a_worker(&backtrace) {
+                Some(true) => {
+                    view.clear(slot.worker_evidence(), true);
+                    self.start_in_place(&slot, &mut view, age, now, backtrace);
+                }
+                Some(false) => view.clear(slot.worker_evidence(), false),
+                None if runs_scheduler(&backtrace) => slot.mark_worker(),
+                None => {}
+            }
+        }
+        self.views.insert(key, (slot, view));
+    }
+
+    /// Watched workers of `group` without an episode, not parked, that
+    /// have shown no progress for `window` or more: each may be the one on
+    /// a stuck core.
+    fn young_workers(&self, group: u64, now: u64, window: u64) -> usize {
+        self.views
+            .values()
+            .filter(|(s, v)| {
+                let (parked, _) = s.read();
+                s.group == group
+                    && !parked
+                    && !s.is_dead()
+                    && v.episode.is_none()
+                    && v.role(s.worker_evidence()) == Role::Worker
+                    && now.saturating_sub(v.since()) >= window
+            })
+            .count()
+    }
+
+    fn poll_probes(&mut self) {
+        let since = self.prev_now;
         let mut probes = self
             .detector
             .probes
@@ -109,154 +277,376 @@ impl Watchdog {
             .unwrap_or_else(|e| e.into_inner());
         for (group, probe) in probes.iter_mut() {
             probe(&mut self.scratch);
-            let g = self.groups.entry(*group).or_default();
-            g.last.resize(self.scratch.len(), 0);
-            g.changed_at.resize(self.scratch.len(), now);
-            for (i, &v) in self.scratch.iter().enumerate() {
-                if g.last[i] != v {
-                    g.last[i] = v;
-                    g.changed_at[i] = now;
-                }
-            }
+            self.cores
+                .entry(*group)
+                .or_default()
+                .update(&self.scratch, since);
         }
     }
 
-    /// Whether a runtime's own counters prove that no worker of `group` is
-    /// stuck: over the last half threshold, every core whose counter did
-    /// not move is explained by a worker parked throughout. (A stuck core
-    /// has not moved since the stall began, a threshold ago; the margins
-    /// only ever make the answer "not proven".)
-    fn group_all_clear(&self, group: u64, now: u64) -> bool {
-        let Some(g) = self.groups.get(&group) else {
-            return false;
-        };
+    /// Adds views for newly registered threads; forgets dead slots in the
+    /// shared list (their views live on until their episode is closed).
+    fn sync_views(&mut self) {
+        let mut threads = self
+            .detector
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for slot in threads.iter() {
+            self.views
+                .entry(Arc::as_ptr(slot) as usize)
+                .or_insert_with(|| (Arc::clone(slot), ThreadView::default()));
+        }
+        threads.retain(|s| !s.is_dead());
+    }
+
+    /// For each runtime with counters: how many of its cores may hold a
+    /// stuck worker over the last half threshold (see `roles.rs`).
+    fn unexplained(&self, now: u64) -> HashMap<u64, usize> {
         let config = &self.detector.config;
-        let window_start = now.saturating_sub(duration_us(config.threshold) / 2);
-        let tick = duration_us(config.tick);
-        let unmoved = g.changed_at.iter().filter(|&&t| t <= window_start).count();
-        let parked = self
-            .views
-            .values()
-            .filter(|(s, _)| s.group == group && s.is_worker() && !s.is_dead())
-            .filter(|(s, _)| {
-                let (parked, stamp) = s.read();
-                parked && stamp + 2 * tick <= window_start
+        let window = duration_us(config.threshold) / 2;
+        let margin = 2 * duration_us(config.tick);
+        self.cores
+            .iter()
+            .map(|(&group, progress)| {
+                let parked = self
+                    .views
+                    .values()
+                    .filter(|(s, _)| s.group == group && !s.is_dead())
+                    .map(|(s, _)| s.read())
+                    .filter(|&(parked, _)| parked)
+                    .map(|(_, since)| since);
+                (group, progress.unexplained(parked, now, window, margin))
             })
-            .count();
-        unmoved <= parked
+            .collect()
     }
 
-    fn check(&mut self, now: u64) {
-        let late = now.saturating_sub(self.prev_now) > 2 * duration_us(self.detector.config.tick);
-        {
-            let mut threads = self
-                .detector
-                .threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            for slot in threads.iter() {
-                self.views
-                    .entry(Arc::as_ptr(slot) as usize)
-                    .or_insert_with(|| (Arc::clone(slot), ThreadView::default()));
-            }
-            threads.retain(|s| !s.is_dead());
-        }
-        let keys: Vec<usize> = self.views.keys().copied().collect();
-        for key in keys {
-            let Some((slot, mut view)) = self.views.remove(&key) else {
-                continue;
-            };
-            let dead = slot.is_dead();
-            self.step(&slot, &mut view, now, late);
-            if !view.finished(dead) {
-                self.views.insert(key, (slot, view));
-            }
-        }
+    /// Stall and starved episodes open in `group`.
+    fn episodes_in(&self, group: u64) -> usize {
+        self.views
+            .values()
+            .filter(|(s, v)| {
+                s.group == group
+                    && v.episode
+                        .as_ref()
+                        .is_some_and(|e| e.kind() != StallKind::BlockingInPlace)
+            })
+            .count()
     }
 
-    fn step(&mut self, slot: &Arc<Slot>, view: &mut ThreadView, now: u64, late: bool) {
-        let threshold = duration_us(self.detector.config.threshold);
-        let (parked, stamp) = slot.read();
-        let seen = Seen {
-            stamp,
-            parked,
-            dead: slot.is_dead(),
-            worker: slot.is_worker(),
+    /// An episode goes on: end it if its thread changed role, flip a
+    /// starved one to a stall once the evidence says so, repeat it when due.
+    fn follow(&mut self, key: usize, age: u64, now: u64, unexplained: &HashMap<u64, usize>) {
+        let Some((slot, mut view)) = self.views.remove(&key) else {
+            return;
         };
-        match view.observe(&seen, now, late, threshold) {
-            Step::Quiet => {}
-            Step::Halfway => view.baseline = sample(slot).map(|s| (stamp, s)),
-            Step::Ended { episode, length } => {
-                if episode.reports > 0 {
-                    self.emit(slot, StallPhase::Ended, length, &episode, 0);
+        let ep = view.episode.as_ref().expect("an ongoing episode");
+        let kind = ep.kind();
+        let due = ep.due(age);
+        if kind != StallKind::BlockingInPlace && unexplained.get(&slot.group) == Some(&0) {
+            // No core of this runtime can be stuck: the thread is not
+            // holding a stalled worker any more (it gave it away, or went
+            // back to the blocking pool): the episode ends with its cause.
+            if let Some((episode, length)) = view.end(now) {
+                self.emit_end(&slot, &episode, length);
+            }
+            view.clear(slot.worker_evidence(), false);
+        } else if kind == StallKind::BlockingInPlace {
+            if due {
+                let backtrace = self.capture(&slot);
+                if in_place(&backtrace) {
+                    let ep = view.episode.as_mut().expect("an ongoing episode");
+                    ep.backtrace = backtrace;
+                    self.report(&slot, &mut view, StallPhase::Ongoing(0), age, 0);
+                } else if let Some((episode, length)) = view.end(now) {
+                    self.emit_end(&slot, &episode, length);
                 }
             }
-            Step::Repeat { age } => {
-                let diagnosis = self.examine(slot, view, stamp);
-                let ep = view.episode.as_mut().expect("a repeat has an episode");
-                let n = ep.reported();
-                ep.cause = diagnosis.cause;
-                ep.backtrace = diagnosis.backtrace;
-                if let Some(task) = task::lookup(slot.label()) {
-                    ep.task = Some(task);
-                }
-                let ep = view.episode.as_ref().expect("just updated");
-                self.emit(slot, StallPhase::Ongoing(n), age, ep, 0);
-            }
-            Step::Suspect { age } => {
-                if self.group_all_clear(slot.group, now) {
-                    return;
-                }
-                if is_starved(slot, view.current_baseline(stamp)) {
-                    // Runnable but barely running: the machine is out of
-                    // CPU, the loop is not stuck in user code. Keep the
-                    // baseline and look again next tick.
-                    return;
-                }
-                let mut ep = Episode::new(view.since(), threshold, task::lookup(slot.label()));
-                if self.limit.allow(now) {
-                    let diagnosis = self.examine(slot, view, stamp);
-                    ep.reported();
-                    ep.cause = diagnosis.cause;
-                    ep.backtrace = diagnosis.backtrace;
-                    let suppressed = std::mem::take(&mut self.limit.suppressed);
-                    self.emit(slot, StallPhase::Started, age, &ep, suppressed);
-                }
-                view.episode = Some(ep);
-            }
-        }
-    }
-
-    /// Diagnoses the thread over the time since its baseline sample, then
-    /// takes a new baseline, so the next report measures from this one.
-    fn examine(&self, slot: &Slot, view: &mut ThreadView, stamp: u64) -> Diagnosis {
-        let diagnosis = self.diagnose(slot, view.current_baseline(stamp));
-        view.baseline = sample(slot).map(|s| (stamp, s));
-        diagnosis
-    }
-
-    /// Classifies first (before the signal disturbs the thread), then
-    /// captures and resolves the stack.
-    fn diagnose(&self, slot: &Slot, baseline: Option<CpuSample>) -> Diagnosis {
-        let Some(tid) = slot.tid else {
-            return Diagnosis {
-                cause: StallCause::unknown(),
-                backtrace: StallBacktrace::unavailable("thread ids are available on Linux only"),
-            };
-        };
-        let cause = classify::classify(tid, baseline);
-        let backtrace = if !self.detector.config.backtraces {
-            StallBacktrace::unavailable("backtraces disabled")
         } else {
-            match capture::capture(tid, Duration::from_millis(50)) {
-                Ok(ips) => StallBacktrace {
-                    frames: capture::resolve(&ips),
-                    unavailable: None,
-                },
-                Err(why) => StallBacktrace::unavailable(why),
+            let stamp = slot.read().1;
+            let fresh = slot.tid.and_then(|tid| {
+                let stretch = classify::Stretch {
+                    since: view.baseline(stamp),
+                    age: Duration::from_micros(age),
+                    not_run_for: view.not_run_for(now),
+                    slept: view.slept(),
+                };
+                classify::classify(tid, stretch, self.detector.config.threshold)
+            });
+            let flips = kind == StallKind::Starved
+                && fresh.as_ref().is_some_and(|c| c.kind.is_code_stall());
+            if flips || due {
+                let cause = match fresh {
+                    // Once the code is to blame, it stays to blame; the
+                    // figures are brought up to date.
+                    Some(c) if !c.kind.is_code_stall() && kind.is_code_stall() => {
+                        StallCause { kind, ..c }
+                    }
+                    Some(c) => c,
+                    None => view.episode.as_ref().expect("ongoing").cause.clone(),
+                };
+                self.update(&slot, &mut view, cause, age, now, flips);
             }
+        }
+        self.views.insert(key, (slot, view));
+    }
+
+    /// A repeat, or a starved episode turning out to be a stall: a fresh
+    /// stack, then the report.
+    fn update(
+        &mut self,
+        slot: &Slot,
+        view: &mut ThreadView,
+        cause: StallCause,
+        age: u64,
+        now: u64,
+        flips: bool,
+    ) {
+        let backtrace = self.capture(slot);
+        if let Some(in_place) = not_a_worker(&backtrace) {
+            // It gave its worker away after all: not a stall.
+            if let Some((episode, length)) = view.end(now) {
+                self.emit_end(slot, &episode, length);
+            }
+            view.clear(slot.worker_evidence(), in_place);
+            return;
+        }
+        if let Some(t) = task::lookup(slot.label()) {
+            view.episode.as_mut().expect("ongoing").task = Some(t);
+        }
+        let ep = view.episode.as_mut().expect("ongoing");
+        ep.cause = cause;
+        ep.backtrace = backtrace;
+        if flips && ep.reports == 0 {
+            // Its starved start went unreported: this is the stall's start.
+            if self.stalls.allow(now) {
+                let suppressed = self.stalls.take_suppressed();
+                self.report(slot, view, StallPhase::Started, age, suppressed);
+            }
+        } else if ep.reports > 0 {
+            #[cfg(feature = "metrics")]
+            if flips {
+                metrics::counter!("offload_loop_stalls_total").increment(1);
+            }
+            self.report(slot, view, StallPhase::Ongoing(0), age, 0);
+        }
+    }
+
+    /// A thread without progress for `age`, at least the threshold: find
+    /// out whether it is stalled, starved, not a worker, or undecided yet.
+    fn suspect(
+        &mut self,
+        key: usize,
+        age: u64,
+        now: u64,
+        unexplained: &HashMap<u64, usize>,
+        budget: &mut HashMap<u64, usize>,
+    ) {
+        let Some((slot, mut view)) = self.views.remove(&key) else {
+            return;
         };
-        Diagnosis { cause, backtrace }
+        self.decide(&slot, &mut view, age, now, unexplained, budget);
+        self.views.insert(key, (slot, view));
+    }
+
+    fn decide(
+        &mut self,
+        slot: &Arc<Slot>,
+        view: &mut ThreadView,
+        age: u64,
+        now: u64,
+        unexplained: &HashMap<u64, usize>,
+        budget: &mut HashMap<u64, usize>,
+    ) {
+        let (_, stamp) = slot.read();
+        let evidence = slot.worker_evidence();
+        if unexplained.get(&slot.group) == Some(&0) {
+            // The runtime's counters prove no worker is stuck: this thread
+            // gave its worker away, or runs short polls nobody saw.
+            view.clear(evidence, false);
+            self.check_in_place(slot, view, age, now);
+            return;
+        }
+        if budget.get(&slot.group) == Some(&0) {
+            // Other threads account for every core that may be stuck.
+            return;
+        }
+        if slot.group == 0 && evidence == 1 && !view.ever_moved() {
+            self.detector.setup.entered_without_hooks(&slot.name);
+        }
+        let Some(baseline) = view.baseline(stamp).cloned() else {
+            // No reading yet in this stretch (the thread was confirmed as
+            // a worker only now, or the watchdog was late): measure first.
+            if slot.tid.is_some() {
+                view.set_baseline(stamp, slot.tid.and_then(sched::sample), now);
+                return;
+            }
+            self.start(slot, view, StallCause::unknown(), age, now, budget);
+            return;
+        };
+        let cause = match slot.tid {
+            Some(tid) => {
+                let stretch = classify::Stretch {
+                    since: Some(&baseline),
+                    age: Duration::from_micros(age),
+                    not_run_for: view.not_run_for(now),
+                    slept: view.slept(),
+                };
+                classify::classify(tid, stretch, self.detector.config.threshold)
+            }
+            None => Some(StallCause::unknown()),
+        };
+        if let Some(cause) = cause {
+            self.start(slot, view, cause, age, now, budget);
+        }
+    }
+
+    /// Starts a stall or starved episode, reported if its rate limit
+    /// allows (with a stack) and counted against the runtime's cores.
+    fn start(
+        &mut self,
+        slot: &Slot,
+        view: &mut ThreadView,
+        cause: StallCause,
+        age: u64,
+        now: u64,
+        budget: &mut HashMap<u64, usize>,
+    ) {
+        let starved = cause.kind == StallKind::Starved;
+        let available = self.limit(starved).available(now);
+        let backtrace = if available {
+            self.capture(slot)
+        } else {
+            StallBacktrace::unavailable("not captured: rate limit")
+        };
+        if !conclusive(&backtrace)
+            && budget.contains_key(&slot.group)
+            && age < self.threshold() + duration_us(UNRESOLVED_PATIENCE)
+        {
+            // The names are not resolved yet, and on this runtime a thread
+            // can be inside `block_in_place` or back in the blocking pool:
+            // look again next tick (the resolution goes on meanwhile).
+            return;
+        }
+        if let Some(in_place) = not_a_worker(&backtrace) {
+            // Not a worker: tokio handed its queue to another thread.
+            view.clear(slot.worker_evidence(), in_place);
+            if in_place {
+                self.start_in_place(slot, view, age, now, backtrace);
+            }
+            return;
+        }
+        self.limit(starved).spend(available);
+        if let Some(b) = budget.get_mut(&slot.group) {
+            *b = b.saturating_sub(1);
+        }
+        view.episode = Some(Episode::new(
+            view.since(),
+            self.threshold(),
+            cause,
+            backtrace,
+            task::lookup(slot.label()),
+        ));
+        if available {
+            let suppressed = self.limit(starved).take_suppressed();
+            self.report(slot, view, StallPhase::Started, age, suppressed);
+        }
+    }
+
+    fn limit(&mut self, starved: bool) -> &mut RateLimit {
+        if starved {
+            &mut self.starved
+        } else {
+            &mut self.stalls
+        }
+    }
+
+    /// With `report_block_in_place`, looks (once per stretch, once the
+    /// names resolve) whether a thread cleared by the counters is inside
+    /// `block_in_place`, and starts an informational episode if it is.
+    fn check_in_place(&mut self, slot: &Slot, view: &mut ThreadView, age: u64, now: u64) {
+        let (_, stamp) = slot.read();
+        if !self.detector.config.report_block_in_place || !view.unchecked(stamp) {
+            return;
+        }
+        let backtrace = self.capture(slot);
+        if conclusive(&backtrace) {
+            view.checked(stamp);
+        }
+        if in_place(&backtrace) {
+            view.clear(slot.worker_evidence(), true);
+            self.start_in_place(slot, view, age, now, backtrace);
+        }
+    }
+
+    /// Starts an informational `block_in_place` episode, when asked for.
+    fn start_in_place(
+        &mut self,
+        slot: &Slot,
+        view: &mut ThreadView,
+        age: u64,
+        now: u64,
+        backtrace: StallBacktrace,
+    ) {
+        if !self.detector.config.report_block_in_place {
+            return;
+        }
+        view.episode = Some(Episode::new(
+            view.since(),
+            self.threshold(),
+            StallCause::in_place(),
+            backtrace,
+            task::lookup(slot.label()),
+        ));
+        if self.in_place.allow(now) {
+            let suppressed = self.in_place.take_suppressed();
+            self.report(slot, view, StallPhase::Started, age, suppressed);
+        }
+    }
+
+    /// The stalled thread's stack (Linux), or why there is none; with
+    /// names if they resolve within a budget (see `symbols.rs`).
+    fn capture(&self, slot: &Slot) -> StallBacktrace {
+        let Some(tid) = slot.tid else {
+            return StallBacktrace::unavailable("thread ids are available on Linux only");
+        };
+        if !self.detector.config.backtraces {
+            return StallBacktrace::unavailable("backtraces disabled");
+        }
+        let runnable = || sched::state(tid) == Some('R');
+        match capture::capture(tid, CAPTURE_PATIENCE, &runnable) {
+            Ok(ips) => StallBacktrace {
+                frames: symbols::resolve_within(&ips, RESOLVE_BUDGET),
+                unavailable: None,
+            },
+            Err(why) => StallBacktrace::unavailable(why),
+        }
+    }
+
+    /// Sends the report of the view's episode; an `Ongoing(0)` phase means
+    /// "the next repeat".
+    fn report(
+        &self,
+        slot: &Slot,
+        view: &mut ThreadView,
+        phase: StallPhase,
+        age: u64,
+        suppressed: u64,
+    ) {
+        let ep = view.episode.as_mut().expect("an episode to report");
+        let n = ep.reported();
+        let phase = match phase {
+            StallPhase::Ongoing(_) => StallPhase::Ongoing(n),
+            other => other,
+        };
+        let ep = view.episode.as_ref().expect("an episode to report");
+        self.emit(slot, phase, age, ep, suppressed);
+    }
+
+    fn emit_end(&self, slot: &Slot, episode: &Episode, length: u64) {
+        if episode.reports > 0 {
+            self.emit(slot, StallPhase::Ended, length, episode, 0);
+        }
     }
 
     fn emit(
@@ -267,54 +657,76 @@ impl Watchdog {
         episode: &Episode,
         suppressed: u64,
     ) {
-        let config = &self.detector.config;
         let report = StallReport {
             phase,
             thread_name: slot.name.clone(),
             tid: slot.tid,
             task: episode.task.clone(),
             duration: Duration::from_micros(age_us),
-            threshold: config.threshold,
+            threshold: self.detector.config.threshold,
             cause: episode.cause.clone(),
             backtrace: episode.backtrace.clone(),
             suppressed,
         };
-        if config.log {
-            tracing::warn!(target: "offload::monitor", "{report}");
-        }
-        #[cfg(feature = "metrics")]
-        match report.phase {
-            StallPhase::Started => metrics::counter!("offload_loop_stalls_total").increment(1),
-            StallPhase::Ended => metrics::histogram!("offload_loop_stall_seconds")
-                .record(report.duration.as_secs_f64()),
-            StallPhase::Ongoing(_) => {}
-        }
-        if let Some(f) = &config.on_report {
-            // A panicking callback must not kill the watchdog.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&report)));
-        }
+        symbols::deliver(&self.detector, report);
     }
 }
 
-fn sample(slot: &Slot) -> Option<CpuSample> {
-    slot.tid.and_then(classify::sample)
+/// What a watched thread shows right now.
+fn read(slot: &Slot) -> Seen {
+    let (parked, stamp) = slot.read();
+    Seen {
+        stamp,
+        parked,
+        dead: slot.is_dead(),
+        evidence: slot.worker_evidence(),
+    }
+}
+
+/// Whether the stack shows the thread inside tokio's `block_in_place`
+/// (tokio's own frames, so a user's function of that name does not count).
+fn in_place(backtrace: &StallBacktrace) -> bool {
+    has_frame(backtrace, |n| {
+        n.starts_with("tokio::") && n.contains("block_in_place")
+    })
+}
+
+/// Whether the stack shows a thread that holds no worker: inside
+/// `block_in_place` (`Some(true)`), or a blocking-pool thread that runs no
+/// scheduler (`Some(false)`: idle in the pool after giving its worker away,
+/// or running a `spawn_blocking` job). tokio's workers run as blocking-pool
+/// jobs, so a worker's stack shows both the pool and the scheduler.
+fn not_a_worker(backtrace: &StallBacktrace) -> Option<bool> {
+    if in_place(backtrace) {
+        return Some(true);
+    }
+    let pool = has_frame(backtrace, |n| {
+        n.starts_with("tokio::runtime::blocking::pool")
+    });
+    let scheduler = has_frame(backtrace, |n| n.starts_with("tokio::runtime::scheduler"));
+    (pool && !scheduler).then_some(false)
+}
+
+/// Whether a stack can say what its thread does: it was captured and its
+/// names resolved, or it could not be captured at all (asking again would
+/// not help).
+fn conclusive(backtrace: &StallBacktrace) -> bool {
+    backtrace.unavailable.is_some() || backtrace.frames.iter().any(|f| f.function.is_some())
+}
+
+/// Whether the stack shows a tokio scheduler loop (a worker, or a
+/// current-thread runtime's `block_on`).
+fn runs_scheduler(backtrace: &StallBacktrace) -> bool {
+    has_frame(backtrace, |n| n.starts_with("tokio::runtime::scheduler"))
+}
+
+fn has_frame(backtrace: &StallBacktrace, f: impl Fn(&str) -> bool) -> bool {
+    backtrace
+        .frames
+        .iter()
+        .any(|frame| frame.function.as_deref().is_some_and(&f))
 }
 
 pub(super) fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// A thread that has been runnable (state `R`) but got less than a quarter
-/// of the CPU since the baseline sample is waiting for a CPU, not stuck in
-/// its own code: on an overloaded machine every thread "stalls" that way.
-/// Reporting it would blame the task for the machine's load, so a stall
-/// starts only once the thread runs (or sleeps in the kernel).
-fn is_starved(slot: &Slot, baseline: Option<CpuSample>) -> bool {
-    const STARVED_BELOW: f64 = 0.25;
-    let Some(tid) = slot.tid else { return false };
-    if baseline.is_none() {
-        return false;
-    }
-    let cause = classify::classify(tid, baseline);
-    cause.thread_state() == Some('R') && cause.cpu_fraction().is_some_and(|f| f < STARVED_BELOW)
 }
