@@ -73,6 +73,6 @@ pub use stall::WatchedRuntime;
 pub use stall::spawn_named;
 pub use stall::{
     Frame, Instrumented, StallBacktrace, StallCause, StallDetector, StallDetectorBuilder,
-    StallKind, StallPhase, StallReport, StallReports, TaskLabel, WatchGuard, WorkerHooks, beat,
-    instrument,
+    StallKind, StallPhase, StallReport, StallReports, StallReportsIter, TaskLabel, WatchGuard,
+    WorkerHooks, beat, instrument,
 };

@@ -6,6 +6,7 @@ mod classify;
 mod detector;
 mod episode;
 mod hooks;
+mod limit;
 mod report;
 mod reports;
 mod roles;
@@ -22,7 +23,7 @@ pub use classify::{StallCause, StallKind};
 pub use detector::{StallDetector, StallDetectorBuilder, WatchGuard};
 pub use hooks::WorkerHooks;
 pub use report::{Frame, StallBacktrace, StallPhase, StallReport};
-pub use reports::StallReports;
+pub use reports::{Iter as StallReportsIter, StallReports};
 pub use task::{Instrumented, TaskLabel, instrument};
 pub use thread::beat;
 #[cfg(feature = "tokio")]

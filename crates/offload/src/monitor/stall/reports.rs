@@ -1,5 +1,6 @@
 //! [`StallReports`]: reports as a channel (blocking `recv`, `try_recv`,
-//! an `Iterator`) and as a `futures_core::Stream`, for any runtime.
+//! `for report in &reports`) and as a `futures_core::Stream`, for any
+//! runtime.
 //!
 //! The watchdog never waits for a reader: each subscription has a bounded
 //! queue, and when it is full the oldest report is dropped and counted.
@@ -188,12 +189,28 @@ impl StallReports {
     }
 }
 
-impl Iterator for StallReports {
+/// Blocking iteration (`for report in &reports`), like
+/// [`recv`](StallReports::recv) in a loop. Not an `Iterator` itself, so
+/// that its `Stream` methods (`next`, `collect`, ...) are not ambiguous.
+#[derive(Debug)]
+pub struct Iter<'a> {
+    reports: &'a StallReports,
+}
+
+impl Iterator for Iter<'_> {
     type Item = StallReport;
 
-    /// Blocks like [`recv`](StallReports::recv).
     fn next(&mut self) -> Option<StallReport> {
-        self.recv()
+        self.reports.recv()
+    }
+}
+
+impl<'a> IntoIterator for &'a StallReports {
+    type Item = StallReport;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        Iter { reports: self }
     }
 }
 
@@ -210,5 +227,77 @@ impl futures_core::Stream for StallReports {
         }
         q.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::stall::classify::StallCause;
+    use crate::monitor::stall::report::{StallBacktrace, StallPhase};
+
+    fn report(n: u64) -> StallReport {
+        StallReport {
+            phase: StallPhase::Started,
+            thread_name: format!("t{n}"),
+            tid: None,
+            task: None,
+            duration: Duration::from_millis(n),
+            threshold: Duration::from_millis(100),
+            cause: StallCause::unknown(),
+            backtrace: StallBacktrace::unavailable("test"),
+            suppressed: 0,
+        }
+    }
+
+    #[test]
+    fn a_slow_reader_loses_the_oldest_and_is_told() {
+        let queue = ReportQueue::new(2);
+        let reader = StallReports::new(Arc::clone(&queue));
+        for n in 1..=3 {
+            queue.push(&report(n));
+        }
+        assert_eq!(reader.dropped(), 1);
+        assert_eq!(reader.try_recv().unwrap().thread_name(), "t2");
+        assert_eq!(reader.try_recv().unwrap().thread_name(), "t3");
+        assert!(reader.try_recv().is_none());
+    }
+
+    #[test]
+    fn the_end_comes_after_the_queued_reports() {
+        let queue = ReportQueue::new(8);
+        let reader = StallReports::new(Arc::clone(&queue));
+        queue.push(&report(1));
+        queue.close();
+        queue.push(&report(2)); // after the end: ignored
+        assert_eq!(reader.recv().unwrap().thread_name(), "t1");
+        assert!(reader.recv().is_none());
+        assert!((&reader).into_iter().next().is_none());
+        assert!(reader.recv_timeout(Duration::MAX).is_none());
+    }
+
+    #[test]
+    fn the_stream_wakes_on_a_report() {
+        use std::task::Wake;
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let queue = ReportQueue::new(8);
+        let mut reader = StallReports::new(Arc::clone(&queue));
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let waker = std::task::Waker::from(Arc::clone(&flag));
+        let mut cx = Context::from_waker(&waker);
+        let pinned = Pin::new(&mut reader);
+        assert!(futures_core::Stream::poll_next(pinned, &mut cx).is_pending());
+        queue.push(&report(1));
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        let pinned = Pin::new(&mut reader);
+        assert!(matches!(
+            futures_core::Stream::poll_next(pinned, &mut cx),
+            Poll::Ready(Some(_))
+        ));
     }
 }

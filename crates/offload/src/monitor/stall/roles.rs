@@ -15,6 +15,12 @@
 //! - so the unmoved cores that parked threads do not account for are the
 //!   only ones that can hold a stuck worker. None left over proves that no
 //!   thread of the runtime is stuck in a poll, whatever it looks like.
+//!
+//! When the count cannot clear a thread, its stack can: inside tokio's
+//! `block_in_place`, or a blocking-pool thread running no scheduler, it
+//! holds no worker (the functions at the end of this file).
+
+use super::report::StallBacktrace;
 
 /// One runtime's per-core progress counters, as last read, and when each
 /// last changed (watchdog time, µs).
@@ -64,6 +70,54 @@ impl CoreProgress {
             .count();
         unmoved.saturating_sub(parked)
     }
+}
+
+// What a thread's stack says about its role. tokio's own frames, by name:
+// a user's function of the same name does not count. Names need the
+// stack's symbols resolved; `conclusive` says whether they were.
+
+/// Whether the stack shows the thread inside tokio's `block_in_place`
+/// (tokio's own frames, so a user's function of that name does not count).
+pub(super) fn in_place(backtrace: &StallBacktrace) -> bool {
+    has_frame(backtrace, |n| {
+        n.starts_with("tokio::") && n.contains("block_in_place")
+    })
+}
+
+/// Whether the stack shows a thread that holds no worker: inside
+/// `block_in_place` (`Some(true)`), or a blocking-pool thread that runs no
+/// scheduler (`Some(false)`: idle in the pool after giving its worker away,
+/// or running a `spawn_blocking` job). tokio's workers run as blocking-pool
+/// jobs, so a worker's stack shows both the pool and the scheduler.
+pub(super) fn not_a_worker(backtrace: &StallBacktrace) -> Option<bool> {
+    if in_place(backtrace) {
+        return Some(true);
+    }
+    let pool = has_frame(backtrace, |n| {
+        n.starts_with("tokio::runtime::blocking::pool")
+    });
+    let scheduler = has_frame(backtrace, |n| n.starts_with("tokio::runtime::scheduler"));
+    (pool && !scheduler).then_some(false)
+}
+
+/// Whether a stack can say what its thread does: it was captured and its
+/// names resolved, or it could not be captured at all (asking again would
+/// not help).
+pub(super) fn conclusive(backtrace: &StallBacktrace) -> bool {
+    backtrace.unavailable.is_some() || backtrace.frames.iter().any(|f| f.function.is_some())
+}
+
+/// Whether the stack shows a tokio scheduler loop (a worker, or a
+/// current-thread runtime's `block_on`).
+pub(super) fn runs_scheduler(backtrace: &StallBacktrace) -> bool {
+    has_frame(backtrace, |n| n.starts_with("tokio::runtime::scheduler"))
+}
+
+fn has_frame(backtrace: &StallBacktrace, f: impl Fn(&str) -> bool) -> bool {
+    backtrace
+        .frames
+        .iter()
+        .any(|frame| frame.function.as_deref().is_some_and(&f))
 }
 
 #[cfg(test)]

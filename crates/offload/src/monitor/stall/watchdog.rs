@@ -8,8 +8,9 @@ use super::capture;
 use super::classify::{self, StallCause, StallKind};
 use super::detector::{self, Detector};
 use super::episode::{Episode, Role, Seen, Step, ThreadView};
+use super::limit::RateLimit;
 use super::report::{StallBacktrace, StallPhase, StallReport};
-use super::roles::CoreProgress;
+use super::roles::{CoreProgress, conclusive, in_place, not_a_worker, runs_scheduler};
 use super::sched;
 use super::symbols;
 use super::task;
@@ -37,60 +38,6 @@ const RESOLVE_BUDGET: Duration = Duration::from_millis(250);
 /// thread may be inside `block_in_place` (beyond it, it reports without
 /// knowing).
 const UNRESOLVED_PATIENCE: Duration = Duration::from_secs(1);
-
-/// A token bucket for new reports of one class.
-struct RateLimit {
-    per_minute: u64,
-    /// In micro-tokens.
-    tokens: u64,
-    last_refill: u64,
-    /// Episodes not reported since the last report of this class.
-    suppressed: u64,
-}
-
-const TOKEN: u64 = 1_000_000;
-
-impl RateLimit {
-    fn new(per_minute: u32) -> Self {
-        let per_minute = u64::from(per_minute);
-        RateLimit {
-            per_minute,
-            tokens: per_minute * TOKEN,
-            last_refill: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// Whether a token is there (refilled up to `now`), without taking it.
-    fn available(&mut self, now: u64) -> bool {
-        let elapsed = now.saturating_sub(self.last_refill);
-        self.last_refill = now;
-        // per_minute tokens per 60e6 µs.
-        self.tokens = (self.tokens + elapsed * self.per_minute / 60).min(self.per_minute * TOKEN);
-        self.tokens >= TOKEN
-    }
-
-    /// Takes a token if there is one; counts a suppressed episode if not.
-    fn allow(&mut self, now: u64) -> bool {
-        let available = self.available(now);
-        self.spend(available);
-        available
-    }
-
-    /// Spends the token seen by `available`, or counts a suppressed episode.
-    fn spend(&mut self, available: bool) {
-        if available {
-            self.tokens -= TOKEN;
-        } else {
-            self.suppressed += 1;
-        }
-    }
-
-    /// The count of suppressed episodes, for the report that goes out now.
-    fn take_suppressed(&mut self) -> u64 {
-        std::mem::take(&mut self.suppressed)
-    }
-}
 
 pub(super) struct Watchdog {
     detector: Arc<Detector>,
@@ -681,50 +628,6 @@ fn read(slot: &Slot) -> Seen {
         dead: slot.is_dead(),
         evidence: slot.worker_evidence(),
     }
-}
-
-/// Whether the stack shows the thread inside tokio's `block_in_place`
-/// (tokio's own frames, so a user's function of that name does not count).
-fn in_place(backtrace: &StallBacktrace) -> bool {
-    has_frame(backtrace, |n| {
-        n.starts_with("tokio::") && n.contains("block_in_place")
-    })
-}
-
-/// Whether the stack shows a thread that holds no worker: inside
-/// `block_in_place` (`Some(true)`), or a blocking-pool thread that runs no
-/// scheduler (`Some(false)`: idle in the pool after giving its worker away,
-/// or running a `spawn_blocking` job). tokio's workers run as blocking-pool
-/// jobs, so a worker's stack shows both the pool and the scheduler.
-fn not_a_worker(backtrace: &StallBacktrace) -> Option<bool> {
-    if in_place(backtrace) {
-        return Some(true);
-    }
-    let pool = has_frame(backtrace, |n| {
-        n.starts_with("tokio::runtime::blocking::pool")
-    });
-    let scheduler = has_frame(backtrace, |n| n.starts_with("tokio::runtime::scheduler"));
-    (pool && !scheduler).then_some(false)
-}
-
-/// Whether a stack can say what its thread does: it was captured and its
-/// names resolved, or it could not be captured at all (asking again would
-/// not help).
-fn conclusive(backtrace: &StallBacktrace) -> bool {
-    backtrace.unavailable.is_some() || backtrace.frames.iter().any(|f| f.function.is_some())
-}
-
-/// Whether the stack shows a tokio scheduler loop (a worker, or a
-/// current-thread runtime's `block_on`).
-fn runs_scheduler(backtrace: &StallBacktrace) -> bool {
-    has_frame(backtrace, |n| n.starts_with("tokio::runtime::scheduler"))
-}
-
-fn has_frame(backtrace: &StallBacktrace, f: impl Fn(&str) -> bool) -> bool {
-    backtrace
-        .frames
-        .iter()
-        .any(|frame| frame.function.as_deref().is_some_and(&f))
 }
 
 pub(super) fn duration_us(d: Duration) -> u64 {
