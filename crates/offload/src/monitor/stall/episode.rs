@@ -33,6 +33,9 @@ pub(super) struct ThreadView {
     checked: Option<u64>,
     /// Whether the thread ever showed progress while watched.
     moved: bool,
+    /// A stack captured for a role check whose names were not resolved
+    /// yet: looked up again at later ticks instead of signalling again.
+    awaited: Option<Vec<usize>>,
     /// When the thread was last seen getting CPU time in this stretch
     /// (watchdog µs), and its on-CPU time then.
     ran: Option<(u64, std::time::Duration)>,
@@ -81,6 +84,20 @@ pub(super) struct Episode {
     pub(super) cause: StallCause,
     pub(super) backtrace: StallBacktrace,
     pub(super) task: Option<TaskLabel>,
+    /// The first report, held until its stack's names resolve (on a
+    /// runtime where the stack decides whether the thread holds a worker).
+    pub(super) held: Option<Held>,
+}
+
+/// A first report waiting for its stack's names.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held {
+    /// The stall's age when it was detected: the report's duration.
+    pub(super) age: u64,
+    /// Suppressed episodes to carry in the report.
+    pub(super) suppressed: u64,
+    /// When it was held (watchdog µs).
+    pub(super) since: u64,
 }
 
 /// What one thread's state at a tick asks of the watchdog.
@@ -97,7 +114,7 @@ pub(super) enum Step {
     /// An episode goes on, `age` µs long.
     Ongoing { age: u64 },
     /// The episode is over (progress, park or exit) after `length` µs.
-    Ended { episode: Episode, length: u64 },
+    Ended { episode: Box<Episode>, length: u64 },
 }
 
 /// The state of the watched thread read at one tick.
@@ -128,7 +145,7 @@ impl ThreadView {
                 } else {
                     self.effective.max(ep.start)
                 };
-                let episode = self.episode.take().expect("checked above");
+                let episode = Box::new(self.episode.take().expect("checked above"));
                 let length = end.saturating_sub(episode.start);
                 return Step::Ended { episode, length };
             }
@@ -140,11 +157,15 @@ impl ThreadView {
         // Threads not known as workers are suspects too: the watchdog
         // turns to them only when a runtime's counters show a stuck core
         // that no known worker accounts for (a thread that took a worker
-        // over and has not parked since).
+        // over and has not parked since). Only workers are measured ahead
+        // (`/proc` readings every tick): a runtime may have hundreds of
+        // idle blocking-pool threads.
         match self.role(seen.evidence) {
             Role::InPlace => Step::Quiet,
             _ if age >= threshold => Step::Suspect { age },
-            _ if age >= threshold / 4 && self.baseline(seen.stamp).is_none() => Step::Sample,
+            Role::Worker if age >= threshold / 4 && self.baseline(seen.stamp).is_none() => {
+                Step::Sample
+            }
             _ => Step::Quiet,
         }
     }
@@ -236,6 +257,17 @@ impl ThreadView {
     /// looked at.
     pub(super) fn checked(&mut self, stamp: u64) {
         self.checked = Some(stamp);
+        self.awaited = None;
+    }
+
+    /// Keeps a captured stack whose names are awaited.
+    pub(super) fn await_names(&mut self, ips: Vec<usize>) {
+        self.awaited = Some(ips);
+    }
+
+    /// The captured stack whose names are awaited, if any.
+    pub(super) fn awaited(&self) -> Option<&[usize]> {
+        self.awaited.as_deref()
     }
 
     /// Whether the thread ever showed progress while watched.
@@ -271,6 +303,7 @@ impl Episode {
             cause,
             backtrace,
             task,
+            held: None,
         }
     }
 
@@ -283,12 +316,15 @@ impl Episode {
         self.reports > 0 && age >= self.next_at
     }
 
-    /// Counts one more report and, after the first, schedules the next one
-    /// at twice the age.
-    pub(super) fn reported(&mut self) -> u32 {
+    /// Counts one more report, made at `age`, and schedules the next one:
+    /// at 2×, 4×, 8× ... the threshold, and never sooner than twice the age
+    /// of this report (a first report that came late, while its stack's
+    /// names were awaited, is not followed by a burst of repeats).
+    pub(super) fn reported(&mut self, age: u64) -> u32 {
         if self.reports > 0 {
             self.next_at = self.next_at.saturating_mul(2);
         }
+        self.next_at = self.next_at.max(age.saturating_mul(2));
         self.reports += 1;
         self.reports
     }
@@ -400,11 +436,25 @@ mod tests {
             None,
         );
         assert!(!ep.due(10 * T));
-        assert_eq!(ep.reported(), 1);
+        assert_eq!(ep.reported(T), 1);
         assert!(!ep.due(T));
         assert!(ep.due(2 * T));
-        assert_eq!(ep.reported(), 2);
+        assert_eq!(ep.reported(2 * T), 2);
         assert!(!ep.due(3 * T));
         assert!(ep.due(4 * T));
+    }
+
+    #[test]
+    fn a_late_first_report_is_not_followed_by_a_burst() {
+        let mut ep = Episode::new(
+            0,
+            T,
+            StallCause::unknown(),
+            StallBacktrace::unavailable("test"),
+            None,
+        );
+        assert_eq!(ep.reported(6 * T), 1);
+        assert!(!ep.due(7 * T));
+        assert!(ep.due(12 * T));
     }
 }

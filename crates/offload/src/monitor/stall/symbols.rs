@@ -178,6 +178,11 @@ pub(crate) fn resolve_within(ips: &[usize], budget: Duration) -> Vec<Frame> {
     }
 }
 
+/// The frames of `ips` if all are resolved already (never waits).
+pub(crate) fn resolved(ips: &[usize]) -> Option<Vec<Frame>> {
+    cached(ips)
+}
+
 /// Resolves `ips` in the background, so the frames of stacks like it are
 /// cached before a report needs them.
 pub(crate) fn warm_up(ips: Vec<usize>) {
@@ -189,7 +194,7 @@ pub(crate) fn warm_up(ips: Vec<usize>) {
 /// were sent.
 pub(crate) fn deliver(detector: &Arc<Detector>, report: StallReport) {
     let detector = Arc::clone(detector);
-    let job: Job = Box::new(move || send(&detector, resolved(report)));
+    let job: Job = Box::new(move || send(&detector, with_names(report)));
     match DELIVERIES.sender() {
         // Waits only if 64 deliveries are queued: back-pressure on a
         // watchdog that reports faster than the reports can be resolved.
@@ -202,7 +207,35 @@ pub(crate) fn deliver(detector: &Arc<Detector>, report: StallReport) {
     }
 }
 
-fn resolved(mut report: StallReport) -> StallReport {
+/// Delivers `reports` (a held first report and what followed it: the
+/// stall ended before its stack's names resolved) once the first one's
+/// stack is resolved, unless that stack shows a thread that holds no
+/// worker (inside `block_in_place`, or a blocking-pool thread): then none
+/// of them, since nothing stalled the loop.
+pub(crate) fn deliver_verified(detector: &Arc<Detector>, reports: Vec<StallReport>) {
+    let detector = Arc::clone(detector);
+    let job: Job = Box::new(move || {
+        let reports: Vec<StallReport> = reports.into_iter().map(with_names).collect();
+        let holds_no_worker = reports
+            .first()
+            .is_some_and(|r| super::roles::not_a_worker(&r.backtrace).is_some());
+        if !holds_no_worker {
+            for report in reports {
+                send(&detector, report);
+            }
+        }
+    });
+    match DELIVERIES.sender() {
+        Some(lane) => {
+            if let Err(mpsc::SendError(job)) = lane.send(job) {
+                job();
+            }
+        }
+        None => job(),
+    }
+}
+
+fn with_names(mut report: StallReport) -> StallReport {
     let frames = &report.backtrace.frames;
     if !frames.is_empty() && frames.iter().all(|f| f.function.is_none()) {
         let ips: Vec<usize> = frames.iter().map(|f| f.ip).collect();

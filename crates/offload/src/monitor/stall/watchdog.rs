@@ -7,7 +7,7 @@
 use super::capture;
 use super::classify::{self, StallCause, StallKind};
 use super::detector::{self, Detector};
-use super::episode::{Episode, Role, Seen, Step, ThreadView};
+use super::episode::{Episode, Held, Role, Seen, Step, ThreadView};
 use super::limit::RateLimit;
 use super::report::{StallBacktrace, StallPhase, StallReport};
 use super::roles::{CoreProgress, conclusive, in_place, not_a_worker, runs_scheduler};
@@ -29,14 +29,15 @@ const CAPTURE_PATIENCE: capture::Patience = capture::Patience {
     more_if_runnable: Duration::from_millis(500),
 };
 
-/// How long the watchdog waits for a stack's names (see `symbols.rs`);
-/// reports get theirs anyway, on the reporting thread.
-const RESOLVE_BUDGET: Duration = Duration::from_millis(250);
+/// How long the watchdog waits for a stack's names (see `symbols.rs`):
+/// enough for a cached stack; a cold one is looked up again at later ticks
+/// (or its report held), and reports get their names on the reporting
+/// thread anyway.
+const RESOLVE_BUDGET: Duration = Duration::from_millis(20);
 
-/// How long past the threshold the watchdog keeps looking again at a
-/// suspect whose stack's names have not resolved yet, on a runtime where a
-/// thread may be inside `block_in_place` (beyond it, it reports without
-/// knowing).
+/// How long a first report is held for its stack's names, on a runtime
+/// where they decide whether the thread holds a worker at all (past it,
+/// the report goes out, and its names follow on the reporting thread).
 const UNRESOLVED_PATIENCE: Duration = Duration::from_secs(1);
 
 pub(super) struct Watchdog {
@@ -109,7 +110,8 @@ impl Watchdog {
                     suspects.push((key, age, worker));
                 }
             }
-            if !seen.parked && view.baseline(seen.stamp).is_some() {
+            let measured = view.baseline(seen.stamp).is_some();
+            if measured && !seen.parked && view.role(seen.evidence) == Role::Worker {
                 if let Some(tid) = slot.tid {
                     view.note(now, sched::on_cpu(tid), sched::state(tid));
                 }
@@ -172,18 +174,13 @@ impl Watchdog {
         let Some((slot, mut view)) = self.views.remove(&key) else {
             return;
         };
-        let (_, stamp) = slot.read();
         let open = budget.get(&slot.group).is_some_and(|&b| b > 0);
         let cleared = view.role(slot.worker_evidence()) == Role::Cleared;
         if unexplained.get(&slot.group) == Some(&0) || !open {
             if cleared {
                 self.check_in_place(&slot, &mut view, age, now);
             }
-        } else if view.unchecked(stamp) {
-            let backtrace = self.capture(&slot);
-            if conclusive(&backtrace) {
-                view.checked(stamp);
-            }
+        } else if let Some(backtrace) = self.look(&slot, &mut view) {
             match not_a_worker(&backtrace) {
                 Some(true) => {
                     view.clear(slot.worker_evidence(), true);
@@ -195,6 +192,31 @@ impl Watchdog {
             }
         }
         self.views.insert(key, (slot, view));
+    }
+
+    /// A role check's stack, once per stretch without progress: captured
+    /// now, or, if its names were not resolved in time, looked up again at
+    /// later ticks (without signalling the thread again). `None` until
+    /// there is something to decide on.
+    fn look(&self, slot: &Slot, view: &mut ThreadView) -> Option<StallBacktrace> {
+        let (_, stamp) = slot.read();
+        if !view.unchecked(stamp) {
+            return None;
+        }
+        let backtrace = match view.awaited() {
+            Some(ips) => StallBacktrace {
+                frames: symbols::resolved(ips)?,
+                unavailable: None,
+            },
+            None => self.capture(slot),
+        };
+        if conclusive(&backtrace) {
+            view.checked(stamp);
+            Some(backtrace)
+        } else {
+            view.await_names(backtrace.frames.iter().map(|f| f.ip).collect());
+            None
+        }
     }
 
     /// Watched workers of `group` without an episode, not parked, that
@@ -290,7 +312,9 @@ impl Watchdog {
         let ep = view.episode.as_ref().expect("an ongoing episode");
         let kind = ep.kind();
         let due = ep.due(age);
-        if kind != StallKind::BlockingInPlace && unexplained.get(&slot.group) == Some(&0) {
+        if let Some(held) = ep.held {
+            self.release(&slot, &mut view, held, now);
+        } else if kind != StallKind::BlockingInPlace && unexplained.get(&slot.group) == Some(&0) {
             // No core of this runtime can be stuck: the thread is not
             // holding a stalled worker any more (it gave it away, or went
             // back to the blocking pool): the episode ends with its cause.
@@ -336,6 +360,26 @@ impl Watchdog {
             }
         }
         self.views.insert(key, (slot, view));
+    }
+
+    /// A held first report: sent once its stack's names resolve (or after
+    /// `UNRESOLVED_PATIENCE`), unless they show a thread that holds no
+    /// worker, whose episode then ends without a word.
+    fn release(&mut self, slot: &Slot, view: &mut ThreadView, held: Held, now: u64) {
+        let ep = view.episode.as_mut().expect("an ongoing episode");
+        let ips: Vec<usize> = ep.backtrace.frames.iter().map(|f| f.ip).collect();
+        match symbols::resolved(&ips) {
+            Some(frames) => ep.backtrace.frames = frames,
+            None if now.saturating_sub(held.since) < duration_us(UNRESOLVED_PATIENCE) => return,
+            None => {}
+        }
+        ep.held = None;
+        if let Some(in_place) = not_a_worker(&ep.backtrace) {
+            view.episode = None;
+            view.clear(slot.worker_evidence(), in_place);
+            return;
+        }
+        self.report(slot, view, StallPhase::Started, held.age, held.suppressed);
     }
 
     /// A repeat, or a starved episode turning out to be a stall: a fresh
@@ -466,15 +510,6 @@ impl Watchdog {
         } else {
             StallBacktrace::unavailable("not captured: rate limit")
         };
-        if !conclusive(&backtrace)
-            && budget.contains_key(&slot.group)
-            && age < self.threshold() + duration_us(UNRESOLVED_PATIENCE)
-        {
-            // The names are not resolved yet, and on this runtime a thread
-            // can be inside `block_in_place` or back in the blocking pool:
-            // look again next tick (the resolution goes on meanwhile).
-            return;
-        }
         if let Some(in_place) = not_a_worker(&backtrace) {
             // Not a worker: tokio handed its queue to another thread.
             view.clear(slot.worker_evidence(), in_place);
@@ -487,16 +522,31 @@ impl Watchdog {
         if let Some(b) = budget.get_mut(&slot.group) {
             *b = b.saturating_sub(1);
         }
-        view.episode = Some(Episode::new(
+        let mut episode = Episode::new(
             view.since(),
             self.threshold(),
             cause,
             backtrace,
             task::lookup(slot.label()),
-        ));
+        );
         if available {
             let suppressed = self.limit(starved).take_suppressed();
+            if !conclusive(&episode.backtrace) && budget.contains_key(&slot.group) {
+                // On this runtime a thread can be inside `block_in_place`
+                // or back in the blocking pool, and only the stack's names
+                // can tell: hold the report until they resolve (`follow`).
+                episode.held = Some(Held {
+                    age,
+                    suppressed,
+                    since: now,
+                });
+                view.episode = Some(episode);
+                return;
+            }
+            view.episode = Some(episode);
             self.report(slot, view, StallPhase::Started, age, suppressed);
+        } else {
+            view.episode = Some(episode);
         }
     }
 
@@ -512,17 +562,14 @@ impl Watchdog {
     /// names resolve) whether a thread cleared by the counters is inside
     /// `block_in_place`, and starts an informational episode if it is.
     fn check_in_place(&mut self, slot: &Slot, view: &mut ThreadView, age: u64, now: u64) {
-        let (_, stamp) = slot.read();
-        if !self.detector.config.report_block_in_place || !view.unchecked(stamp) {
+        if !self.detector.config.report_block_in_place {
             return;
         }
-        let backtrace = self.capture(slot);
-        if conclusive(&backtrace) {
-            view.checked(stamp);
-        }
-        if in_place(&backtrace) {
-            view.clear(slot.worker_evidence(), true);
-            self.start_in_place(slot, view, age, now, backtrace);
+        if let Some(backtrace) = self.look(slot, view) {
+            if in_place(&backtrace) {
+                view.clear(slot.worker_evidence(), true);
+                self.start_in_place(slot, view, age, now, backtrace);
+            }
         }
     }
 
@@ -581,7 +628,7 @@ impl Watchdog {
         suppressed: u64,
     ) {
         let ep = view.episode.as_mut().expect("an episode to report");
-        let n = ep.reported();
+        let n = ep.reported(age);
         let phase = match phase {
             StallPhase::Ongoing(_) => StallPhase::Ongoing(n),
             other => other,
@@ -591,7 +638,20 @@ impl Watchdog {
     }
 
     fn emit_end(&self, slot: &Slot, episode: &Episode, length: u64) {
-        if episode.reports > 0 {
+        if let Some(held) = episode.held {
+            // It ended before its stack's names resolved: its start and end
+            // go together, once the reporting thread has the names and has
+            // looked at whether the thread held a worker at all.
+            let started = self.make(
+                slot,
+                StallPhase::Started,
+                held.age,
+                episode,
+                held.suppressed,
+            );
+            let ended = self.make(slot, StallPhase::Ended, length, episode, 0);
+            symbols::deliver_verified(&self.detector, vec![started, ended]);
+        } else if episode.reports > 0 {
             self.emit(slot, StallPhase::Ended, length, episode, 0);
         }
     }
@@ -604,7 +664,19 @@ impl Watchdog {
         episode: &Episode,
         suppressed: u64,
     ) {
-        let report = StallReport {
+        let report = self.make(slot, phase, age_us, episode, suppressed);
+        symbols::deliver(&self.detector, report);
+    }
+
+    fn make(
+        &self,
+        slot: &Slot,
+        phase: StallPhase,
+        age_us: u64,
+        episode: &Episode,
+        suppressed: u64,
+    ) -> StallReport {
+        StallReport {
             phase,
             thread_name: slot.name.clone(),
             tid: slot.tid,
@@ -614,8 +686,7 @@ impl Watchdog {
             cause: episode.cause.clone(),
             backtrace: episode.backtrace.clone(),
             suppressed,
-        };
-        symbols::deliver(&self.detector, report);
+        }
     }
 }
 
