@@ -308,6 +308,16 @@ fn contention_is_not_blamed_on_tasks_but_real_stalls_are() {
     .unwrap_or_else(|| panic!("spin not reported CPU-bound:\n{}", describe(&got)));
     assert!(cpu.backtrace().contains("spin_cpu_time"), "{cpu}");
     assert!(cpu.duration() < ended.duration_since(started), "{cpu}");
+    // Its end, before the next stall: two long polls in a row on one
+    // worker, with no park or heartbeat between them, are one episode.
+    let end = wait_for(&reports, &mut got, |r| {
+        r.phase() == StallPhase::Ended && r.tid() == cpu.tid()
+    });
+    assert!(
+        end.is_some(),
+        "the spin's episode ended:\n{}",
+        describe(&got)
+    );
 
     // A real sleep: blocking.
     rt.block_on(async {

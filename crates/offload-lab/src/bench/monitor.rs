@@ -226,6 +226,12 @@ fn own_cpu_time(origin: Instant) -> Duration {
         .map_or_else(|| origin.elapsed(), Duration::from_nanos)
 }
 
+/// The kernel's id of the calling thread (Linux), to match its reports.
+fn own_tid() -> Option<i32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
 /// Spins until this thread has used `cpu` of CPU time: the same work,
 /// whatever share of a core it gets.
 #[inline(never)]
@@ -268,8 +274,9 @@ fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     } else {
         (Duration::from_secs(6), 5)
     };
-    // (arrival, phase, kind, caught in `cpu_work`) of every report.
-    let (tx, reports) = mpsc::channel::<(Instant, StallPhase, StallKind, bool)>();
+    // (arrival, phase, kind, thread) of every report.
+    type Seen = (Instant, StallPhase, StallKind, Option<i32>);
+    let (tx, reports) = mpsc::channel::<Seen>();
     let detector = StallDetector::builder()
         .threshold(threshold)
         .log(false)
@@ -277,8 +284,7 @@ fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
         .max_reports_per_minute(10_000)
         .max_starved_reports_per_minute(10_000)
         .on_report(move |r| {
-            let in_spin = r.backtrace().contains("cpu_work");
-            let _ = tx.send((Instant::now(), r.phase(), r.cause().kind(), in_spin));
+            let _ = tx.send((Instant::now(), r.phase(), r.cause().kind(), r.tid()));
         })
         .build()?;
     let rt = watched_runtime(&detector, 4)?;
@@ -290,20 +296,24 @@ fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     rt.block_on(well_behaved_load(8, Instant::now() + load_for));
     std::thread::sleep(threshold * 3);
     let (mut raised, mut blamed) = (0u32, 0u32);
-    let mut starved_then = std::collections::HashSet::new();
-    for (_, phase, kind, _) in reports.try_iter() {
-        // An episode counts once: at its first report, or when a starved
-        // one turns into a stall (the repeat that says so).
+    // An episode counts once: at its first report, or when a starved one
+    // turns into a stall (the repeat that says so). Episodes are told
+    // apart by their thread: one at a time per thread.
+    let mut starved_now = std::collections::HashSet::new();
+    for (_, phase, kind, tid) in reports.try_iter() {
         match phase {
             StallPhase::Started => {
                 raised += 1;
                 blamed += u32::from(kind.is_code_stall());
                 if kind == StallKind::Starved {
-                    starved_then.insert(raised);
+                    starved_now.insert(tid);
                 }
             }
-            StallPhase::Ongoing(_) if kind.is_code_stall() && starved_then.remove(&raised) => {
+            StallPhase::Ongoing(_) if kind.is_code_stall() && starved_now.remove(&tid) => {
                 blamed += 1;
+            }
+            StallPhase::Ended => {
+                starved_now.remove(&tid);
             }
             _ => {}
         }
@@ -317,24 +327,24 @@ fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     let mut latencies = Vec::new();
     for _ in 0..rounds {
         let deadline = Instant::now() + Duration::from_secs(3);
-        let started = rt.block_on(async {
+        let (started, tid) = rt.block_on(async {
             let background = tokio::spawn(well_behaved_load(7, deadline));
             let spin = tokio::spawn(async {
                 let started = Instant::now();
                 cpu_work(Duration::from_millis(200));
-                started
+                (started, own_tid())
             })
             .await;
             let _ = background.await;
             spin
         })?;
         // Let the reports of this round arrive, then look for the first
-        // one that calls something CPU-bound after the spin began.
+        // one that calls the spin's thread CPU-bound after it began.
         std::thread::sleep(Duration::from_millis(500));
         let latency = reports
             .try_iter()
-            .find(|&(at, phase, kind, in_spin)| {
-                in_spin
+            .find(|&(at, phase, kind, reported)| {
+                reported == tid
                     && at >= started
                     && phase != StallPhase::Ended
                     && kind == StallKind::CpuBound

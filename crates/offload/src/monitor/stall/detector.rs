@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The callback type of [`StallDetectorBuilder::on_report`].
 type Callback = Arc<dyn Fn(&StallReport) + Send + Sync>;
@@ -393,6 +393,15 @@ impl StallDetector {
 
 /// The heartbeat loop, first sleeping `offset` so several heartbeats of one
 /// runtime fire at different times (and so land on different workers).
+///
+/// A busy runtime processes its timers late (a saturated tokio worker looks
+/// at them every 61 tasks), so a sleeping heartbeat would leave a busy but
+/// healthy worker without evidence of progress for long stretches, and
+/// under CPU contention long enough to look like one long poll. So when a
+/// sleep ends late, the heartbeat keeps beating through the busy stretch
+/// for an interval, yielding between beats: it is polled at each pass
+/// through its worker's queue, and stolen with the other tasks. An idle
+/// runtime wakes it on time: it only sleeps.
 pub(crate) fn heartbeat<S, F>(
     weak: Weak<Detector>,
     offset: Duration,
@@ -411,7 +420,15 @@ where
         }
         while weak.upgrade().is_some_and(|d| !d.stopped()) {
             thread::heartbeat_polled();
+            let asleep = Instant::now();
             sleep(interval).await;
+            if asleep.elapsed() > interval * 2 {
+                let until = Instant::now() + interval;
+                while Instant::now() < until {
+                    thread::heartbeat_polled();
+                    crate::coop::yield_now().await;
+                }
+            }
         }
     }
 }

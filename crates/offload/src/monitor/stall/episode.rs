@@ -170,6 +170,13 @@ impl ThreadView {
         }
     }
 
+    /// The progress stamp this view saw at its last tick: what the
+    /// watchdog's decisions of that tick are about (the thread may have
+    /// moved on since; the next tick sees it).
+    pub(super) fn stamp(&self) -> u64 {
+        self.seen.unwrap_or(0)
+    }
+
     /// The thread's role, given its current worker-evidence count.
     pub(super) fn role(&self, evidence: u64) -> Role {
         match self.cleared {

@@ -199,7 +199,7 @@ impl Watchdog {
     /// later ticks (without signalling the thread again). `None` until
     /// there is something to decide on.
     fn look(&self, slot: &Slot, view: &mut ThreadView) -> Option<StallBacktrace> {
-        let (_, stamp) = slot.read();
+        let stamp = view.stamp();
         if !view.unchecked(stamp) {
             return None;
         }
@@ -290,15 +290,15 @@ impl Watchdog {
             .collect()
     }
 
-    /// Stall and starved episodes open in `group`.
+    /// Stall episodes open in `group`: each holds one of the cores that
+    /// may be stuck. Starved episodes hold none: a starved thread may run a
+    /// little between two readings (its core then moves) while its
+    /// episode goes on, and must not hide a real stall elsewhere.
     fn episodes_in(&self, group: u64) -> usize {
         self.views
             .values()
             .filter(|(s, v)| {
-                s.group == group
-                    && v.episode
-                        .as_ref()
-                        .is_some_and(|e| e.kind() != StallKind::BlockingInPlace)
+                s.group == group && v.episode.as_ref().is_some_and(|e| e.kind().is_code_stall())
             })
             .count()
     }
@@ -313,6 +313,15 @@ impl Watchdog {
         let kind = ep.kind();
         let due = ep.due(age);
         if let Some(held) = ep.held {
+            // The report waits for its stack's names; its verdict stays
+            // current meanwhile (a starved start may turn into a stall).
+            if kind == StallKind::Starved {
+                if let Some(cause) = self.reclassify(&slot, &view, age, now) {
+                    if cause.kind.is_code_stall() {
+                        view.episode.as_mut().expect("ongoing").cause = cause;
+                    }
+                }
+            }
             self.release(&slot, &mut view, held, now);
         } else if kind != StallKind::BlockingInPlace && unexplained.get(&slot.group) == Some(&0) {
             // No core of this runtime can be stuck: the thread is not
@@ -334,16 +343,7 @@ impl Watchdog {
                 }
             }
         } else {
-            let stamp = slot.read().1;
-            let fresh = slot.tid.and_then(|tid| {
-                let stretch = classify::Stretch {
-                    since: view.baseline(stamp),
-                    age: Duration::from_micros(age),
-                    not_run_for: view.not_run_for(now),
-                    slept: view.slept(),
-                };
-                classify::classify(tid, stretch, self.detector.config.threshold)
-            });
+            let fresh = self.reclassify(&slot, &view, age, now);
             let flips = kind == StallKind::Starved
                 && fresh.as_ref().is_some_and(|c| c.kind.is_code_stall());
             if flips || due {
@@ -360,6 +360,20 @@ impl Watchdog {
             }
         }
         self.views.insert(key, (slot, view));
+    }
+
+    /// A fresh verdict for an ongoing episode, over the stretch this tick
+    /// observed (if the thread has moved on since, the next tick ends the
+    /// episode); none without a reading of that stretch.
+    fn reclassify(&self, slot: &Slot, view: &ThreadView, age: u64, now: u64) -> Option<StallCause> {
+        let since = view.baseline(view.stamp())?;
+        let stretch = classify::Stretch {
+            since: Some(since),
+            age: Duration::from_micros(age),
+            not_run_for: view.not_run_for(now),
+            slept: view.slept(),
+        };
+        classify::classify(slot.tid?, stretch, self.detector.config.threshold)
     }
 
     /// A held first report: sent once its stack's names resolve (or after
@@ -449,7 +463,7 @@ impl Watchdog {
         unexplained: &HashMap<u64, usize>,
         budget: &mut HashMap<u64, usize>,
     ) {
-        let (_, stamp) = slot.read();
+        let stamp = view.stamp();
         let evidence = slot.worker_evidence();
         if unexplained.get(&slot.group) == Some(&0) {
             // The runtime's counters prove no worker is stuck: this thread
