@@ -362,9 +362,9 @@ impl Watchdog {
         self.views.insert(key, (slot, view));
     }
 
-    /// A fresh verdict for an ongoing episode, over the stretch this tick
-    /// observed (if the thread has moved on since, the next tick ends the
-    /// episode); none without a reading of that stretch.
+    /// A verdict over the stretch this tick observed (if the thread has
+    /// moved on since, the next tick sees it); none without a reading of
+    /// that stretch, or while the evidence does not decide.
     fn reclassify(&self, slot: &Slot, view: &ThreadView, age: u64, now: u64) -> Option<StallCause> {
         let since = view.baseline(view.stamp())?;
         let stretch = classify::Stretch {
@@ -479,29 +479,18 @@ impl Watchdog {
         if slot.group == 0 && evidence == 1 && !view.ever_moved() {
             self.detector.setup.entered_without_hooks(&slot.name);
         }
-        let Some(baseline) = view.baseline(stamp).cloned() else {
-            // No reading yet in this stretch (the thread was confirmed as
-            // a worker only now, or the watchdog was late): measure first.
-            if slot.tid.is_some() {
-                view.set_baseline(stamp, slot.tid.and_then(sched::sample), now);
-                return;
-            }
+        if slot.tid.is_none() {
+            // No thread ids (non-Linux): no scheduler readings either.
             self.start(slot, view, StallCause::unknown(), age, now, budget);
             return;
-        };
-        let cause = match slot.tid {
-            Some(tid) => {
-                let stretch = classify::Stretch {
-                    since: Some(&baseline),
-                    age: Duration::from_micros(age),
-                    not_run_for: view.not_run_for(now),
-                    slept: view.slept(),
-                };
-                classify::classify(tid, stretch, self.detector.config.threshold)
-            }
-            None => Some(StallCause::unknown()),
-        };
-        if let Some(cause) = cause {
+        }
+        if view.baseline(stamp).is_none() {
+            // No reading yet in this stretch (the thread was confirmed as
+            // a worker only now, or the watchdog was late): measure first.
+            view.set_baseline(stamp, slot.tid.and_then(sched::sample), now);
+            return;
+        }
+        if let Some(cause) = self.reclassify(slot, view, age, now) {
             self.start(slot, view, cause, age, now, budget);
         }
     }
