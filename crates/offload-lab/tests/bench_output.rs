@@ -95,9 +95,22 @@ fn procs() {
 
 #[test]
 fn monitor() {
-    let cases_seen = cases(&suite("monitor")).join(",");
-    assert!(cases_seen.contains("overhead"), "{cases_seen}");
-    assert!(cases_seen.contains("detection_latency"), "{cases_seen}");
+    let lines = suite("monitor");
+    let cases = cases(&lines);
+    for case in [
+        "overhead",
+        "detection_latency",
+        "contention_false_blame",
+        "contention_detection_latency",
+    ] {
+        assert!(cases.contains(&case), "{case} missing: {cases:?}");
+    }
+    // Issue 19: under contention, no episode blames well-behaved tasks.
+    let blame = lines
+        .iter()
+        .find(|l| l["case"] == "contention_false_blame")
+        .expect("the line");
+    assert_eq!(blame["ours_value"].as_f64(), Some(0.0), "{blame}");
 }
 
 #[test]

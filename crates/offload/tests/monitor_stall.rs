@@ -39,6 +39,24 @@ impl Reports {
         self.0.lock().unwrap().clone()
     }
 
+    /// Waits (bounded) for a report, not the final one, of the given kind.
+    fn wait_for_kind(&self, kind: StallKind, timeout: Duration) -> Option<(Instant, StallReport)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .all()
+                .into_iter()
+                .find(|(_, r)| r.phase() != StallPhase::Ended && r.cause().kind() == kind);
+            if found.is_some() {
+                return found;
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits (bounded) for a report of the given phase.
     fn wait_for(&self, phase: StallPhase, timeout: Duration) -> Option<(Instant, StallReport)> {
         let deadline = Instant::now() + timeout;
@@ -113,7 +131,9 @@ fn describe(reports: &[(Instant, StallReport)]) -> String {
         .join("\n---\n")
 }
 
-/// Checks the first and the final report of one stall.
+/// Checks the reports of one stall: the first one that blames the code
+/// (on a loaded machine a starved report may come first: the thread got
+/// too little CPU to be judged yet), and the final one.
 fn check_stall(
     reports: &Reports,
     started: Instant,
@@ -122,8 +142,8 @@ fn check_stall(
     kind: StallKind,
 ) {
     let (at, first) = reports
-        .wait_for(StallPhase::Started, Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("no stall report; got:\n{}", describe(&reports.all())));
+        .wait_for_kind(kind, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no {kind:?} report; got:\n{}", describe(&reports.all())));
     assert!(at < ended, "reported after the stall ended:\n{first}");
     assert!(
         at.duration_since(started) < THRESHOLD + MARGIN,
@@ -135,16 +155,36 @@ fn check_stall(
         first.backtrace().contains(function),
         "backtrace lacks {function}:\n{first}"
     );
-    assert_eq!(first.cause().kind(), kind, "{first}");
-    let (_, last) = reports
-        .wait_for(StallPhase::Ended, Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("no end report; got:\n{}", describe(&reports.all())));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let last = loop {
+        let end = reports.all().into_iter().find(|(_, r)| {
+            r.phase() == StallPhase::Ended && r.tid() == first.tid() && r.cause().kind() == kind
+        });
+        match end {
+            Some((_, r)) => break r,
+            None if Instant::now() > deadline => {
+                panic!("no end report; got:\n{}", describe(&reports.all()))
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
     let real = ended.duration_since(started);
     assert!(
         last.duration() > real.mul_f64(0.7) && last.duration() < real + MARGIN,
-        "stall of {real:?} reported as {:?}",
-        last.duration()
+        "stall of {real:?} reported as {:?}:\n{}",
+        last.duration(),
+        describe(&reports.all())
     );
+}
+
+/// Reports that blame the code (CPU-bound, blocking, unknown): a starved
+/// report blames the machine, which other builds may load.
+fn blaming(reports: &Reports) -> Vec<(Instant, StallReport)> {
+    reports
+        .all()
+        .into_iter()
+        .filter(|(_, r)| r.cause().kind().is_code_stall())
+        .collect()
 }
 
 #[test]
@@ -156,7 +196,7 @@ fn smoke() {
     let v = rt.block_on(async { tokio::spawn(async { 1 + 1 }).await.unwrap() });
     assert_eq!(v, 2);
     assert!(format!("{detector:?}").contains("StallDetector"));
-    assert!(reports.all().is_empty(), "{}", describe(&reports.all()));
+    assert!(blaming(&reports).is_empty(), "{}", describe(&reports.all()));
 }
 
 #[test]
@@ -228,7 +268,7 @@ fn sleep_stall_on_multi_thread_runtime() {
         StallKind::Blocking,
     );
     let (_, first) = reports
-        .wait_for(StallPhase::Started, Duration::ZERO)
+        .wait_for_kind(StallKind::Blocking, Duration::ZERO)
         .unwrap();
     if let Some(name) = first.cause().syscall_name() {
         assert!(name.contains("sleep"), "{first}");
@@ -337,7 +377,7 @@ fn busy_but_well_behaved_multi_thread_load_is_not_reported() {
     });
     // Let the watchdog look once more.
     std::thread::sleep(THRESHOLD * 2);
-    assert!(reports.all().is_empty(), "{}", describe(&reports.all()));
+    assert!(blaming(&reports).is_empty(), "{}", describe(&reports.all()));
 }
 
 #[test]
@@ -368,7 +408,7 @@ fn busy_but_well_behaved_current_thread_load_is_not_reported() {
     drop(rt);
     drop(guard);
     std::thread::sleep(THRESHOLD * 2);
-    assert!(reports.all().is_empty(), "{}", describe(&reports.all()));
+    assert!(blaming(&reports).is_empty(), "{}", describe(&reports.all()));
 }
 
 #[test]
@@ -385,5 +425,5 @@ fn idle_runtime_is_not_reported_and_blocking_pool_may_block() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     });
-    assert!(reports.all().is_empty(), "{}", describe(&reports.all()));
+    assert!(blaming(&reports).is_empty(), "{}", describe(&reports.all()));
 }

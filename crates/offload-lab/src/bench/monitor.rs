@@ -6,34 +6,55 @@
 //! - `detection_latency`: time from the start of a 200 ms stall to the
 //!   first report, with a 100 ms threshold (peer: the threshold itself);
 //!   goal: at most threshold + 10 ms.
+//! - `contention_false_blame`: issue 19's machine. A 4-worker runtime,
+//!   more workers than cores, 8 tasks that spin 5 ms and yield (no task
+//!   holds its worker longer), and as many threads spinning outside the
+//!   runtime as there are cores. Ours: stall episodes that blame the code
+//!   (CPU-bound or blocking); peer: every episode the detector raised (a
+//!   verdict from CPU share and state alone blamed them all). Goal: 0.
+//! - `contention_detection_latency`: under the same contention, a task
+//!   doing 200 ms of CPU work (however long its share of a core makes
+//!   it): time from its start to the first report that calls it CPU-bound
+//!   (peer: the threshold). It is CPU-bound once its own CPU time reaches
+//!   the threshold; with a third of a core that is about three thresholds
+//!   in.
 
 use super::BenchArgs;
 use crate::report::{self, BenchLine, Better};
-use offload::monitor::{LagMonitor, StallDetector};
+use offload::monitor::{LagMonitor, StallDetector, StallKind, StallPhase};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SUITE: &str = "monitor";
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
-    Ok(vec![overhead(args)?, detection_latency(args)?])
+    let mut lines = vec![overhead(args)?, detection_latency(args)?];
+    lines.extend(contention(args)?);
+    Ok(lines)
 }
 
-/// A 2-worker runtime watched by `detector`, wired with plain closures (the
-/// runtime-agnostic API: this crate does not enable offload's `tokio`
-/// feature), with one heartbeat per worker.
-fn watched_runtime(detector: &StallDetector) -> anyhow::Result<tokio::runtime::Runtime> {
+/// A multi-thread runtime of `workers` watched by `detector`, wired with
+/// plain closures (the runtime-agnostic API: this crate does not enable
+/// offload's `tokio` feature, so no tokio counters help the detector),
+/// with one heartbeat per worker.
+fn watched_runtime(
+    detector: &StallDetector,
+    workers: usize,
+) -> anyhow::Result<tokio::runtime::Runtime> {
     let hooks = detector.hooks();
     let (a, b, c, d) = (hooks.clone(), hooks.clone(), hooks.clone(), hooks);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .on_thread_start(move || a.on_thread_start())
         .on_thread_stop(move || b.on_thread_stop())
         .on_thread_park(move || c.on_thread_park())
         .on_thread_unpark(move || d.on_thread_unpark())
         .build()?;
-    for _ in 0..2 {
+    for _ in 0..workers {
         rt.spawn(detector.heartbeat(tokio::time::sleep));
     }
     Ok(rt)
@@ -72,7 +93,7 @@ fn overhead(args: &BenchArgs) -> anyhow::Result<BenchLine> {
     let detector = StallDetector::builder()
         .threshold(Duration::from_millis(100))
         .build()?;
-    let watched = watched_runtime(&detector)?;
+    let watched = watched_runtime(&detector, 2)?;
     let lag = LagMonitor::builder()
         .interval(Duration::from_millis(10))
         .build();
@@ -125,7 +146,7 @@ fn detection_latency(args: &BenchArgs) -> anyhow::Result<BenchLine> {
             }
         })
         .build()?;
-    let rt = watched_runtime(&detector)?;
+    let rt = watched_runtime(&detector, 2)?;
     // Let the symbolizer warm up, as it would in a long-running service.
     std::thread::sleep(Duration::from_millis(1500));
     let mut latencies = Vec::new();
@@ -158,4 +179,203 @@ fn detection_latency(args: &BenchArgs) -> anyhow::Result<BenchLine> {
         threshold.as_secs_f64() * 1e3,
         Better::Lower,
     ))
+}
+
+/// Threads spinning outside the runtime until dropped.
+struct Hogs {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Hogs {
+    fn start(n: usize) -> anyhow::Result<Hogs> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for i in 0..n {
+            let stop = Arc::clone(&stop);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("bench-hog-{i}"))
+                    .spawn(move || {
+                        let mut x = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            x = black_box(x.wrapping_mul(31).wrapping_add(1));
+                        }
+                    })?,
+            );
+        }
+        Ok(Hogs { stop, threads })
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The calling thread's CPU time so far (Linux `schedstat`); elsewhere the
+/// wall clock stands in.
+fn own_cpu_time(origin: Instant) -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .map_or_else(|| origin.elapsed(), Duration::from_nanos)
+}
+
+/// The kernel's id of the calling thread (Linux), to match its reports.
+fn own_tid() -> Option<i32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// Spins until this thread has used `cpu` of CPU time: the same work,
+/// whatever share of a core it gets.
+#[inline(never)]
+fn cpu_work(cpu: Duration) {
+    let origin = Instant::now();
+    let until = own_cpu_time(origin) + cpu;
+    let mut x = 0u64;
+    while own_cpu_time(origin) < until {
+        for i in 0..10_000 {
+            x = black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+    black_box(x);
+}
+
+/// Tasks that each spin 5 ms and yield, until `deadline`.
+async fn well_behaved_load(tasks: usize, deadline: Instant) {
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let step = Instant::now() + Duration::from_millis(5);
+                    while Instant::now() < step {
+                        black_box(0u64);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
+    let threshold = Duration::from_millis(100);
+    let (load_for, rounds) = if args.quick {
+        (Duration::from_secs(1), 1)
+    } else {
+        (Duration::from_secs(6), 5)
+    };
+    // (arrival, phase, kind, thread) of every report.
+    type Seen = (Instant, StallPhase, StallKind, Option<i32>);
+    let (tx, reports) = mpsc::channel::<Seen>();
+    let detector = StallDetector::builder()
+        .threshold(threshold)
+        .log(false)
+        // Count every episode, whatever the rate limits would show.
+        .max_reports_per_minute(10_000)
+        .max_starved_reports_per_minute(10_000)
+        .on_report(move |r| {
+            let _ = tx.send((Instant::now(), r.phase(), r.cause().kind(), r.tid()));
+        })
+        .build()?;
+    let rt = watched_runtime(&detector, 4)?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs = Hogs::start(cores)?;
+    std::thread::sleep(Duration::from_millis(500));
+
+    // False blame: only well-behaved tasks run.
+    rt.block_on(well_behaved_load(8, Instant::now() + load_for));
+    std::thread::sleep(threshold * 3);
+    let (mut raised, mut blamed) = (0u32, 0u32);
+    // An episode counts once: at its first report, or when a starved one
+    // turns into a stall (the repeat that says so). Episodes are told
+    // apart by their thread: one at a time per thread.
+    let mut starved_now = std::collections::HashSet::new();
+    for (_, phase, kind, tid) in reports.try_iter() {
+        match phase {
+            StallPhase::Started => {
+                raised += 1;
+                blamed += u32::from(kind.is_code_stall());
+                if kind == StallKind::Starved {
+                    starved_now.insert(tid);
+                }
+            }
+            StallPhase::Ongoing(_) if kind.is_code_stall() && starved_now.remove(&tid) => {
+                blamed += 1;
+            }
+            StallPhase::Ended => {
+                starved_now.remove(&tid);
+            }
+            _ => {}
+        }
+    }
+    eprintln!(
+        "contention: {raised} episodes raised in {load_for:?} of well-behaved load, \
+         {blamed} blamed the code"
+    );
+
+    // Detection latency of a real spin under the same contention.
+    let mut latencies = Vec::new();
+    for _ in 0..rounds {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let (started, tid) = rt.block_on(async {
+            let background = tokio::spawn(well_behaved_load(7, deadline));
+            let spin = tokio::spawn(async {
+                let started = Instant::now();
+                cpu_work(Duration::from_millis(200));
+                (started, own_tid())
+            })
+            .await;
+            let _ = background.await;
+            spin
+        })?;
+        // Let the reports of this round arrive, then look for the first
+        // one that calls the spin's thread CPU-bound after it began.
+        std::thread::sleep(Duration::from_millis(500));
+        let latency = reports
+            .try_iter()
+            .find(|&(at, phase, kind, reported)| {
+                reported == tid
+                    && at >= started
+                    && phase != StallPhase::Ended
+                    && kind == StallKind::CpuBound
+            })
+            .map(|(at, ..)| at.duration_since(started))
+            .ok_or_else(|| anyhow::anyhow!("a 200 ms spin under contention went unreported"))?;
+        latencies.push(latency.as_secs_f64() * 1e3);
+    }
+    drop(hogs);
+    let (median, p99) = report::percentiles(&mut latencies);
+    eprintln!("contention detection latency: median {median:.1} ms, p99 {p99:.1} ms");
+    Ok(vec![
+        BenchLine::new(
+            SUITE,
+            "contention_false_blame",
+            "stalls blaming the code",
+            "episodes raised",
+            "episodes",
+            f64::from(blamed),
+            f64::from(raised),
+            Better::Lower,
+        ),
+        BenchLine::new(
+            SUITE,
+            "contention_detection_latency",
+            "stall detector (median)",
+            "threshold",
+            "ms",
+            median,
+            threshold.as_secs_f64() * 1e3,
+            Better::Lower,
+        ),
+    ])
 }

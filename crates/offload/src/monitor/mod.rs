@@ -15,15 +15,25 @@
 //!   (default 100 ms) and reports it *while it is still stalled*: which
 //!   thread and task ([`instrument`], `spawn_named`), where (a backtrace of
 //!   the stalled thread, Linux) and why: burning CPU (move it to a pool or
-//!   yield with a time budget) or sleeping in a syscall (blocking I/O: move
-//!   it to a thread pool). Reports repeat at doubling intervals while the
-//!   stall lasts, and a final one gives its total length.
+//!   yield with a time budget), sleeping in a syscall (blocking I/O: move
+//!   it to a thread pool), or starved (runnable, but the machine or the
+//!   container's CPU quota kept it off the CPU: not the task's fault, and
+//!   said so). Reports repeat at doubling intervals while the stall lasts,
+//!   and a final one gives its total length. They go to the log, a
+//!   callback, and any number of [`StallReports`] streams.
+//!
+//! Code that does the right thing stays quiet: `spawn_blocking`,
+//! `offload::run` and an idle runtime are never reported, and a thread
+//! inside tokio's `block_in_place` is not taken for a stalled worker (the
+//! runtime handed its work to another thread, which is watched instead).
 //!
 //! The hot path is atomics only: a thread-local read and a relaxed store
 //! when a worker parks, unparks or passes a heartbeat. The design, and its
 //! limits, are in `src/monitor/README.md`.
 //!
 //! # Example (tokio, feature `tokio`)
+//!
+//! One call builds and watches a runtime, of either flavour:
 //!
 //! ```
 //! # #[cfg(feature = "tokio")] {
@@ -35,13 +45,7 @@
 //!     .threshold(Duration::from_millis(100))
 //!     .on_report(|report| eprintln!("{report}"))
 //!     .build()?;
-//! let hooks = stalls.hooks();
-//! let rt = hooks
-//!     .install(&mut tokio::runtime::Builder::new_multi_thread())
-//!     .worker_threads(2)
-//!     .enable_all()
-//!     .build()?;
-//! hooks.attach(rt.handle()); // heartbeats + tokio's worker counters
+//! let rt = stalls.watch(tokio::runtime::Builder::new_multi_thread().worker_threads(2))?;
 //! let lag = LagMonitor::builder().interval(Duration::from_millis(10)).start(rt.handle());
 //!
 //! rt.block_on(async {
@@ -54,9 +58,11 @@
 //! # }
 //! ```
 //!
-//! On a current-thread runtime, the thread calling `block_on` is the
-//! worker: watch it with [`StallDetector::enter`] for as long as it runs
-//! the runtime.
+//! Step by step, for a runtime built elsewhere: [`StallDetector::hooks`],
+//! `WorkerHooks::install` on the builder, `WorkerHooks::attach` on the
+//! built runtime, and on a current-thread runtime [`StallDetector::enter`]
+//! on the thread that calls `block_on`. A detector wired half-way says so
+//! in a `tracing` warning.
 //!
 //! Without the `tokio` feature everything works with plain closures: call
 //! the [`WorkerHooks`] methods from your runtime's thread hooks, and spawn
@@ -68,8 +74,11 @@ mod stall;
 
 pub use lag::{LagMonitor, LagMonitorBuilder, LagSnapshot};
 #[cfg(feature = "tokio")]
+pub use stall::WatchedRuntime;
+#[cfg(feature = "tokio")]
 pub use stall::spawn_named;
 pub use stall::{
     Frame, Instrumented, StallBacktrace, StallCause, StallDetector, StallDetectorBuilder,
-    StallKind, StallPhase, StallReport, TaskLabel, WatchGuard, WorkerHooks, beat, instrument,
+    StallKind, StallPhase, StallReport, StallReports, StallReportsIter, TaskLabel, WatchGuard,
+    WorkerHooks, beat, instrument,
 };

@@ -1,7 +1,8 @@
 //! What a stall report says: which thread and task, for how long, where
-//! (backtrace) and why (CPU or syscall), with the fix that fits.
+//! (backtrace) and why (CPU, a syscall, or a starved machine), with the fix
+//! that fits.
 
-use super::classify::StallCause;
+use super::classify::{StallCause, StallKind};
 use super::task::TaskLabel;
 use std::fmt;
 use std::time::Duration;
@@ -15,8 +16,9 @@ pub enum StallPhase {
     /// A repeat while the stall lasts (the `n`-th report, `n >= 2`), sent at
     /// growing intervals.
     Ongoing(u32),
-    /// The stall is over (the thread made progress, parked or exited);
-    /// [`StallReport::duration`] is its total length.
+    /// The stall is over: the thread made progress, parked, exited, or
+    /// turned out not to hold a worker any more (it gave it away with
+    /// `block_in_place`); [`StallReport::duration`] is its total length.
     Ended,
 }
 
@@ -172,14 +174,15 @@ impl StallReport {
         self.threshold
     }
 
-    /// Why: CPU-bound or blocking, with the details read from `/proc`.
+    /// Why: CPU-bound, blocking or starved, with the scheduler's figures.
     /// For [`StallPhase::Ended`], the diagnosis of the last report.
     pub fn cause(&self) -> &StallCause {
         &self.cause
     }
 
-    /// Where: the stalled thread's stack, captured during the stall. For
-    /// [`StallPhase::Ended`], the stack of the last report.
+    /// Where: the stalled thread's stack, captured during the stall. For a
+    /// starved thread it is context (where it waited for a CPU), not the
+    /// cause. For [`StallPhase::Ended`], the stack of the last report.
     pub fn backtrace(&self) -> &StallBacktrace {
         &self.backtrace
     }
@@ -199,17 +202,37 @@ impl StallReport {
 impl fmt::Display for StallReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let tid = self.tid.map(|t| format!(" (tid {t})")).unwrap_or_default();
-        match self.phase {
-            StallPhase::Ended => write!(
+        let (name, length, threshold) = (&self.thread_name, self.duration, self.threshold);
+        match (self.phase, self.cause.kind()) {
+            (StallPhase::Ended, StallKind::BlockingInPlace) => write!(
                 f,
-                "event loop stall ended: thread '{}'{tid} was stalled for {:?} (threshold {:?})",
-                self.thread_name, self.duration, self.threshold
+                "blocking in place ended: thread '{name}'{tid} was inside block_in_place \
+                 for {length:?}"
             )?,
-            StallPhase::Started | StallPhase::Ongoing(_) => write!(
+            (StallPhase::Ended, StallKind::Starved) => write!(
                 f,
-                "event loop stalled: thread '{}'{tid} has not returned to the scheduler for {:?} \
-                 (threshold {:?})",
-                self.thread_name, self.duration, self.threshold
+                "event loop delay ended: thread '{name}'{tid} went {length:?} without \
+                 returning to the scheduler, starved of CPU (threshold {threshold:?})"
+            )?,
+            (StallPhase::Ended, _) => write!(
+                f,
+                "event loop stall ended: thread '{name}'{tid} was stalled for {length:?} \
+                 (threshold {threshold:?})"
+            )?,
+            (_, StallKind::BlockingInPlace) => write!(
+                f,
+                "blocking in place, not a stall: thread '{name}'{tid} has been inside \
+                 block_in_place for {length:?} (threshold {threshold:?})"
+            )?,
+            (_, StallKind::Starved) => write!(
+                f,
+                "event loop delayed by the machine: thread '{name}'{tid} has not returned \
+                 to the scheduler for {length:?} (threshold {threshold:?})"
+            )?,
+            _ => write!(
+                f,
+                "event loop stalled: thread '{name}'{tid} has not returned to the scheduler \
+                 for {length:?} (threshold {threshold:?})"
             )?,
         }
         if let Some(task) = &self.task {
@@ -220,12 +243,20 @@ impl fmt::Display for StallReport {
         if self.suppressed > 0 {
             write!(
                 f,
-                "\n  ({} other stalls not reported: rate limit)",
+                "\n  ({} other episodes of this kind not reported: rate limit)",
                 self.suppressed
             )?;
         }
         if self.phase != StallPhase::Ended {
-            write!(f, "\n  backtrace:\n{}", self.backtrace)?;
+            if self.cause.kind() == StallKind::Starved {
+                write!(
+                    f,
+                    "\n  backtrace (context: where it waited for a CPU, not the cause):\n{}",
+                    self.backtrace
+                )?;
+            } else {
+                write!(f, "\n  backtrace:\n{}", self.backtrace)?;
+            }
         }
         Ok(())
     }

@@ -68,9 +68,12 @@ pub(crate) struct Slot {
     label: AtomicU64,
     /// Set when the thread exits or unregisters; the watchdog then drops it.
     dead: AtomicBool,
-    /// Set at the first unpark: the thread is a runtime worker (tokio's
-    /// blocking-pool threads start like workers but never park).
-    worker: AtomicBool,
+    /// How often the thread showed it is a runtime worker: it parked or
+    /// unparked through the hooks, polled a heartbeat, or was marked by
+    /// `attach` or `enter` (0: never; tokio's blocking-pool threads start
+    /// like workers but never park). The watchdog compares counts to tell
+    /// whether a thread it cleared has acted as a worker since.
+    worker_evidence: AtomicU64,
 }
 
 impl Slot {
@@ -83,10 +86,15 @@ impl Slot {
             .store(self.clock.coarse() << 1 | parked, Ordering::Relaxed);
     }
 
+    /// Parks or unparks, stamped with the precise clock: these are idle
+    /// transitions, not the poll path, and the watchdog counts on the time
+    /// a thread parked being exact (the coarse clock stands still while
+    /// the watchdog is late, and a park stamped with it would look older
+    /// than it is: see `roles.rs`).
     #[inline]
     pub(crate) fn set_parked(&self, parked: bool) {
         self.state.store(
-            self.clock.coarse() << 1 | u64::from(parked),
+            self.clock.precise() << 1 | u64::from(parked),
             Ordering::Relaxed,
         );
     }
@@ -101,14 +109,15 @@ impl Slot {
         self.label.load(Ordering::Relaxed)
     }
 
+    /// Evidence that the thread holds a runtime worker right now.
     pub(crate) fn mark_worker(&self) {
-        if !self.worker.load(Ordering::Relaxed) {
-            self.worker.store(true, Ordering::Relaxed);
-        }
+        // An RMW: `attach` marks from another thread. Only park, unpark
+        // and heartbeats call it on the thread itself, never a task poll.
+        self.worker_evidence.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn is_worker(&self) -> bool {
-        self.worker.load(Ordering::Relaxed)
+    pub(crate) fn worker_evidence(&self) -> u64 {
+        self.worker_evidence.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_dead(&self) -> bool {
@@ -125,6 +134,9 @@ struct Local {
     slots: RefCell<Vec<Arc<Slot>>>,
     /// The label of the instrumented task being polled on this thread.
     label: Cell<u64>,
+    /// The alternate signal stack the capture handler runs on, while the
+    /// thread is watched by any detector (see `capture.rs`).
+    alt_stack: RefCell<Option<super::capture::AltStack>>,
 }
 
 impl Drop for Local {
@@ -137,18 +149,22 @@ impl Drop for Local {
 
 thread_local! {
     static LOCAL: Local = const {
-        Local { slots: RefCell::new(Vec::new()), label: Cell::new(0) }
+        Local {
+            slots: RefCell::new(Vec::new()),
+            label: Cell::new(0),
+            alt_stack: RefCell::new(None),
+        }
     };
 }
 
 /// Registers the current thread with a detector (once per detector), in the
-/// given parked state. Returns the slot, new or existing.
+/// given parked state. Returns the slot, and whether it is new.
 pub(crate) fn register(
     detector: u64,
     group: u64,
     clock: &Arc<Clock>,
     parked: bool,
-) -> Option<Arc<Slot>> {
+) -> Option<(Arc<Slot>, bool)> {
     LOCAL
         .try_with(|local| {
             let mut slots = local.slots.borrow_mut();
@@ -168,38 +184,60 @@ pub(crate) fn register(
                 state: AtomicU64::new(clock.precise() << 1 | u64::from(parked)),
                 label: AtomicU64::new(local.label.get()),
                 dead: AtomicBool::new(false),
-                worker: AtomicBool::new(false),
+                worker_evidence: AtomicU64::new(0),
             });
             slots.push(Arc::clone(&slot));
+            let mut alt_stack = local.alt_stack.borrow_mut();
+            if alt_stack.is_none() {
+                *alt_stack = super::capture::alt_stack_for_this_thread();
+            }
             (slot, true)
         })
         .ok()
-        .map(|(slot, _new)| slot)
 }
 
 /// Removes the current thread's slot of a detector.
 pub(crate) fn unregister(detector: u64) {
     let _ = LOCAL.try_with(|local| {
-        local.slots.borrow_mut().retain(|s| {
+        let mut slots = local.slots.borrow_mut();
+        slots.retain(|s| {
             let keep = s.detector != detector;
             if !keep {
                 s.kill();
             }
             keep
         });
+        if slots.is_empty() {
+            // No detector watches this thread any more: give the previous
+            // signal stack back.
+            local.alt_stack.borrow_mut().take();
+        }
     });
 }
 
-/// Runs `f` on the current thread's slot of a detector, if registered.
+/// Runs `f` on the current thread's slot of a detector, if registered;
+/// returns whether it was.
 #[inline]
-pub(crate) fn with_slot(detector: u64, f: impl FnOnce(&Slot)) {
-    let _ = LOCAL.try_with(|local| {
-        if let Ok(slots) = local.slots.try_borrow() {
-            if let Some(s) = slots.iter().find(|s| s.detector == detector) {
-                f(s);
+pub(crate) fn with_slot(detector: u64, f: impl FnOnce(&Slot)) -> bool {
+    LOCAL
+        .try_with(|local| {
+            let Ok(slots) = local.slots.try_borrow() else {
+                // Borrowed by this very thread (a hook inside a hook): it
+                // is registered, the update is just skipped.
+                return true;
+            };
+            match slots
+                .iter()
+                .find(|s| s.detector == detector && !s.is_dead())
+            {
+                Some(s) => {
+                    f(s);
+                    true
+                }
+                None => false,
             }
-        }
-    });
+        })
+        .unwrap_or(true)
 }
 
 /// Tells every detector watching the current thread that it made progress:
