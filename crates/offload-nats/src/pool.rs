@@ -586,10 +586,10 @@ impl fmt::Debug for RemotePool {
 /// # Cancellation
 ///
 /// Dropping it before the call is sent means the call is never sent.
-/// After, with the default [`OnDrop::Kill`], the call is withdrawn: a
+/// After, with the default [`OnDrop::Kill`](offload::proc::OnDrop::Kill), the call is withdrawn: a
 /// worker that has not started it skips it (durable: the job is deleted
 /// from the stream), and a worker running it kills the process that runs
-/// it. With [`OnDrop::Detach`] it finishes unobserved. A cancel is a
+/// it. With [`OnDrop::Detach`](offload::proc::OnDrop::Detach) it finishes unobserved. A cancel is a
 /// message like any other: a worker that is cut off from the server
 /// finishes the call.
 #[must_use = "dropping a RemoteCall cancels it"]

@@ -68,6 +68,7 @@
 //! job never runs. After it starts, a thread cannot be stopped: the job
 //! runs to completion, detached, and keeps its thread until then.
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod dedicated;
 mod default_pool;
@@ -82,6 +83,7 @@ mod pool;
 pub mod coop;
 pub mod monitor;
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub mod proc;
 pub mod remote;
 

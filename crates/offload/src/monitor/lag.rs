@@ -67,6 +67,7 @@ impl LagMonitorBuilder {
     /// Creates the monitor and spawns its ticker on a tokio runtime (which
     /// needs its timer: `enable_time`).
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn start(self, handle: &tokio::runtime::Handle) -> LagMonitor {
         let monitor = self.build();
         handle.spawn(monitor.ticker(tokio::time::sleep));

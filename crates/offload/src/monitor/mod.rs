@@ -74,8 +74,10 @@ mod stall;
 
 pub use lag::{LagMonitor, LagMonitorBuilder, LagSnapshot};
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use stall::WatchedRuntime;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use stall::spawn_named;
 pub use stall::{
     Frame, Instrumented, StallBacktrace, StallCause, StallDetector, StallDetectorBuilder,

@@ -83,4 +83,5 @@ pub use worker::run_worker_if_child;
 /// async fn fetch(url: String) -> String { url }
 /// ```
 #[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use offload_macros::task;

@@ -81,6 +81,7 @@ impl StallDetector {
     /// # Errors
     ///
     /// The error of `builder.build()`.
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn watch(&self, builder: &mut Builder) -> std::io::Result<WatchedRuntime> {
         let hooks = self.hooks();
         let runtime = hooks.install(builder).enable_time().build()?;
@@ -101,6 +102,7 @@ impl StallDetector {
 /// worker, and only this one watches it. Dropping it shuts the runtime
 /// down like dropping a `Runtime` (so not from inside an async context),
 /// then lets go of the detector.
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct WatchedRuntime {
     /// `Some` until dropped: the runtime goes first, the detector after.
     runtime: Option<Runtime>,
@@ -180,6 +182,7 @@ impl WorkerHooks {
     /// `on_thread_stop`, `on_thread_park` and `on_thread_unpark` (replacing
     /// hooks set before). Then build the runtime and [`attach`](Self::attach)
     /// it (or let [`StallDetector::watch`] do all of it).
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn install<'b>(&self, builder: &'b mut Builder) -> &'b mut Builder {
         self.detector.setup.installed(self.group);
         let (a, b, c, d) = (self.clone(), self.clone(), self.clone(), self.clone());
@@ -204,6 +207,7 @@ impl WorkerHooks {
     /// threads started so far as workers, watched from now on. If none of
     /// the runtime's threads ran the hooks, it logs a warning: they were
     /// not installed on its builder.
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn attach(&self, handle: &Handle) {
         self.detector.setup.attached(self.group);
         let workers = match handle.runtime_flavor() {
@@ -284,6 +288,7 @@ impl WorkerHooks {
 ///
 /// Outside a tokio runtime, like `tokio::spawn`.
 #[track_caller]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub fn spawn_named<F>(name: impl Into<Arc<str>>, future: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
