@@ -84,10 +84,13 @@ impl Ticker {
     ///
     /// Outside a tokio runtime with the time driver enabled.
     pub(crate) fn spawn(interval: Duration, print: Option<TickPrint>) -> Ticker {
+        // The lab's intervals are 1 ms or more (`--interval` is checked
+        // when parsed), which the lag monitor accepts.
         let monitor = LagMonitor::builder()
-            .interval(interval)
+            .interval(interval.max(Duration::from_millis(1)))
             .timer_floor(Duration::ZERO)
-            .build();
+            .build()
+            .expect("an interval of at least 1 ms builds");
         let gaps = Arc::new(Mutex::new(Gaps {
             last: Instant::now(),
             max_gap_ms: 0.0,

@@ -16,7 +16,8 @@ fn smoke() {
     let rt = runtime();
     let lag = LagMonitor::builder()
         .interval(Duration::from_millis(5))
-        .start(rt.handle());
+        .start(rt.handle())
+        .unwrap();
     rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
     let s = lag.snapshot();
     assert!(s.count() >= 3, "{s}");
@@ -30,7 +31,8 @@ fn a_blocked_loop_shows_as_lag_over_the_threshold() {
     let lag = LagMonitor::builder()
         .interval(Duration::from_millis(10))
         .threshold(Duration::from_millis(50))
-        .start(rt.handle());
+        .start(rt.handle())
+        .unwrap();
     rt.block_on(async {
         tokio::time::sleep(Duration::from_millis(30)).await;
         // The seed's mistake: a blocking call on the loop.
@@ -49,7 +51,8 @@ fn reset_starts_a_new_window() {
     let lag = LagMonitor::builder()
         .interval(Duration::from_millis(5))
         .threshold(Duration::from_millis(50))
-        .start(rt.handle());
+        .start(rt.handle())
+        .unwrap();
     rt.block_on(async {
         tokio::time::sleep(Duration::from_millis(20)).await;
         std::thread::sleep(Duration::from_millis(150));
@@ -72,7 +75,8 @@ fn runtime_agnostic_ticker_and_stop() {
     let lag = LagMonitor::builder()
         .interval(Duration::from_millis(5))
         .timer_floor(Duration::ZERO)
-        .build();
+        .build()
+        .unwrap();
     let ticker = rt.spawn(lag.ticker(tokio::time::sleep));
     rt.block_on(async { tokio::time::sleep(Duration::from_millis(60)).await });
     lag.stop();
@@ -91,7 +95,8 @@ fn dropping_every_handle_ends_the_ticker() {
     let rt = runtime();
     let lag = LagMonitor::builder()
         .interval(Duration::from_millis(2))
-        .build();
+        .build()
+        .unwrap();
     let ticker = rt.spawn(lag.ticker(tokio::time::sleep));
     drop(lag);
     rt.block_on(async {
@@ -100,4 +105,13 @@ fn dropping_every_handle_ends_the_ticker() {
             .expect("ticker ended")
             .expect("no panic");
     });
+}
+
+#[test]
+fn an_interval_under_a_millisecond_is_refused() {
+    let err = LagMonitor::builder()
+        .interval(Duration::from_micros(500))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("at least 1 ms"), "{err}");
 }

@@ -41,7 +41,7 @@ impl Recorder for Capture {
 
 #[test]
 fn smoke() {
-    let lag = LagMonitor::builder().build();
+    let lag = LagMonitor::builder().build().unwrap();
     assert_eq!(lag.snapshot().count(), 0);
 }
 
@@ -53,7 +53,8 @@ fn every_lag_measurement_is_exported() {
         .interval(Duration::from_millis(2))
         .timer_floor(Duration::ZERO)
         .log(false)
-        .build();
+        .build()
+        .unwrap();
     let stopper = lag.clone();
     let mut wake_ups = 0;
     // A blocking "sleep" that makes the fourth wake-up 30 ms late, then

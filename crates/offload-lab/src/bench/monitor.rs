@@ -96,7 +96,7 @@ fn overhead(args: &BenchArgs) -> anyhow::Result<BenchLine> {
     let watched = watched_runtime(&detector, 2)?;
     let lag = LagMonitor::builder()
         .interval(Duration::from_millis(10))
-        .build();
+        .build()?;
     watched.spawn(lag.ticker(tokio::time::sleep));
     // Warm both up, then alternate.
     workload(&plain, tasks / 10, yields);

@@ -59,7 +59,7 @@ impl Budget {
     /// A budget that yields exactly every `n` ticks: the `n`-th, `2n`-th, …
     /// tick yields, the others never do. `every(1)` yields on every tick.
     ///
-    /// This is the seed's `await asyncio.sleep(0)` every N steps. Its
+    /// This is Python's `await asyncio.sleep(0)` every N steps. Its
     /// trouble is choosing `n`: the right value depends on how long a step
     /// takes, on this machine, for this input, and a count that suits cheap
     /// steps lets costly ones stall the executor. [`Budget::slice`] yields

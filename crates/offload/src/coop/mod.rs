@@ -4,11 +4,11 @@
 //!
 //! An async executor runs a task until the task returns `Pending`; it cannot
 //! interrupt it. A loop that counts down fifty million steps inside a task
-//! (the seed's `cpu.py`) therefore freezes every other task on that thread
-//! for as long as it runs: a ticker that should print every second falls
-//! silent, timers fire late, requests wait. The seed's workaround
-//! (`cpu_workaround.py`) awaits `asyncio.sleep(0)` every N steps to hand the
-//! loop back to the scheduler, and runs into a dilemma: with N = 1,000 the
+//! therefore freezes every other task on that thread for as long as it
+//! runs: a ticker that should print every second falls silent, timers fire
+//! late, requests wait. The usual workaround (Python's
+//! `await asyncio.sleep(0)`) yields every N steps to hand the loop back to
+//! the scheduler, and runs into a dilemma: with N = 1,000 the
 //! work becomes much slower, because each trip through the scheduler costs
 //! far more than a thousand cheap steps; with N = 1,000,000 the work keeps its
 //! speed but the ticker slips past its deadline. No N is right, because the
@@ -19,7 +19,7 @@
 //! yielded. The loop keeps nearly all of its speed and the executor's other
 //! tasks wait about one slice, at most a slice plus a millisecond plus one
 //! step, whatever the steps cost and however that changes.
-//! [`Budget::every`] is the seed's count-based way, for when the step
+//! [`Budget::every`] is the count-based way, for when the step
 //! really is uniform, and [`yield_now`] is the single yield both are made of.
 //!
 //! Yielding still runs the work on the executor's threads: it shares them
@@ -29,8 +29,8 @@
 //! waits for), when it should run in parallel with the async code, or when
 //! you cannot put a tick in its inner loop (a call into a library that
 //! parses a whole document or compresses a whole file in one go, a blocking
-//! system call). Rust has no global interpreter lock, so unlike the seed's
-//! Python, threads really do run CPU work in parallel. Yield when the work is
+//! system call). Rust has no global interpreter lock, so unlike Python,
+//! threads really do run CPU work in parallel. Yield when the work is
 //! short, or must stay on the task (it borrows the task's state), or when a
 //! single-threaded runtime is all there is.
 //!
@@ -40,7 +40,7 @@
 //!
 //! # futures::executor::block_on(async {
 //! let mut budget = Budget::slice(Duration::from_millis(1));
-//! let mut n = 5_000_000u64; // the seed counts down from 50,000,000
+//! let mut n = 5_000_000u64;
 //! while n > 0 {
 //!     n -= 1;
 //!     budget.tick().await; // usually a decrement; a yield about every ms

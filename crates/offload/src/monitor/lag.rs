@@ -1,6 +1,7 @@
-//! The lag monitor: the seed's ticker done right. A task sleeps a fixed
+//! The lag monitor: a ticker done right. A task sleeps a fixed
 //! interval, again and again, and records how late each wake-up is.
 
+use crate::error::BuildError;
 use crate::histogram::{Figures, Histogram};
 use std::fmt;
 use std::future::Future;
@@ -20,10 +21,10 @@ pub struct LagMonitorBuilder {
 
 impl LagMonitorBuilder {
     /// How long the ticker sleeps between measurements. Default 100 ms
-    /// (the seed used one second; shorter catches shorter stalls). At
-    /// least 1 ms.
+    /// (a ticker printing every second misses shorter stalls). At least
+    /// 1 ms ([`build`](Self::build) refuses less).
     pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval = interval.max(Duration::from_millis(1));
+        self.interval = interval;
         self
     }
 
@@ -36,7 +37,7 @@ impl LagMonitorBuilder {
 
     /// Whether a wake-up later than the threshold emits a `tracing` warning
     /// (target `offload::monitor::lag`, fields `lag_ms` and
-    /// `threshold_ms`). Default on: the seed's ticker, for log pipelines.
+    /// `threshold_ms`). Default on: a ticker's warning, for log pipelines.
     pub fn log(mut self, log: bool) -> Self {
         self.log = log;
         self
@@ -50,10 +51,20 @@ impl LagMonitorBuilder {
         self
     }
 
-    /// Creates the monitor. It measures nothing until its
-    /// [`ticker`](LagMonitor::ticker) runs on the loop to watch.
-    pub fn build(self) -> LagMonitor {
-        LagMonitor {
+    /// Checks the settings and creates the monitor. It measures nothing
+    /// until its [`ticker`](LagMonitor::ticker) runs on the loop to watch.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Invalid`] for an interval under 1 ms (the timers this
+    /// measures have millisecond granularity).
+    pub fn build(self) -> Result<LagMonitor, BuildError> {
+        if self.interval < Duration::from_millis(1) {
+            return Err(BuildError::Invalid(
+                "the lag monitor's interval must be at least 1 ms",
+            ));
+        }
+        Ok(LagMonitor {
             shared: Arc::new(LagShared {
                 config: self,
                 histogram: Histogram::new(),
@@ -61,17 +72,21 @@ impl LagMonitorBuilder {
                 stop: AtomicBool::new(false),
                 since: std::sync::Mutex::new(Instant::now()),
             }),
-        }
+        })
     }
 
     /// Creates the monitor and spawns its ticker on a tokio runtime (which
     /// needs its timer: `enable_time`).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-    pub fn start(self, handle: &tokio::runtime::Handle) -> LagMonitor {
-        let monitor = self.build();
+    pub fn start(self, handle: &tokio::runtime::Handle) -> Result<LagMonitor, BuildError> {
+        let monitor = self.build()?;
         handle.spawn(monitor.ticker(tokio::time::sleep));
-        monitor
+        Ok(monitor)
     }
 }
 
@@ -99,12 +114,13 @@ struct LagShared {
 /// use std::time::Duration;
 ///
 /// let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-/// let lag = LagMonitor::builder().interval(Duration::from_millis(10)).start(rt.handle());
+/// let lag = LagMonitor::builder().interval(Duration::from_millis(10)).start(rt.handle())?;
 /// rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
 /// let snapshot = lag.snapshot();
 /// assert!(snapshot.count() > 0);
 /// println!("{snapshot}");
 /// # }
+/// # Ok::<(), offload::BuildError>(())
 /// ```
 #[derive(Clone)]
 pub struct LagMonitor {

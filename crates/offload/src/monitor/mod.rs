@@ -3,7 +3,7 @@
 //! An async runtime runs many tasks on a few threads. A task that computes
 //! for 200 ms, or calls a blocking function (a sync database driver,
 //! `std::fs`, `std::thread::sleep`), holds its thread for that long: every
-//! other task on it waits, and nothing says so. The seed's answer is a
+//! other task on it waits, and nothing says so. The classic diagnosis is a
 //! ticker printing the time every second, so a person can spot a gap.
 //! This module turns it into tooling you can leave on in production:
 //!
@@ -46,7 +46,7 @@
 //!     .on_report(|report| eprintln!("{report}"))
 //!     .build()?;
 //! let rt = stalls.watch(tokio::runtime::Builder::new_multi_thread().worker_threads(2))?;
-//! let lag = LagMonitor::builder().interval(Duration::from_millis(10)).start(rt.handle());
+//! let lag = LagMonitor::builder().interval(Duration::from_millis(10)).start(rt.handle())?;
 //!
 //! rt.block_on(async {
 //!     // A well-behaved loop: no report.
