@@ -131,6 +131,16 @@ pub fn sigstop(pid: u32) {
     signal(pid, "STOP");
 }
 
+/// The calling thread's nice level, from `/proc/thread-self/stat`
+/// (Linux; `None` elsewhere or if it cannot be read).
+pub fn thread_nice() -> Option<i32> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, nice field 19.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(16)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -348,6 +348,18 @@ impl Task for OomScoreAdj {
     }
 }
 
+/// The nice level of the thread that runs the call.
+#[derive(Debug)]
+pub struct Niceness;
+impl Task for Niceness {
+    const NAME: &'static str = "niceness";
+    type Input = ();
+    type Output = Option<i32>;
+    fn run(_: ()) -> Option<i32> {
+        offload_test_support::thread_nice()
+    }
+}
+
 /// Starts `sleep <secs>` with the worker's stdin, stdout and stderr (the
 /// defaults of `Command`), does not wait for it, and returns its pid.
 #[derive(Debug)]
@@ -480,6 +492,7 @@ pub fn registry() -> Registry {
         .with::<Leak>()
         .with::<Allocate>()
         .with::<OomScoreAdj>()
+        .with::<Niceness>()
         .init(init)
 }
 

@@ -12,7 +12,10 @@
 //! answer for Rust, with the sharp edges filed off:
 //!
 //! - [`run`]: run a blocking closure on the lazily created default pool
-//!   (`run_in_executor(None, f)`).
+//!   (`run_in_executor(None, f)`), sized for blocking I/O.
+//! - [`compute`]: run CPU-bound work on a lazily created pool of one
+//!   thread per core, at a [`Priority`] that lets the loop win every
+//!   contended core.
 //! - [`ThreadPool`]: a pool you size and name, with a bounded queue
 //!   (backpressure), cancellation of queued work, panics delivered to the
 //!   caller, three shutdown modes, and metrics.
@@ -79,6 +82,7 @@ mod job;
 #[cfg(feature = "metrics")]
 mod metrics_export;
 mod pool;
+mod priority;
 
 pub mod coop;
 pub mod monitor;
@@ -88,7 +92,10 @@ pub mod proc;
 pub mod remote;
 
 pub use dedicated::{Dedicated, DedicatedBuilder, DedicatedReady};
-pub use default_pool::{THREADS_ENV, default_pool, run, set_default_pool};
+pub use default_pool::{
+    COMPUTE_THREADS_ENV, THREADS_ENV, compute, compute_pool, default_pool, run, set_compute_pool,
+    set_default_pool,
+};
 pub use error::{BuildError, Error, TryRunError};
 pub use executor::{Blocking, Executor, Run, Submit, Unpolled, run_in_executor};
 pub use histogram::LatencySummary;
@@ -97,3 +104,4 @@ pub use pool::{
     PoolMetrics, RunningJob, Shutdown, ShutdownReport, ShutdownTimeout, ThreadPool,
     ThreadPoolBuilder,
 };
+pub use priority::Priority;

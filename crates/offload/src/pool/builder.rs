@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::ThreadPool;
 use crate::error::BuildError;
+use crate::priority::{Nice, Priority};
 
 /// A hook run on each new worker thread before it takes any job. An
 /// `Err` fails the pool for good (a dedicated executor's initialiser): its
@@ -33,6 +34,10 @@ pub(crate) struct Config {
     /// `None`: idle threads never exit.
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
+    pub(crate) priority: Priority,
+    /// `priority` resolved against the thread that built the pool (`None`
+    /// where nice levels do not exist).
+    pub(crate) nice: Option<Nice>,
     pub(crate) on_start: Option<StartHook>,
     /// Run on a worker thread that leaves a closed pool, before it counts
     /// itself out (a dedicated executor drops its resource here, so that
@@ -58,6 +63,7 @@ pub(crate) fn default_thread_count() -> usize {
 /// | [`name`](Self::name) | `"offload"`: threads are `offload-0`, `offload-1`, … |
 /// | [`keep_alive`](Self::keep_alive) | 10 s |
 /// | [`stack_size`](Self::stack_size) | the Rust default (2 MiB) |
+/// | [`priority`](Self::priority) | [`Priority::Background`]: the loop wins every contended core |
 ///
 /// # Examples
 ///
@@ -87,6 +93,8 @@ impl Default for ThreadPoolBuilder {
                 queue_capacity: 1024,
                 keep_alive: Some(Duration::from_secs(10)),
                 stack_size: None,
+                priority: Priority::Background,
+                nice: None,
                 on_start: None,
                 on_exit: None,
                 #[cfg(test)]
@@ -143,6 +151,16 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// How the pool's threads compete for a core with the loop's threads
+    /// (default [`Priority::Background`]: ten nice levels below the thread
+    /// that calls [`build`](Self::build), so a busy pool never delays the
+    /// loop and still uses idle cores fully). See [`Priority`] for what
+    /// happens where the OS refuses and off Linux.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.config.priority = priority;
+        self
+    }
+
     /// Runs `hook` on each new worker thread before it takes its first job
     /// (to set thread-locals, priorities, or a tracing span).
     ///
@@ -165,12 +183,14 @@ impl ThreadPoolBuilder {
     /// # Errors
     ///
     /// [`BuildError::Invalid`] if `threads` or `queue_capacity` is 0,
-    /// `min_threads` exceeds `threads`, `keep_alive` is zero, or the name
-    /// contains a NUL byte. [`BuildError::Spawn`] if none of the
+    /// `min_threads` exceeds `threads`, `keep_alive` is zero, the name
+    /// contains a NUL byte, or a [`Priority::Nice`] level is outside
+    /// -20..=19. [`BuildError::Spawn`] if none of the
     /// `min_threads` threads could be started (if some could, the pool
     /// goes on with those and logs a warning).
-    pub fn build(self) -> Result<ThreadPool, BuildError> {
+    pub fn build(mut self) -> Result<ThreadPool, BuildError> {
         self.config.validate()?;
+        self.config.nice = self.config.priority.resolve();
         let min = self.config.min_threads;
         let pool = ThreadPool::from_config(self.config);
         pool.prestart(min).map_err(BuildError::Spawn)?;
@@ -190,7 +210,8 @@ impl ThreadPoolBuilder {
             .name(name)
             .threads(1)
             .queue_capacity(queue_capacity)
-            .keep_alive(None);
+            .keep_alive(None)
+            .priority(Priority::Normal);
         b.config.stack_size = stack_size;
         b.config.on_start = Some(init);
         b.config.on_exit = Some(on_exit);
@@ -223,6 +244,7 @@ impl Config {
         if c.name.contains('\0') {
             return Err(BuildError::Invalid("name must not contain NUL bytes"));
         }
+        c.priority.validate()?;
         if c.keep_alive == Some(Duration::ZERO) {
             return Err(BuildError::Invalid(
                 "keep_alive must be positive (or None for threads that never exit)",
@@ -241,6 +263,7 @@ impl fmt::Debug for Config {
             .field("queue_capacity", &self.queue_capacity)
             .field("keep_alive", &self.keep_alive)
             .field("stack_size", &self.stack_size)
+            .field("priority", &self.priority)
             .field("on_start", &self.on_start.is_some())
             .finish()
     }

@@ -13,6 +13,7 @@ use super::wire::DEFAULT_MAX_FRAME;
 use super::worker::marker;
 use crate::error::BuildError;
 use crate::pool::ThreadPool;
+use crate::priority::Priority;
 
 /// Builds a [`ProcessPool`]. Create one with [`ProcessPool::builder`].
 #[must_use = "a builder does nothing until `build` is called"]
@@ -36,6 +37,7 @@ pub struct ProcessPoolBuilder {
     soft_memory: Option<u64>,
     hard_memory: Option<u64>,
     oom_score_adj: Option<i16>,
+    priority: Priority,
 }
 
 impl Default for ProcessPoolBuilder {
@@ -59,6 +61,7 @@ impl Default for ProcessPoolBuilder {
             soft_memory: None,
             hard_memory: None,
             oom_score_adj: Some(1000),
+            priority: Priority::Background,
         }
     }
 }
@@ -237,6 +240,18 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// How the workers compete for a core with the parent's threads
+    /// (default [`Priority::Background`]: ten nice levels below the thread
+    /// that calls [`build`](Self::build), set by each worker on itself
+    /// before the registry's `init`, so busy workers never delay the
+    /// parent's event loop and still use idle cores fully). The parent's
+    /// threads that carry calls to the workers keep the builder's priority.
+    /// See [`Priority`] for what happens where the OS refuses.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
     /// Checks the settings and starts the workers, without waiting for
     /// them: await [`ProcessPool::ready`] for that.
     ///
@@ -290,6 +305,7 @@ impl ProcessPoolBuilder {
                 "hard_memory_limit must be at least 16 MiB",
             ));
         }
+        self.priority.validate()?;
         if self.hello_timeout.is_zero() {
             return Err(BuildError::Invalid("hello_timeout must be positive"));
         }
@@ -313,6 +329,7 @@ impl ProcessPoolBuilder {
                 soft_memory: self.soft_memory,
                 hard_memory: self.hard_memory,
                 oom_score_adj: self.oom_score_adj,
+                nice: self.priority.resolve().map(|n| n.0),
             },
             self.name.clone(),
             self.timeout,
@@ -333,6 +350,8 @@ impl ProcessPoolBuilder {
             .min_threads(min_drivers)
             .queue_capacity(self.queue_capacity)
             .keep_alive(self.idle_timeout)
+            // The drivers carry calls: they are on the caller's latency path.
+            .priority(Priority::Normal)
             .on_start(move || {
                 // Take a seat at a worker and start it before the first
                 // call needs it.

@@ -145,6 +145,12 @@ fn serve(registry: &Registry, name: &str) -> i32 {
         eprintln!("{name}: cannot start the control thread: {e}");
         return exit_code::NO_THREAD;
     }
+    // After the control thread (which stays at the inherited priority, so
+    // a cancel is heard at once) and before `init` and the executor, which
+    // inherit it.
+    if let Some(nice) = settings.nice {
+        crate::priority::Nice(nice).apply_to_current_process(name);
+    }
 
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

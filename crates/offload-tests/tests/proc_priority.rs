@@ -1,0 +1,60 @@
+//! Worker processes run in the background by default: each sets its nice
+//! level on itself before `init`, so the threads that run calls (and any
+//! subprocess a task starts) inherit it.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::{block, fixture};
+use offload::Priority;
+use offload_test_support::thread_nice;
+use offload_tests::*;
+
+fn base() -> i32 {
+    thread_nice().expect("/proc/thread-self/stat is readable")
+}
+
+#[test]
+fn workers_run_in_the_background_by_default() {
+    let pool = fixture().workers(2).build().unwrap();
+    for _ in 0..4 {
+        let nice = block(pool.call::<Niceness>(())).unwrap();
+        assert_eq!(nice, Some((base() + 10).min(19)));
+    }
+}
+
+#[test]
+fn normal_and_absolute_levels_reach_the_worker() {
+    let normal = fixture()
+        .workers(1)
+        .priority(Priority::Normal)
+        .build()
+        .unwrap();
+    assert_eq!(block(normal.call::<Niceness>(())).unwrap(), Some(base()));
+    let lowest = fixture()
+        .workers(1)
+        .priority(Priority::Nice(19))
+        .build()
+        .unwrap();
+    assert_eq!(block(lowest.call::<Niceness>(())).unwrap(), Some(19));
+}
+
+#[test]
+fn a_replacement_worker_gets_the_same_priority() {
+    let pool = fixture()
+        .workers(1)
+        .priority(Priority::Nice(13))
+        .build()
+        .unwrap();
+    let first = block(pool.call::<Pid>(())).unwrap();
+    assert!(block(pool.call::<Die>(Death::Exit(3))).is_err());
+    let second = block(pool.call::<Pid>(())).unwrap();
+    assert_ne!(first, second, "the worker was replaced");
+    assert_eq!(block(pool.call::<Niceness>(())).unwrap(), Some(13));
+}
+
+#[test]
+fn an_out_of_range_level_is_refused_at_build() {
+    let err = fixture().priority(Priority::Nice(25)).build().unwrap_err();
+    assert!(err.to_string().contains("nice"), "{err}");
+}

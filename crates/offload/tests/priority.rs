@@ -1,0 +1,124 @@
+//! Priorities: offloaded CPU work runs below the loop's threads by default,
+//! the I/O default pool and dedicated executors compete as equals, and bad
+//! settings are refused at build time.
+#![cfg(target_os = "linux")]
+
+use offload::{Dedicated, Priority, ThreadPool};
+use offload_test_support::{block_on, thread_nice};
+
+fn base() -> i32 {
+    thread_nice().expect("/proc/thread-self/stat is readable")
+}
+
+fn nice_in(pool: &ThreadPool) -> i32 {
+    block_on(pool.run(thread_nice)).unwrap().unwrap()
+}
+
+#[test]
+fn a_thread_pool_runs_in_the_background_by_default() {
+    let pool = ThreadPool::builder().threads(2).build().unwrap();
+    assert_eq!(nice_in(&pool), (base() + 10).min(19));
+}
+
+#[test]
+fn normal_keeps_the_builders_level_and_nice_is_absolute() {
+    let normal = ThreadPool::builder()
+        .priority(Priority::Normal)
+        .build()
+        .unwrap();
+    assert_eq!(nice_in(&normal), base());
+    let lowest = ThreadPool::builder()
+        .priority(Priority::Nice(19))
+        .build()
+        .unwrap();
+    assert_eq!(nice_in(&lowest), 19);
+}
+
+#[test]
+fn every_thread_of_a_pool_gets_the_priority_not_only_the_first() {
+    // Jobs that wait for each other force all four threads to start, some
+    // of them from inside other jobs (threads inherit their creator's nice,
+    // so a thread started from a background thread must still be set).
+    let pool = ThreadPool::builder()
+        .threads(4)
+        .priority(Priority::Nice(7))
+        .build()
+        .unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let jobs: Vec<_> = (0..4)
+        .map(|_| {
+            let b = barrier.clone();
+            pool.run(move || {
+                b.wait();
+                (
+                    std::thread::current().name().unwrap().to_owned(),
+                    thread_nice(),
+                )
+            })
+        })
+        .collect();
+    let seen = block_on(futures::future::join_all(jobs));
+    let mut names = std::collections::BTreeSet::new();
+    for r in seen {
+        let (name, nice) = r.unwrap();
+        assert_eq!(nice, Some(7), "thread {name}");
+        names.insert(name);
+    }
+    assert_eq!(names.len(), 4);
+}
+
+#[test]
+fn out_of_range_nice_levels_are_refused_at_build() {
+    for n in [20, -21, i8::MAX, i8::MIN] {
+        let err = ThreadPool::builder()
+            .priority(Priority::Nice(n))
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("nice"), "{n}: {err}");
+    }
+}
+
+#[test]
+fn a_raise_the_os_may_refuse_still_runs_the_job() {
+    // Unprivileged, nice -1 is refused: the thread warns and runs at the
+    // inherited level. With CAP_SYS_NICE it is granted.
+    let pool = ThreadPool::builder()
+        .priority(Priority::Nice(-1))
+        .build()
+        .unwrap();
+    let nice = nice_in(&pool);
+    assert!(nice == -1 || nice == base(), "nice {nice}");
+}
+
+#[test]
+fn compute_runs_in_the_background_and_run_does_not() {
+    let (name, nice) = block_on(offload::compute(|| {
+        (
+            std::thread::current().name().unwrap().to_owned(),
+            thread_nice(),
+        )
+    }))
+    .unwrap();
+    assert!(name.starts_with("offload-cpu-"), "{name}");
+    assert_eq!(nice, Some((base() + 10).min(19)));
+
+    let io = block_on(offload::run(thread_nice)).unwrap();
+    assert_eq!(io, Some(base()));
+}
+
+#[test]
+fn the_compute_pool_cannot_be_replaced_once_used() {
+    block_on(offload::compute(|| ())).unwrap();
+    let err = offload::set_compute_pool(ThreadPool::builder()).unwrap_err();
+    assert!(
+        matches!(err, offload::BuildError::DefaultPoolExists),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_dedicated_executor_competes_as_an_equal() {
+    let d = Dedicated::builder().build(|| thread_nice()).unwrap();
+    let nice = block_on(d.run(|n: &mut Option<i32>| *n)).unwrap();
+    assert_eq!(nice, Some(base()));
+}
