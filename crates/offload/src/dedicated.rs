@@ -1,5 +1,6 @@
 //! [`Dedicated`]: one thread that owns a resource created on it.
 
+use crate::sync::lock;
 use std::any::Any;
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -115,7 +116,7 @@ struct ReadyState {
 
 impl Readiness {
     fn lock(&self) -> MutexGuard<'_, ReadyState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn settle(&self, outcome: Result<(), String>) {
@@ -189,7 +190,7 @@ impl DedicatedBuilder {
         let hook: StartHook = Arc::new(move || {
             // The pool's start hook runs once per thread, and a dedicated
             // pool starts exactly one thread that never idles out.
-            let Some(init) = once.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            let Some(init) = lock(&once).take() else {
                 return Ok(());
             };
             let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(init)) {

@@ -124,7 +124,7 @@ pub fn set_default_pool(builder: ThreadPoolBuilder) -> Result<(), BuildError> {
 ///
 /// ```
 /// # futures::executor::block_on(async {
-/// let digest: u64 = offload::compute(|| (0..1_000_000u64).fold(0, |h, x| h.rotate_left(5) ^ x)).await?;
+/// let digest: u64 = offload::compute(|| (0..1_000_000u64).fold(0u64, |h, x| h.rotate_left(5) ^ x)).await?;
 /// # let _ = digest;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();

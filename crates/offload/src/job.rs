@@ -30,6 +30,7 @@
 //! always runs under `catch_unwind`: a panic in any of it must not unwind
 //! into a worker thread and leave the pool's counts wrong.
 
+use crate::sync::lock;
 use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -85,7 +86,7 @@ impl<V, B, T> JobCell<V, B, T> {
     fn lock(&self) -> MutexGuard<'_, CellState<V, B, T>> {
         // Nothing user-supplied runs while this lock is held, so it cannot be
         // poisoned by a job's panic; recover anyway rather than propagate.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 }
 

@@ -83,6 +83,7 @@ mod job;
 mod metrics_export;
 mod pool;
 mod priority;
+mod sync;
 
 pub mod coop;
 pub mod monitor;

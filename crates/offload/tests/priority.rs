@@ -118,7 +118,7 @@ fn the_compute_pool_cannot_be_replaced_once_used() {
 
 #[test]
 fn a_dedicated_executor_competes_as_an_equal() {
-    let d = Dedicated::builder().build(|| thread_nice()).unwrap();
+    let d = Dedicated::builder().build(thread_nice).unwrap();
     let nice = block_on(d.run(|n: &mut Option<i32>| *n)).unwrap();
     assert_eq!(nice, Some(base()));
 }

@@ -3,6 +3,7 @@
 
 use crate::error::BuildError;
 use crate::histogram::{Figures, Histogram};
+use crate::sync::lock;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -202,7 +203,7 @@ impl LagMonitor {
     }
 
     fn read(&self, reset: bool) -> LagSnapshot {
-        let mut since = self.shared.since.lock().unwrap_or_else(|e| e.into_inner());
+        let mut since = lock(&self.shared.since);
         let window = since.elapsed();
         if reset {
             *since = Instant::now();

@@ -6,6 +6,7 @@
 //! accepted job counted once) are kept by the methods here: other files
 //! call them and never write a count themselves.
 
+use crate::sync::{lock, wait};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -172,7 +173,7 @@ impl PoolShared {
     /// Locks the state. User code never runs under this lock, so poisoning
     /// cannot come from a job; recover rather than propagate a panic.
     pub(crate) fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// The pool's own `Arc`, for a new worker thread to hold.
@@ -429,7 +430,7 @@ impl PoolShared {
     pub(crate) fn wait_exited(&self) {
         let mut st = self.lock();
         while !(st.is_done() && st.threads == 0) {
-            st = self.exited.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = wait(&self.exited, st);
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::shared::PoolShared;
 use crate::job::wake_quietly;
+use crate::sync::{lock, wait_timeout};
 
 /// Registers `waker` to be woken when the pool is done; returns whether it
 /// is done already.
@@ -109,7 +110,7 @@ impl Timer {
         let spawned = std::thread::Builder::new()
             .name("offload-deadline".into())
             .spawn(move || {
-                let mut st = t.state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut st = lock(&t.state);
                 loop {
                     if st.cancelled {
                         return;
@@ -117,10 +118,7 @@ impl Timer {
                     let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                         break;
                     };
-                    st =
-                        t.cv.wait_timeout(st, left)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
+                    st = wait_timeout(&t.cv, st, left).0;
                 }
                 let waker = st.waker.take();
                 drop(st);
@@ -138,7 +136,7 @@ impl Timer {
     }
 
     fn set_waker(&self, waker: &Waker) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.state);
         match &mut st.waker {
             Some(w) if w.will_wake(waker) => {}
             other => *other = Some(waker.clone()),
@@ -146,10 +144,7 @@ impl Timer {
     }
 
     fn cancel(&self) {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cancelled = true;
+        lock(&self.state).cancelled = true;
         self.cv.notify_all();
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::shared::{Phase, PoolShared, PoolState};
 use crate::job::wake_quietly;
+use crate::sync::{wait, wait_timeout};
 
 thread_local! {
     /// Address of the pool this thread works for (0: none). Lets a pool
@@ -182,14 +183,11 @@ fn run(shared: &PoolShared, seat: usize) -> MutexGuard<'_, PoolState> {
         st.sleeping += 1;
         let timed_out = match shared.config.keep_alive {
             None => {
-                st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = wait(&shared.work, st);
                 false
             }
             Some(keep_alive) => {
-                let (guard, res) = shared
-                    .work
-                    .wait_timeout(st, keep_alive)
-                    .unwrap_or_else(|e| e.into_inner());
+                let (guard, res) = wait_timeout(&shared.work, st, keep_alive);
                 st = guard;
                 res.timed_out()
             }

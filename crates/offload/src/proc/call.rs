@@ -4,13 +4,14 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::child::WorkerProc;
 use crate::error::Error;
 use crate::executor::Run;
+use crate::sync::lock;
 
 /// What to do with a running call whose future is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,10 +66,6 @@ impl CallOptions {
     pub fn get_on_drop(&self) -> OnDrop {
         self.on_drop
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The result of a call, handed from the driver thread to the caller as

@@ -5,6 +5,7 @@
 //! calls and the shutdown modes; a driver encodes the input, hands it to
 //! its lane's worker (`supervisor.rs`), waits for the reply and decodes it.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -367,12 +368,7 @@ impl ProcessPool {
     /// taken*; a worker may still die and be reaped after that, so signal
     /// these pids only while the pool is alive and expect `ESRCH`.
     pub fn worker_pids(&self) -> BTreeMap<String, u32> {
-        self.supervisor
-            .stats
-            .pids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.supervisor.stats.pids).clone()
     }
 }
 
@@ -387,11 +383,7 @@ impl Future for Ready {
     type Output = Result<(), Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut r = self
-            .supervisor
-            .readiness
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut r = lock(&self.supervisor.readiness);
         if r.started.len() >= self.wanted {
             return Poll::Ready(Ok(()));
         }
@@ -435,11 +427,7 @@ impl Future for Shutdown {
             self.calls = None;
         }
         // Register before looking, so a reap in between is not missed.
-        let mut waiters = self
-            .stats
-            .gone_waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut waiters = lock(&self.stats.gone_waiters);
         if self.stats.live.load(Relaxed) == 0 {
             return Poll::Ready(());
         }

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use super::child::{CallError, Hooks, Launch, WorkerProc};
 use super::codec::Encoded;
 use super::protocol::{Body, TaskInfo};
 use crate::error::Error;
+use crate::sync::lock;
 
 /// How many times a call is sent before giving up, when each time its
 /// worker died before starting it.
@@ -25,10 +26,6 @@ const MAX_SENDS: usize = 4;
 
 /// The longest a pool waits between start attempts after repeated failures.
 const MAX_COOLDOWN: Duration = Duration::from_secs(30);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 thread_local! {
     /// The lane this driver thread feeds. Dropped when the thread exits;

@@ -241,7 +241,7 @@ mod imp {
         // stuck sets BROKEN before it lets go of the lock, so the next one
         // in line sees it and never starts a request that the stuck handler
         // could still be writing over.
-        let mut generation = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut generation = crate::sync::lock(&LOCK);
         if BROKEN.load(Ordering::Relaxed) {
             return Err("capture disabled: an earlier handler never finished".to_owned());
         }

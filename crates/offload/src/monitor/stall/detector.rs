@@ -8,6 +8,7 @@ use super::thread::{self, Clock, Slot};
 use super::watchdog::Watchdog;
 use super::{capture, report::StallReport, symbols};
 use crate::error::BuildError;
+use crate::sync::lock;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -59,7 +60,7 @@ pub(crate) struct Detector {
 
 impl Detector {
     pub(crate) fn add_slot(&self, slot: Arc<Slot>) {
-        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let mut threads = lock(&self.threads);
         if !threads.iter().any(|s| Arc::ptr_eq(s, &slot)) {
             threads.push(slot);
         }
@@ -71,7 +72,7 @@ impl Detector {
 
     /// Hands a report to every live subscription.
     pub(crate) fn publish(&self, report: &StallReport) {
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut subscribers = lock(&self.subscribers);
         subscribers.retain(|w| match w.upgrade() {
             Some(q) => {
                 q.push(report);
@@ -256,22 +257,10 @@ impl Drop for Running {
             thread.thread().unpark();
             let _ = thread.join();
         }
-        for slot in self
-            .detector
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for slot in lock(&self.detector.threads).drain(..) {
             slot.kill();
         }
-        for queue in self
-            .detector
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for queue in lock(&self.detector.subscribers).drain(..) {
             if let Some(q) = queue.upgrade() {
                 q.close();
             }
@@ -359,10 +348,7 @@ impl StallDetector {
     pub fn reports(&self) -> StallReports {
         let queue = ReportQueue::new(256);
         let d = self.detector();
-        d.subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&queue));
+        lock(&d.subscribers).push(Arc::downgrade(&queue));
         if d.stopped() {
             queue.close();
         }

@@ -6,6 +6,7 @@
 //! queue, and when it is full the oldest report is dropped and counted.
 
 use super::report::StallReport;
+use crate::sync::{lock, wait, wait_timeout};
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
@@ -45,7 +46,7 @@ impl ReportQueue {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     /// Queues a report, dropping the oldest if full; never blocks on the
@@ -149,7 +150,7 @@ impl StallReports {
             if q.closed {
                 return None;
             }
-            q = self.queue.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            q = wait(&self.queue.ready, q);
         }
     }
 
@@ -169,12 +170,7 @@ impl StallReports {
                 Some(d) => d.checked_duration_since(Instant::now())?,
                 None => Duration::from_secs(3600),
             };
-            q = self
-                .queue
-                .ready
-                .wait_timeout(q, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            q = wait_timeout(&self.queue.ready, q, left).0;
         }
     }
 

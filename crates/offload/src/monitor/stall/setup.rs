@@ -5,6 +5,7 @@
 //! watchdog note what they see here, and the watchdog logs each kind of
 //! gap once per detector (`tracing::warn!`, target `offload::monitor`).
 
+use crate::sync::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -87,6 +88,6 @@ impl Setup {
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Instant, bool)>> {
-        self.installed.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.installed)
     }
 }

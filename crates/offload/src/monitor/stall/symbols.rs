@@ -17,6 +17,7 @@
 
 use super::detector::Detector;
 use super::report::{Frame, StallReport};
+use crate::sync::{lock, wait_timeout};
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -80,18 +81,18 @@ fn shared_cache() -> &'static (Mutex<Cache>, Condvar) {
     CACHE.get_or_init(Default::default)
 }
 
-fn lock() -> std::sync::MutexGuard<'static, Cache> {
-    shared_cache().0.lock().unwrap_or_else(|e| e.into_inner())
+fn cache() -> std::sync::MutexGuard<'static, Cache> {
+    lock(&shared_cache().0)
 }
 
 /// Resolves `ips` into the cache (on a lane thread; may take long).
 fn fill(ips: &[usize]) {
     for &ip in ips {
-        if lock().frames.contains_key(&ip) {
+        if cache().frames.contains_key(&ip) {
             continue;
         }
         let frames = resolve_one(ip);
-        let mut cache = lock();
+        let mut cache = cache();
         if cache.frames.len() >= CACHE_LIMIT {
             cache.frames.clear();
         }
@@ -104,7 +105,7 @@ fn fill(ips: &[usize]) {
 
 /// The frames of `ips` from the cache, if all are there.
 fn cached(ips: &[usize]) -> Option<Vec<Frame>> {
-    let cache = lock();
+    let cache = cache();
     let mut frames = Vec::with_capacity(ips.len());
     for ip in ips {
         frames.extend(cache.frames.get(ip)?.iter().cloned());
@@ -128,7 +129,7 @@ fn unresolved(ips: &[usize]) -> Vec<Frame> {
 /// cached nor being resolved.
 fn request(ips: &[usize]) {
     let missing: Vec<usize> = {
-        let mut cache = lock();
+        let mut cache = cache();
         let missing: Vec<usize> = ips
             .iter()
             .copied()
@@ -145,7 +146,7 @@ fn request(ips: &[usize]) {
         .is_some_and(|lane| lane.try_send(Box::new(move || fill(&missing))).is_ok());
     if !sent {
         // Nobody will resolve them now: let a later request try again.
-        let mut cache = lock();
+        let mut cache = cache();
         for ip in ips {
             cache.in_flight.remove(ip);
         }
@@ -162,7 +163,7 @@ pub(crate) fn resolve_within(ips: &[usize], budget: Duration) -> Vec<Frame> {
     request(ips);
     let deadline = Instant::now() + budget;
     let (mutex, ready) = shared_cache();
-    let mut guard = mutex.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = lock(mutex);
     loop {
         if ips.iter().all(|ip| guard.frames.contains_key(ip)) {
             drop(guard);
@@ -171,10 +172,7 @@ pub(crate) fn resolve_within(ips: &[usize], budget: Duration) -> Vec<Frame> {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
             return unresolved(ips);
         };
-        guard = ready
-            .wait_timeout(guard, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        guard = wait_timeout(ready, guard, left).0;
     }
 }
 

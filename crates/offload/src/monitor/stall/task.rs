@@ -2,6 +2,7 @@
 //! location, for tasks wrapped with [`instrument`] (or spawned with
 //! `spawn_named` under the `tokio` feature).
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::Location;
@@ -48,7 +49,7 @@ pub(crate) fn lookup(id: u64) -> Option<TaskLabel> {
     if id == 0 {
         return None;
     }
-    let labels = LABELS.lock().unwrap_or_else(|e| e.into_inner());
+    let labels = lock(&LABELS);
     labels.as_ref()?.get(&id).cloned()
 }
 
@@ -84,9 +85,7 @@ pub fn instrument<F: Future>(name: impl Into<Arc<str>>, future: F) -> Instrument
         location: Location::caller(),
     };
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    LABELS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    lock(&LABELS)
         .get_or_insert_with(HashMap::new)
         .insert(id, label);
     Instrumented {
@@ -123,7 +122,7 @@ impl<F: Future> Future for Instrumented<F> {
 
 impl<F> Drop for Instrumented<F> {
     fn drop(&mut self) {
-        let mut labels = LABELS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut labels = lock(&LABELS);
         if let Some(map) = labels.as_mut() {
             map.remove(&self.id);
         }

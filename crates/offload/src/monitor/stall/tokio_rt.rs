@@ -7,6 +7,7 @@ use super::detector::{self, Detector, Probe, Running, WatchGuard};
 use super::setup::Setup;
 use super::thread::Slot;
 use super::{StallDetector, WorkerHooks};
+use crate::sync::lock;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -16,15 +17,12 @@ use tokio::runtime::{Builder, Handle, Runtime, RuntimeFlavor};
 /// What only the tokio conveniences need from the shared detector state.
 impl Detector {
     fn add_probe(&self, group: u64, probe: Probe) {
-        self.probes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((group, probe));
+        lock(&self.probes).push((group, probe));
     }
 
     /// The live threads registered by hooks of `group`.
     fn group_threads(&self, group: u64) -> Vec<Arc<Slot>> {
-        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let threads = lock(&self.threads);
         threads
             .iter()
             .filter(|s| s.group == group && !s.is_dead())

@@ -15,6 +15,7 @@ use super::sched;
 use super::symbols;
 use super::task;
 use super::thread::Slot;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,11 +240,7 @@ impl Watchdog {
 
     fn poll_probes(&mut self) {
         let since = self.prev_now;
-        let mut probes = self
-            .detector
-            .probes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut probes = lock(&self.detector.probes);
         for (group, probe) in probes.iter_mut() {
             probe(&mut self.scratch);
             self.cores
@@ -256,11 +253,7 @@ impl Watchdog {
     /// Adds views for newly registered threads; forgets dead slots in the
     /// shared list (their views live on until their episode is closed).
     fn sync_views(&mut self) {
-        let mut threads = self
-            .detector
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut threads = lock(&self.detector.threads);
         for slot in threads.iter() {
             self.views
                 .entry(Arc::as_ptr(slot) as usize)

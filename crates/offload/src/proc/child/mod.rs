@@ -20,11 +20,12 @@ mod output;
 mod reaper;
 mod spawn;
 
+use crate::sync::{lock, wait};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ExitStatus};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub use output::WorkerOutput;
@@ -151,10 +152,6 @@ pub(crate) struct WorkerProc {
     stderr_tail: Option<Arc<output::Tail>>,
     /// The system's count of OOM kills when the worker started.
     oom_kills_at_start: Option<u64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl WorkerProc {
@@ -323,7 +320,7 @@ impl WorkerProc {
                 return Err(CallError::Retry);
             }
             if line.reading {
-                line = self.news.wait(line).unwrap_or_else(|e| e.into_inner());
+                line = wait(&self.news, line);
                 continue;
             }
             // Lead: read one frame for whoever it is.

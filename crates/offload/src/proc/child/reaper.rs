@@ -7,6 +7,7 @@
 //! exit after its channel closes, then kills it: no zombie outlives its
 //! pool by more than that.
 
+use crate::sync::{lock, wait};
 use std::process::Child;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -37,7 +38,7 @@ pub(crate) fn reap_later(child: Child, after: impl FnOnce() + Send + 'static) {
         pending: Mutex::new(Vec::new()),
         arrived: Condvar::new(),
     });
-    let mut pending = reaper.pending.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pending = lock(&reaper.pending);
     let first = pending.is_empty();
     pending.push(Pending {
         child,
@@ -61,8 +62,7 @@ fn start_once(reaper: &'static Reaper) {
     });
     if !ok {
         // No thread: reap here rather than leave zombies.
-        let drained =
-            std::mem::take(&mut *reaper.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let drained = std::mem::take(&mut *lock(&reaper.pending));
         for p in drained {
             finish(p);
         }
@@ -70,13 +70,10 @@ fn start_once(reaper: &'static Reaper) {
 }
 
 fn run(reaper: &Reaper) {
-    let mut pending = reaper.pending.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pending = lock(&reaper.pending);
     loop {
         while pending.is_empty() {
-            pending = reaper
-                .arrived
-                .wait(pending)
-                .unwrap_or_else(|e| e.into_inner());
+            pending = wait(&reaper.arrived, pending);
         }
         let mut done = Vec::new();
         let mut i = 0;
@@ -92,7 +89,7 @@ fn run(reaper: &Reaper) {
         drop(pending);
         done.into_iter().for_each(finish);
         std::thread::sleep(POLL);
-        pending = reaper.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending = lock(&reaper.pending);
     }
 }
 

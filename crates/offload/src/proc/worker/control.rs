@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use super::running::Running;
 use crate::proc::protocol::{Control, ReplyHead, Stop, encode_head};
 use crate::proc::wire::{FrameError, read_frame, write_frame};
+use crate::sync::lock;
 
 /// The most a control message may take.
 const MAX_CONTROL_FRAME: usize = 1024;
@@ -68,7 +69,7 @@ fn stop(replies: &Mutex<UnixStream>, id: u64, why: Stop, max_frame: usize) {
     let head = encode_head(&ReplyHead::Stopped { id, why });
     // The executor is inside call `id` (it never writes while running a
     // call), so this lock is free or about to be.
-    let mut out = replies.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = lock(replies);
     let _ = write_frame(&mut *out, &head, &[], max_frame);
     let _ = out.flush();
     kill_self();

@@ -29,6 +29,7 @@ use super::protocol::{
 use super::task::Registry;
 use super::wire::{FrameError, read_frame, spin_for_bytes, write_frame, write_frame_parts};
 use crate::error::{CancelReason, Error};
+use crate::sync::lock;
 
 /// Exit codes of a worker that gives up, so the parent can tell why.
 pub(crate) mod exit_code {
@@ -170,7 +171,7 @@ fn serve(registry: &Registry, name: &str) -> i32 {
         pid: std::process::id(),
     };
     let said_hello = {
-        let mut out = replies.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = lock(&replies);
         write_frame(&mut *out, &encode_hello(&hello), &[], max_frame)
     };
     if said_hello.is_err() {
@@ -290,7 +291,7 @@ fn execute(
             result,
             retire,
         });
-        let mut out = replies.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = lock(replies);
         let body = [&output.prefix[..], &output.bytes[..]];
         if write_frame_parts(&mut *out, &head, &body, max_frame).is_err() || out.flush().is_err() {
             std::process::exit(0);

@@ -12,6 +12,7 @@
 //! - cancel of a call not started yet: it is skipped when reached;
 //! - cancel of a finished call: ignored (its reply is on its way).
 
+use crate::sync::{lock, wait, wait_timeout};
 use std::collections::BTreeSet;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -57,7 +58,7 @@ pub(crate) struct Running {
 
 impl Running {
     fn lock(&self) -> MutexGuard<'_, Calls> {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.calls)
     }
 
     /// The executor is about to run call `id`. Never returns once the
@@ -135,13 +136,9 @@ impl Running {
                         stop(id, Stop::Timeout);
                         return;
                     }
-                    st = self
-                        .changed
-                        .wait_timeout(st, at - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    st = wait_timeout(&self.changed, st, at - now).0;
                 }
-                _ => st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                _ => st = wait(&self.changed, st),
             }
         }
     }
