@@ -60,8 +60,9 @@ where
 
 /// The default pool, created on first use (see [`run`]). Never blocks.
 ///
-/// It lives as long as the process: do not shut it down (every later
-/// [`run`] would fail with [`Error::is_shutdown`](crate::Error::is_shutdown)).
+/// It lives as long as the process. Shut it down only when the program is
+/// leaving (a service draining on SIGTERM: `default_pool().shutdown_timeout(d).await`):
+/// every later [`run`] fails with [`Error::is_shutdown`](crate::Error::is_shutdown).
 pub fn default_pool() -> &'static ThreadPool {
     DEFAULT.get_or_init(|| {
         default_builder()
@@ -139,7 +140,9 @@ where
 
 /// The compute pool, created on first use (see [`compute`]). Never blocks.
 ///
-/// It lives as long as the process: do not shut it down.
+/// It lives as long as the process. Shut it down only when the program is
+/// leaving, as for [`default_pool`]: every later [`compute`] fails with
+/// [`Error::is_shutdown`](crate::Error::is_shutdown).
 pub fn compute_pool() -> &'static ThreadPool {
     COMPUTE.get_or_init(|| {
         compute_builder()

@@ -70,6 +70,18 @@
 //! Dropping a future returned by this crate before its job starts means the
 //! job never runs. After it starts, a thread cannot be stopped: the job
 //! runs to completion, detached, and keeps its thread until then.
+//!
+//! # Features
+//!
+//! - `tokio`: one-call stall detection for a tokio runtime
+//!   ([`StallDetector::watch`](monitor::StallDetector)), the lag ticker and
+//!   heartbeats spawned on a runtime, tokio's worker metrics as evidence.
+//! - `macros`: `#[offload::proc::task]` turns a plain `fn` into a task.
+//! - `metrics`: every pool (`offload_pool_*`, `offload_proc_*`, label
+//!   `pool`) and the loop monitor (`offload_loop_*`) report through the
+//!   [`metrics`](https://docs.rs/metrics) facade. A pool registers its
+//!   handles when it is built (the default pools on first use), so install
+//!   the recorder (a Prometheus exporter, say) before that.
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

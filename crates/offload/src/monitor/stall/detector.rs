@@ -229,6 +229,13 @@ impl StallDetectorBuilder {
             stop: AtomicBool::new(false),
         });
         detector.clock.advance();
+        // The counters exist from the start, at 0, so that a dashboard or
+        // an alert can tell "no stalls" from "no detector".
+        #[cfg(feature = "metrics")]
+        {
+            metrics::counter!("offload_loop_stalls_total").increment(0);
+            metrics::counter!("offload_loop_starved_total").increment(0);
+        }
         let for_watchdog = Arc::clone(&detector);
         let thread = std::thread::Builder::new()
             .name("offload-stall-watchdog".to_owned())
