@@ -183,4 +183,5 @@ pub(crate) fn registry() -> Registry {
         .with::<crate::experiments::io::HttpGet>()
         .with::<crate::experiments::cpu::Countdown>()
         .with::<crate::experiments::json::JsonWalk>()
+        .with::<crate::bench::service::ServiceWalk>()
 }

@@ -147,3 +147,53 @@ fn coop() {
         }
     }
 }
+
+#[test]
+fn service() {
+    let lines = suite("service");
+    const MODES: [&str; 9] = [
+        "inline",
+        "spawn_blocking",
+        "offload_run",
+        "cpu_pool",
+        "threadpool_normal",
+        "threadpool_background",
+        "threadpool_nice19",
+        "processpool",
+        "processpool_normal",
+    ];
+    let line = |case: &str, mode: &str| {
+        lines
+            .iter()
+            .find(|l| l["case"] == case && l["ours"] == mode)
+            .unwrap_or_else(|| panic!("no {case} line for {mode}"))
+    };
+    let positive = |l: &serde_json::Value| {
+        for field in ["ours_value", "peer_value"] {
+            let v = l[field].as_f64().expect(field);
+            assert!(v.is_finite() && v > 0.0, "{field} in {l}");
+        }
+    };
+    // The health check under load, for every mode, against the idle floor.
+    for mode in MODES {
+        let l = line("health_p99", mode);
+        assert_eq!(l["peer"], "idle", "{l}");
+        assert_eq!(l["unit"], "ms", "{l}");
+        assert_eq!(l["better"], "lower", "{l}");
+        positive(l);
+    }
+    // The walk rate of every offloaded mode (inline has none: it is what
+    // offloading avoids), against spawn_blocking.
+    for mode in &MODES[1..] {
+        let l = line("walk_throughput", mode);
+        assert_eq!(l["peer"], "spawn_blocking", "{l}");
+        assert_eq!(l["unit"], "req/s", "{l}");
+        assert_eq!(l["better"], "higher", "{l}");
+        positive(l);
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["case"] == "walk_throughput" && l["ours"] == "inline")
+    );
+}

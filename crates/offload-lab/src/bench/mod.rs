@@ -7,6 +7,7 @@ mod monitor;
 mod payload;
 pub(crate) mod procs;
 mod remote;
+pub(crate) mod service;
 mod threads;
 
 use crate::report::{self, BenchLine};
@@ -45,6 +46,11 @@ pub(crate) enum Suite {
     Coop,
     /// Remote pool on NATS: ours against raw async-nats request/reply.
     Remote,
+    /// A real HTTP service (axum): `/health` latency while CPU-heavy
+    /// `/walk` requests saturate every core, for each place `/walk` can
+    /// run (inline, spawn_blocking, offload's pools at each priority,
+    /// worker processes), against the idle floor and spawn_blocking.
+    Service,
 }
 
 /// Runs the chosen suite and prints its lines.
@@ -55,6 +61,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Suite::Monitor => monitor::run(args)?,
         Suite::Coop => coop::run(args)?,
         Suite::Remote => remote::run(args)?,
+        Suite::Service => service::run(args)?,
     };
     report::print(&lines, args.json);
     Ok(())
