@@ -131,6 +131,18 @@ pub fn sigstop(pid: u32) {
     signal(pid, "STOP");
 }
 
+/// The calling thread's scheduling policy from `/proc/thread-self/stat`
+/// (0 `SCHED_OTHER`, 3 `SCHED_BATCH`, 5 `SCHED_IDLE`; Linux).
+pub fn thread_policy() -> Option<u32> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Field 41.
+    rest.split_whitespace().nth(38)?.parse().ok()
+}
+
+/// `SCHED_IDLE`, as [`thread_policy`] reports it.
+pub const SCHED_IDLE: u32 = 5;
+
 /// The calling thread's nice level, from `/proc/thread-self/stat`
 /// (Linux; `None` elsewhere or if it cannot be read).
 pub fn thread_nice() -> Option<i32> {

@@ -348,15 +348,30 @@ impl Task for OomScoreAdj {
     }
 }
 
-/// The nice level of the thread that runs the call.
+/// The nice level and scheduling policy of the thread that runs the call,
+/// and the policy a subprocess it starts runs with.
 #[derive(Debug)]
 pub struct Niceness;
 impl Task for Niceness {
     const NAME: &'static str = "niceness";
     type Input = ();
-    type Output = Option<i32>;
-    fn run(_: ()) -> Option<i32> {
-        offload_test_support::thread_nice()
+    type Output = (Option<i32>, Option<u32>, Option<u32>);
+    fn run(_: ()) -> (Option<i32>, Option<u32>, Option<u32>) {
+        // `cat /proc/self/stat` reads the stat of `cat` itself.
+        let child_policy = std::process::Command::new("cat")
+            .arg("/proc/self/stat")
+            .output()
+            .ok()
+            .and_then(|o| {
+                let stat = String::from_utf8_lossy(&o.stdout).into_owned();
+                let rest = &stat[stat.rfind(')')? + 1..];
+                rest.split_whitespace().nth(38)?.parse().ok()
+            });
+        (
+            offload_test_support::thread_nice(),
+            offload_test_support::thread_policy(),
+            child_policy,
+        )
     }
 }
 

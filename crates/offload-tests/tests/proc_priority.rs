@@ -1,13 +1,13 @@
-//! Worker processes run in the background by default: each sets its nice
-//! level on itself before `init`, so the threads that run calls (and any
-//! subprocess a task starts) inherit it.
+//! Worker processes run in the background by default: each puts itself in
+//! the idle scheduling class at nice +10 before `init`, so the threads that
+//! run calls (and any subprocess a task starts) inherit it.
 #![cfg(target_os = "linux")]
 
 mod common;
 
 use common::{block, fixture};
 use offload::Priority;
-use offload_test_support::thread_nice;
+use offload_test_support::{SCHED_IDLE, thread_nice};
 use offload_tests::*;
 
 fn base() -> i32 {
@@ -18,8 +18,10 @@ fn base() -> i32 {
 fn workers_run_in_the_background_by_default() {
     let pool = fixture().workers(2).build().unwrap();
     for _ in 0..4 {
-        let nice = block(pool.call::<Niceness>(())).unwrap();
+        let (nice, policy, child) = block(pool.call::<Niceness>(())).unwrap();
         assert_eq!(nice, Some((base() + 10).min(19)));
+        assert_eq!(policy, Some(SCHED_IDLE));
+        assert_eq!(child, Some(SCHED_IDLE), "a task's subprocess inherits it");
     }
 }
 
@@ -30,13 +32,16 @@ fn normal_and_absolute_levels_reach_the_worker() {
         .priority(Priority::Normal)
         .build()
         .unwrap();
-    assert_eq!(block(normal.call::<Niceness>(())).unwrap(), Some(base()));
+    assert_eq!(
+        block(normal.call::<Niceness>(())).unwrap(),
+        (Some(base()), Some(0), Some(0))
+    );
     let lowest = fixture()
         .workers(1)
         .priority(Priority::Nice(19))
         .build()
         .unwrap();
-    assert_eq!(block(lowest.call::<Niceness>(())).unwrap(), Some(19));
+    assert_eq!(block(lowest.call::<Niceness>(())).unwrap().0, Some(19));
 }
 
 #[test]
@@ -50,7 +55,7 @@ fn a_replacement_worker_gets_the_same_priority() {
     assert!(block(pool.call::<Die>(Death::Exit(3))).is_err());
     let second = block(pool.call::<Pid>(())).unwrap();
     assert_ne!(first, second, "the worker was replaced");
-    assert_eq!(block(pool.call::<Niceness>(())).unwrap(), Some(13));
+    assert_eq!(block(pool.call::<Niceness>(())).unwrap().0, Some(13));
 }
 
 #[test]

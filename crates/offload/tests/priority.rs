@@ -4,7 +4,7 @@
 #![cfg(target_os = "linux")]
 
 use offload::{Dedicated, Priority, ThreadPool};
-use offload_test_support::{block_on, thread_nice};
+use offload_test_support::{SCHED_IDLE, block_on, thread_nice, thread_policy};
 
 fn base() -> i32 {
     thread_nice().expect("/proc/thread-self/stat is readable")
@@ -14,10 +14,17 @@ fn nice_in(pool: &ThreadPool) -> i32 {
     block_on(pool.run(thread_nice)).unwrap().unwrap()
 }
 
+fn policy_in(pool: &ThreadPool) -> u32 {
+    block_on(pool.run(thread_policy)).unwrap().unwrap()
+}
+
 #[test]
 fn a_thread_pool_runs_in_the_background_by_default() {
     let pool = ThreadPool::builder().threads(2).build().unwrap();
     assert_eq!(nice_in(&pool), (base() + 10).min(19));
+    assert_eq!(policy_in(&pool), SCHED_IDLE);
+    // The caller's thread is untouched.
+    assert_eq!(thread_policy(), Some(0));
 }
 
 #[test]
@@ -27,11 +34,17 @@ fn normal_keeps_the_builders_level_and_nice_is_absolute() {
         .build()
         .unwrap();
     assert_eq!(nice_in(&normal), base());
+    assert_eq!(policy_in(&normal), 0);
     let lowest = ThreadPool::builder()
         .priority(Priority::Nice(19))
         .build()
         .unwrap();
     assert_eq!(nice_in(&lowest), 19);
+    assert_eq!(
+        policy_in(&lowest),
+        0,
+        "an explicit nice level is a nice level only"
+    );
 }
 
 #[test]
@@ -92,18 +105,20 @@ fn a_raise_the_os_may_refuse_still_runs_the_job() {
 
 #[test]
 fn compute_runs_in_the_background_and_run_does_not() {
-    let (name, nice) = block_on(offload::compute(|| {
+    let (name, nice, policy) = block_on(offload::compute(|| {
         (
             std::thread::current().name().unwrap().to_owned(),
             thread_nice(),
+            thread_policy(),
         )
     }))
     .unwrap();
     assert!(name.starts_with("offload-cpu-"), "{name}");
     assert_eq!(nice, Some((base() + 10).min(19)));
+    assert_eq!(policy, Some(SCHED_IDLE));
 
-    let io = block_on(offload::run(thread_nice)).unwrap();
-    assert_eq!(io, Some(base()));
+    let io = block_on(offload::run(|| (thread_nice(), thread_policy()))).unwrap();
+    assert_eq!(io, (Some(base()), Some(0)));
 }
 
 #[test]
@@ -118,7 +133,35 @@ fn the_compute_pool_cannot_be_replaced_once_used() {
 
 #[test]
 fn a_dedicated_executor_competes_as_an_equal() {
-    let d = Dedicated::builder().build(thread_nice).unwrap();
-    let nice = block_on(d.run(|n: &mut Option<i32>| *n)).unwrap();
-    assert_eq!(nice, Some(base()));
+    let d = Dedicated::builder()
+        .build(|| (thread_nice(), thread_policy()))
+        .unwrap();
+    let seen = block_on(d.run(|n: &mut (Option<i32>, Option<u32>)| *n)).unwrap();
+    assert_eq!(seen, (Some(base()), Some(0)));
+}
+
+#[test]
+fn a_normal_pool_started_from_a_background_job_leaves_the_idle_class() {
+    // Threads inherit their creator's scheduling class: this pool's thread
+    // is started by a job running in the idle class.
+    let background = ThreadPool::builder().build().unwrap();
+    let policy = block_on(background.run(|| {
+        let normal = ThreadPool::builder()
+            .priority(Priority::Normal)
+            .build()
+            .unwrap();
+        block_on(normal.run(thread_policy)).unwrap()
+    }))
+    .unwrap();
+    // Leaving the idle class needs CAP_SYS_NICE or a permissive
+    // RLIMIT_NICE; unprivileged, the thread warns and stays idle.
+    let privileged = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if privileged {
+        assert_eq!(policy, Some(0));
+    } else {
+        assert!(matches!(policy, Some(0) | Some(SCHED_IDLE)), "{policy:?}");
+    }
 }

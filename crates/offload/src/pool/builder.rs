@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::ThreadPool;
 use crate::error::BuildError;
-use crate::priority::{Nice, Priority};
+use crate::priority::{Priority, Sched};
 
 /// A hook run on each new worker thread before it takes any job. An
 /// `Err` fails the pool for good (a dedicated executor's initialiser): its
@@ -37,7 +37,7 @@ pub(crate) struct Config {
     pub(crate) priority: Priority,
     /// `priority` resolved against the thread that built the pool (`None`
     /// where nice levels do not exist).
-    pub(crate) nice: Option<Nice>,
+    pub(crate) sched: Option<Sched>,
     pub(crate) on_start: Option<StartHook>,
     /// Run on a worker thread that leaves a closed pool, before it counts
     /// itself out (a dedicated executor drops its resource here, so that
@@ -94,7 +94,7 @@ impl Default for ThreadPoolBuilder {
                 keep_alive: Some(Duration::from_secs(10)),
                 stack_size: None,
                 priority: Priority::Background,
-                nice: None,
+                sched: None,
                 on_start: None,
                 on_exit: None,
                 #[cfg(test)]
@@ -152,9 +152,9 @@ impl ThreadPoolBuilder {
     }
 
     /// How the pool's threads compete for a core with the loop's threads
-    /// (default [`Priority::Background`]: ten nice levels below the thread
-    /// that calls [`build`](Self::build), so a busy pool never delays the
-    /// loop and still uses idle cores fully). See [`Priority`] for what
+    /// (default [`Priority::Background`]: the idle scheduling class on
+    /// Linux, so a busy pool never delays the loop and still uses idle
+    /// cores fully). See [`Priority`] for what
     /// happens where the OS refuses and off Linux.
     pub fn priority(mut self, priority: Priority) -> Self {
         self.config.priority = priority;
@@ -190,7 +190,7 @@ impl ThreadPoolBuilder {
     /// goes on with those and logs a warning).
     pub fn build(mut self) -> Result<ThreadPool, BuildError> {
         self.config.validate()?;
-        self.config.nice = self.config.priority.resolve();
+        self.config.sched = self.config.priority.resolve();
         let min = self.config.min_threads;
         let pool = ThreadPool::from_config(self.config);
         pool.prestart(min).map_err(BuildError::Spawn)?;

@@ -40,8 +40,8 @@ pub(crate) fn spawn(shared: &PoolShared) -> Result<(), std::io::Error> {
     }
     let result = test_spawn_gate(shared).and_then(|()| {
         builder.spawn(move || {
-            if let Some(nice) = arc.config.nice {
-                nice.apply_to_current_thread(&arc.config.name);
+            if let Some(sched) = arc.config.sched {
+                sched.apply_to_current_thread(&arc.config.name);
             }
             let mut guard = ExitGuard {
                 shared: arc.clone(),

@@ -241,8 +241,8 @@ impl ProcessPoolBuilder {
     }
 
     /// How the workers compete for a core with the parent's threads
-    /// (default [`Priority::Background`]: ten nice levels below the thread
-    /// that calls [`build`](Self::build), set by each worker on itself
+    /// (default [`Priority::Background`]: the idle scheduling class on
+    /// Linux, nice +10 elsewhere, set by each worker on itself
     /// before the registry's `init`, so busy workers never delay the
     /// parent's event loop and still use idle cores fully). The parent's
     /// threads that carry calls to the workers keep the builder's priority.
@@ -329,7 +329,7 @@ impl ProcessPoolBuilder {
                 soft_memory: self.soft_memory,
                 hard_memory: self.hard_memory,
                 oom_score_adj: self.oom_score_adj,
-                nice: self.priority.resolve().map(|n| n.0),
+                sched: self.priority.resolve(),
             },
             self.name.clone(),
             self.timeout,

@@ -41,8 +41,8 @@ pub(crate) struct Settings {
     pub(crate) hard_memory: Option<u64>,
     /// Written to the worker's `/proc/self/oom_score_adj`.
     pub(crate) oom_score_adj: Option<i16>,
-    /// The nice level the worker sets on itself before `init`.
-    pub(crate) nice: Option<i32>,
+    /// The priority the worker sets on itself before `init`.
+    pub(crate) sched: Option<crate::priority::Sched>,
 }
 
 /// The largest settings frame.

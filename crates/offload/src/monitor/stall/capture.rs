@@ -2,9 +2,10 @@
 //! thread, whose handler records raw instruction pointers into a
 //! preallocated, process-global buffer. The watchdog resolves the symbols.
 //!
-//! This is the only file of the crate with `unsafe` code: thread ids,
-//! `tgkill`, `sigaction`, `sigaltstack`, the alternate stacks' memory and
-//! the signal handler itself.
+//! With `priority/sys.rs` (one `sched_setscheduler` call), this is the
+//! only file of the crate with `unsafe` code: thread ids, `tgkill`,
+//! `sigaction`, `sigaltstack`, the alternate stacks' memory and the signal
+//! handler itself.
 #![allow(unsafe_code)]
 
 /// Why a backtrace could not be captured (shown in reports).

@@ -40,8 +40,8 @@ pub(crate) struct Launch {
     pub(crate) hard_memory: Option<u64>,
     /// Each worker's `oom_score_adj`.
     pub(crate) oom_score_adj: Option<i16>,
-    /// The nice level each worker sets on itself (`None`: inherited).
-    pub(crate) nice: Option<i32>,
+    /// The priority each worker sets on itself (`None`: inherited).
+    pub(crate) sched: Option<crate::priority::Sched>,
 }
 
 /// A started worker process and the parent's ends of its channels.
@@ -99,7 +99,7 @@ pub(crate) fn spawn(launch: &Launch, name: &str) -> Result<Spawned, Error> {
         soft_memory: launch.soft_memory,
         hard_memory: launch.hard_memory,
         oom_score_adj: launch.oom_score_adj,
-        nice: launch.nice,
+        sched: launch.sched,
     };
     let sent = pass_control(&calls, control_theirs.as_fd()).and_then(|()| {
         write_frame(

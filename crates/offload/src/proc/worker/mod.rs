@@ -149,8 +149,8 @@ fn serve(registry: &Registry, name: &str) -> i32 {
     // After the control thread (which stays at the inherited priority, so
     // a cancel is heard at once) and before `init` and the executor, which
     // inherit it.
-    if let Some(nice) = settings.nice {
-        crate::priority::Nice(nice).apply_to_current_process(name);
+    if let Some(sched) = settings.sched {
+        sched.apply_to_current_process(name);
     }
 
     let default_hook = std::panic::take_hook();
