@@ -46,6 +46,8 @@ fn smoke_threads() {
         "round_trip_p99",
         "throughput",
         "throughput_steady",
+        "foreign_load_round_trip_p99",
+        "foreign_load_throughput",
     ] {
         assert!(cases.contains(&case), "{case} missing: {cases:?}");
     }
@@ -70,6 +72,19 @@ fn smoke_threads() {
             .iter()
             .any(|l| l["case"] == "throughput_steady" && l["peer"] == "floor_spin_pool_2")
     );
+    // The background pool is compared with nice 10 under foreign load,
+    // with finite, positive figures.
+    for l in lines
+        .iter()
+        .filter(|l| l["case"].as_str().unwrap().starts_with("foreign_load"))
+    {
+        assert_eq!(l["ours"], "offload_threadpool_2_background", "{l}");
+        assert_eq!(l["peer"], "offload_threadpool_2_nice10", "{l}");
+        for v in ["ours_value", "peer_value"] {
+            let x = l[v].as_f64().unwrap();
+            assert!(x.is_finite() && x > 0.0, "{l}");
+        }
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod coop;
 mod floor;
+mod foreign_load;
 mod monitor;
 mod payload;
 pub(crate) mod procs;

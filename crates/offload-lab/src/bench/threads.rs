@@ -377,6 +377,13 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
                 lines.push(line("throughput_steady", "jobs/s", o.3, p.3, Better::Higher));
             }
         }
+        Ok::<_, anyhow::Error>(lines)
+    })
+    .and_then(|mut lines| {
+        // Outside the multi-thread runtime: its own threads would be
+        // foreign load too.
+        drop(rt);
+        lines.extend(super::foreign_load::run(args.quick, args.json)?);
         Ok(lines)
     })
 }
