@@ -165,3 +165,70 @@ fn a_normal_pool_started_from_a_background_job_leaves_the_idle_class() {
         assert!(matches!(policy, Some(0) | Some(SCHED_IDLE)), "{policy:?}");
     }
 }
+
+/// The most `compute` jobs that ran at once, out of 6 that each sleep
+/// 50 ms.
+fn compute_concurrency() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NOW: AtomicUsize = AtomicUsize::new(0);
+    static MAX: AtomicUsize = AtomicUsize::new(0);
+    let jobs: Vec<_> = (0..6)
+        .map(|_| {
+            offload::compute(|| {
+                let n = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+                MAX.fetch_max(n, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                NOW.fetch_sub(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    for r in block_on(futures::future::join_all(jobs)) {
+        r.unwrap();
+    }
+    MAX.load(Ordering::SeqCst)
+}
+
+/// Runs this test binary again with `OFFLOAD_COMPUTE_THREADS` set to
+/// `value`, only the child half below; returns what it printed.
+fn child_concurrency(value: &str) -> usize {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "compute_pool_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(offload::COMPUTE_THREADS_ENV, value)
+        .env("OFFLOAD_PRIORITY_TEST_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = offload_test_support::wait_bounded(&mut child, std::time::Duration::from_secs(60))
+        .expect("the child test finished in time");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "{out}");
+    // The harness prints the test's name on the same line.
+    out.lines()
+        .find_map(|l| l.split_once("concurrency=")?.1.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no concurrency line in {out}"))
+}
+
+#[test]
+fn the_compute_pool_is_sized_by_its_environment_variable() {
+    assert_eq!(child_concurrency("3"), 3);
+    // Not a positive integer: a warning and the default (one per core).
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(child_concurrency("0"), cores.min(6));
+    assert_eq!(child_concurrency("lots"), cores.min(6));
+}
+
+/// The child half of the test above (does nothing in a normal run).
+#[test]
+fn compute_pool_child() {
+    if std::env::var_os("OFFLOAD_PRIORITY_TEST_CHILD").is_none() {
+        return;
+    }
+    println!("concurrency={}", compute_concurrency());
+}
