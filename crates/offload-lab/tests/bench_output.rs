@@ -72,14 +72,14 @@ fn smoke_threads() {
             .iter()
             .any(|l| l["case"] == "throughput_steady" && l["peer"] == "floor_spin_pool_2")
     );
-    // The background pool is compared with nice 10 under foreign load,
-    // with finite, positive figures.
+    // The idle-class pool is compared with the background one under
+    // foreign load, with finite, positive figures.
     for l in lines
         .iter()
         .filter(|l| l["case"].as_str().unwrap().starts_with("foreign_load"))
     {
-        assert_eq!(l["ours"], "offload_threadpool_2_background", "{l}");
-        assert_eq!(l["peer"], "offload_threadpool_2_nice10", "{l}");
+        assert_eq!(l["ours"], "offload_threadpool_2_idle", "{l}");
+        assert_eq!(l["peer"], "offload_threadpool_2_background", "{l}");
         for v in ["ours_value", "peer_value"] {
             let x = l[v].as_f64().unwrap();
             assert!(x.is_finite() && x > 0.0, "{l}");
@@ -166,15 +166,16 @@ fn coop() {
 #[test]
 fn service() {
     let lines = suite("service");
-    const MODES: [&str; 9] = [
+    const MODES: [&str; 10] = [
         "inline",
         "spawn_blocking",
         "offload_run",
         "cpu_pool",
         "threadpool_normal",
         "threadpool_background",
-        "threadpool_nice19",
+        "threadpool_idle",
         "processpool",
+        "processpool_idle",
         "processpool_normal",
     ];
     let line = |case: &str, mode: &str| {

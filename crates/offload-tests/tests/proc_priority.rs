@@ -1,6 +1,7 @@
-//! Worker processes run in the background by default: each puts itself in
-//! the idle scheduling class at nice +10 before `init`, so the threads that
-//! run calls (and any subprocess a task starts) inherit it.
+//! Worker processes run in the background by default: each sets nice +10
+//! on itself before `init` (and, with `Priority::Idle`, enters the idle
+//! scheduling class), so the threads that run calls (and any subprocess a
+//! task starts) inherit it.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -20,9 +21,22 @@ fn workers_run_in_the_background_by_default() {
     for _ in 0..4 {
         let (nice, policy, child) = block(pool.call::<Niceness>(())).unwrap();
         assert_eq!(nice, Some((base() + 10).min(19)));
-        assert_eq!(policy, Some(SCHED_IDLE));
-        assert_eq!(child, Some(SCHED_IDLE), "a task's subprocess inherits it");
+        assert_eq!(policy, Some(0));
+        assert_eq!(child, Some(0));
     }
+}
+
+#[test]
+fn idle_workers_and_their_subprocesses_are_in_the_idle_class() {
+    let pool = fixture()
+        .workers(1)
+        .priority(Priority::Idle)
+        .build()
+        .unwrap();
+    let (nice, policy, child) = block(pool.call::<Niceness>(())).unwrap();
+    assert_eq!(nice, Some((base() + 10).min(19)));
+    assert_eq!(policy, Some(SCHED_IDLE));
+    assert_eq!(child, Some(SCHED_IDLE), "a task's subprocess inherits it");
 }
 
 #[test]

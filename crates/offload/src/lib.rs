@@ -14,8 +14,8 @@
 //! - [`run`]: run a blocking closure on the lazily created default pool
 //!   (`run_in_executor(None, f)`), sized for blocking I/O.
 //! - [`compute`]: run CPU-bound work on a lazily created pool of one
-//!   thread per core, at a [`Priority`] that lets the loop win every
-//!   contended core.
+//!   thread per core, at a [`Priority`] that lets the loop win most of
+//!   each contended core.
 //! - [`ThreadPool`]: a pool you size and name, with a bounded queue
 //!   (backpressure), cancellation of queued work, panics delivered to the
 //!   caller, three shutdown modes, and metrics.

@@ -22,9 +22,21 @@ fn policy_in(pool: &ThreadPool) -> u32 {
 fn a_thread_pool_runs_in_the_background_by_default() {
     let pool = ThreadPool::builder().threads(2).build().unwrap();
     assert_eq!(nice_in(&pool), (base() + 10).min(19));
-    assert_eq!(policy_in(&pool), SCHED_IDLE);
+    assert_eq!(policy_in(&pool), 0, "a nice level, not the idle class");
     // The caller's thread is untouched.
     assert_eq!(thread_policy(), Some(0));
+    assert_eq!(thread_nice(), Some(base()));
+}
+
+#[test]
+fn idle_is_the_idle_class_at_nice_plus_ten() {
+    let pool = ThreadPool::builder()
+        .threads(2)
+        .priority(Priority::Idle)
+        .build()
+        .unwrap();
+    assert_eq!(policy_in(&pool), SCHED_IDLE);
+    assert_eq!(nice_in(&pool), (base() + 10).min(19));
 }
 
 #[test]
@@ -115,7 +127,7 @@ fn compute_runs_in_the_background_and_run_does_not() {
     .unwrap();
     assert!(name.starts_with("offload-cpu-"), "{name}");
     assert_eq!(nice, Some((base() + 10).min(19)));
-    assert_eq!(policy, Some(SCHED_IDLE));
+    assert_eq!(policy, Some(0));
 
     let io = block_on(offload::run(|| (thread_nice(), thread_policy()))).unwrap();
     assert_eq!(io, (Some(base()), Some(0)));
@@ -141,10 +153,13 @@ fn a_dedicated_executor_competes_as_an_equal() {
 }
 
 #[test]
-fn a_normal_pool_started_from_a_background_job_leaves_the_idle_class() {
+fn a_normal_pool_started_from_an_idle_job_leaves_the_idle_class() {
     // Threads inherit their creator's scheduling class: this pool's thread
     // is started by a job running in the idle class.
-    let background = ThreadPool::builder().build().unwrap();
+    let background = ThreadPool::builder()
+        .priority(Priority::Idle)
+        .build()
+        .unwrap();
     let policy = block_on(background.run(|| {
         let normal = ThreadPool::builder()
             .priority(Priority::Normal)

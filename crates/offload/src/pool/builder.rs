@@ -63,7 +63,7 @@ pub(crate) fn default_thread_count() -> usize {
 /// | [`name`](Self::name) | `"offload"`: threads are `offload-0`, `offload-1`, … |
 /// | [`keep_alive`](Self::keep_alive) | 10 s |
 /// | [`stack_size`](Self::stack_size) | the Rust default (2 MiB) |
-/// | [`priority`](Self::priority) | [`Priority::Background`]: the loop wins every contended core |
+/// | [`priority`](Self::priority) | [`Priority::Background`]: nice +10, the loop wins most of a contended core |
 ///
 /// # Examples
 ///
@@ -152,10 +152,10 @@ impl ThreadPoolBuilder {
     }
 
     /// How the pool's threads compete for a core with the loop's threads
-    /// (default [`Priority::Background`]: the idle scheduling class on
-    /// Linux, so a busy pool never delays the loop and still uses idle
-    /// cores fully). See [`Priority`] for what
-    /// happens where the OS refuses and off Linux.
+    /// (default [`Priority::Background`]: nice +10, so a busy pool yields
+    /// most of a contended core to the loop and still uses idle cores
+    /// fully). See [`Priority`] for the measured choices, what happens
+    /// where the OS refuses, and off Linux.
     pub fn priority(mut self, priority: Priority) -> Self {
         self.config.priority = priority;
         self

@@ -1,20 +1,27 @@
-//! [`Priority`]: offloaded work loses every contest for a core against the
+//! [`Priority`]: offloaded work loses the contest for a core against the
 //! event loop, and still runs at full speed on an idle core.
 //!
-//! Why `SCHED_IDLE` on Linux: measured in `offload-lab bench service` (the
-//! README has the figures), a pool of CPU-bound threads at nice 10 still
-//! held the loop's `/health` p99 at 4–5 ms against an idle floor of 0.5 ms:
-//! the kernel lets a running thread finish its slice (a few ms) before a
-//! waking thread of higher weight gets the core. A `SCHED_IDLE` thread is
-//! preempted at once by any waking normal thread, and on an idle core it
-//! runs at full speed (the scheduler is work-conserving): the p99 fell to
-//! within 0.2–0.7 ms of the floor with the same `/walk` throughput.
-//! `SCHED_BATCH` (no wake-up preemption by the batch thread) and a 100 µs
-//! EEVDF slice (`sched_setattr`) changed nothing measurable.
+//! Two ways to lower a thread, measured in `offload-lab bench service` (2
+//! cores saturated by a pool parsing 8 MB documents, `/health` probed every
+//! 10 ms; idle floor p99 0.5–0.7 ms; figures in the README):
 //!
-//! The price, documented on [`Priority::Background`]: an idle-class thread
-//! gets a tiny share of a core that *any* normal thread of the machine
-//! wants, not only the loop's. `Nice(n)` keeps a proportional share.
+//! - **nice +10** ([`Priority::Background`], the default): the loop's
+//!   `/health` p99 at 3.6–4.7 ms against 8–12 ms for a pool at normal
+//!   priority, run after run: the kernel lets a running pool thread finish
+//!   its slice before a waking loop thread of higher weight gets the core.
+//!   Under foreign CPU load the pool keeps a proportional share.
+//! - **the idle class** (`SCHED_IDLE`, [`Priority::Idle`]): a waking
+//!   normal thread preempts at once. For worker processes the p99 sat at
+//!   0.55–1.4 ms in five runs of seven (3–4.6 ms in the others). For
+//!   threads *in the loop's own process* it was erratic: at the floor in
+//!   some runs, 17–38 ms in others, worse than nice 10: a preempted
+//!   idle-class thread that holds a kernel lock the loop needs (the address
+//!   space's, taken by page faults and large allocations) keeps it until a
+//!   core is free for it. And it has no floor: under foreign CPU load an
+//!   idle-class pool gets almost nothing (`bench threads`, `foreign_load`).
+//!
+//! `SCHED_BATCH` and a 100 µs EEVDF slice (`sched_setattr`) changed nothing
+//! measurable against nice 10; nice 19 no more than nice 10.
 
 use crate::error::BuildError;
 
@@ -25,8 +32,8 @@ use crate::error::BuildError;
 /// (scheduling is per thread on Linux), or by each worker process on
 /// itself before it runs the registry's `init` (its threads, and any
 /// subprocess a task starts, inherit it). Lowering a priority never needs
-/// privileges, so [`Background`](Self::Background) and
-/// [`Normal`](Self::Normal) work unprivileged and in containers. A
+/// privileges, so [`Background`](Self::Background), [`Idle`](Self::Idle)
+/// and [`Normal`](Self::Normal) work unprivileged and in containers. A
 /// negative [`Nice`](Self::Nice) needs `CAP_SYS_NICE` (or an `RLIMIT_NICE`
 /// that allows it); where the OS refuses, the thread logs one warning and
 /// runs at the priority it inherited.
@@ -36,7 +43,7 @@ use crate::error::BuildError;
 /// processes apply the nice level. Elsewhere it is ignored.
 ///
 /// Defaults: [`ThreadPool`](crate::ThreadPool),
-/// [`compute`](crate::compute)'s pool and the process pool run at
+/// [`compute`](crate::compute)'s pool and the process pool's workers run at
 /// [`Background`](Self::Background); the I/O default pool behind
 /// [`run`](crate::run) and [`Dedicated`](crate::Dedicated) run at
 /// [`Normal`](Self::Normal) (their threads mostly wait, and a finished read
@@ -47,8 +54,11 @@ use crate::error::BuildError;
 /// ```
 /// use offload::{Priority, ThreadPool};
 ///
-/// // CPU work that must never delay the loop (the default):
+/// // CPU work that yields the core to the loop (the default):
 /// let cpu = ThreadPool::builder().name("cpu").threads(2).priority(Priority::Background).build()?;
+/// // Worker processes that never delay the loop, on a machine whose CPUs
+/// // the service owns:
+/// let procs = offload::proc::ProcessPool::builder().priority(Priority::Idle);
 /// // Work that competes as an equal:
 /// let io = ThreadPool::builder().name("io").priority(Priority::Normal).build()?;
 /// # Ok::<(), offload::BuildError>(())
@@ -56,25 +66,30 @@ use crate::error::BuildError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Priority {
-    /// The idle scheduling class (`SCHED_IDLE`) on Linux, plus ten nice
-    /// levels below the thread that built the pool (at most 19; the only
-    /// part that applies off Linux): any waking thread of the loop takes
-    /// the core at once, and idle cores still run the work at full speed.
-    ///
-    /// The idle class yields to every normal thread that shares its CPUs,
-    /// not only the loop's: other CPU-bound threads of the program (rayon,
-    /// `spawn_blocking`, a pool at [`Normal`](Self::Normal)) and other
-    /// programs in the same CPU group. Measured (`offload-lab bench
-    /// threads`, `foreign_load`): with two normal-priority threads spinning
-    /// on 2 cores, a background pool ran 516–590 trivial jobs/s (p99
-    /// 16 ms, worst 227 ms) where `Nice(10)` ran 7–8k/s (p99 4 ms). Where
-    /// background work must keep a share against such load, use
-    /// [`Nice`](Self::Nice)`(10)`: the loop then waits up to a scheduler
-    /// slice (a few ms) for a core when the pool is busy. Programs in
-    /// other containers (other CPU cgroups) do not count: the scheduler
-    /// shares between groups first.
+    /// Ten nice levels below the thread that built the pool (at most 19):
+    /// a weight of about a tenth of the loop's, so the loop's threads win
+    /// most of each contended core and the pool keeps a proportional share
+    /// against any other CPU load; idle cores run the work at full speed.
+    /// The loop may still wait up to a scheduler slice for a core while the
+    /// pool is busy (`/health` p99 3.6–4.7 ms in `bench service`, against
+    /// 8–12 ms at [`Normal`](Self::Normal)).
     #[default]
     Background,
+    /// The idle scheduling class (`SCHED_IDLE`) on Linux, plus ten nice
+    /// levels below the builder's thread (the only part that applies off
+    /// Linux): any waking normal thread takes the core at once.
+    ///
+    /// Best for worker processes on a machine whose CPUs the service owns
+    /// (`bench service`: the loop's p99 within 0.1–0.9 ms of its idle floor
+    /// in five runs of seven). Two prices: idle-class work yields to
+    /// *every* normal thread on its CPUs, not only the loop's (with two
+    /// normal-priority threads spinning on 2 cores, an idle-class pool ran
+    /// 590 trivial jobs/s against 7,888 at `Background`); and threads in
+    /// the loop's own process can hold kernel locks the loop needs while
+    /// preempted (p99 spikes of 17–38 ms measured). Programs in other
+    /// containers (other CPU cgroups) do not count: the scheduler shares
+    /// between groups first.
+    Idle,
     /// The nice level of the thread that built the pool: competes with the
     /// loop as an equal.
     Normal,
@@ -82,9 +97,8 @@ pub enum Priority {
     Nice(i8),
 }
 
-/// How many nice levels [`Priority::Background`] adds (what holds off
-/// Linux, or where the idle class is refused): a weight of about a tenth of
-/// the loop's.
+/// How many nice levels [`Priority::Background`] and [`Priority::Idle`]
+/// add: a weight of about a tenth of the loop's.
 const BACKGROUND_STEP: i32 = 10;
 
 /// Linux's nice range.
@@ -108,6 +122,10 @@ impl Priority {
         let base = sys::current_nice()?;
         Some(match self {
             Priority::Background => Sched {
+                nice: (base + BACKGROUND_STEP).min(NICE_MAX),
+                idle: false,
+            },
+            Priority::Idle => Sched {
                 nice: (base + BACKGROUND_STEP).min(NICE_MAX),
                 idle: cfg!(target_os = "linux"),
             },
@@ -202,7 +220,10 @@ mod tests {
         let base = sys::current_nice().unwrap();
         let background = Priority::Background.resolve().unwrap();
         assert_eq!(background.nice, (base + 10).min(19));
-        assert_eq!(background.idle, cfg!(target_os = "linux"));
+        assert!(!background.idle);
+        let idle = Priority::Idle.resolve().unwrap();
+        assert_eq!(idle.nice, (base + 10).min(19));
+        assert_eq!(idle.idle, cfg!(target_os = "linux"));
         assert_eq!(
             Priority::Normal.resolve(),
             Some(Sched {

@@ -50,26 +50,30 @@ pub(crate) enum Mode {
     /// An `offload::ThreadPool` of 2 threads at `Priority::Background`
     /// (the default).
     ThreadpoolBackground,
-    /// An `offload::ThreadPool` of 2 threads at `Priority::Nice(19)`.
-    ThreadpoolNice19,
+    /// An `offload::ThreadPool` of 2 threads at `Priority::Idle` (the idle
+    /// scheduling class).
+    ThreadpoolIdle,
     /// An `offload::proc::ProcessPool` of 2 workers at the default
     /// priority (Background).
     Processpool,
+    /// An `offload::proc::ProcessPool` of 2 workers at `Priority::Idle`.
+    ProcesspoolIdle,
     /// An `offload::proc::ProcessPool` of 2 workers at `Priority::Normal`.
     ProcesspoolNormal,
 }
 
 impl Mode {
     /// Every mode, in table order.
-    pub(crate) const ALL: [Mode; 9] = [
+    pub(crate) const ALL: [Mode; 10] = [
         Mode::Inline,
         Mode::SpawnBlocking,
         Mode::OffloadRun,
         Mode::CpuPool,
         Mode::ThreadpoolNormal,
         Mode::ThreadpoolBackground,
-        Mode::ThreadpoolNice19,
+        Mode::ThreadpoolIdle,
         Mode::Processpool,
+        Mode::ProcesspoolIdle,
         Mode::ProcesspoolNormal,
     ];
 
@@ -82,8 +86,9 @@ impl Mode {
             Mode::CpuPool => "cpu_pool",
             Mode::ThreadpoolNormal => "threadpool_normal",
             Mode::ThreadpoolBackground => "threadpool_background",
-            Mode::ThreadpoolNice19 => "threadpool_nice19",
+            Mode::ThreadpoolIdle => "threadpool_idle",
             Mode::Processpool => "processpool",
+            Mode::ProcesspoolIdle => "processpool_idle",
             Mode::ProcesspoolNormal => "processpool_normal",
         }
     }
@@ -201,23 +206,26 @@ fn measure(mode: Option<Mode>, doc: &Doc, timing: Timing) -> anyhow::Result<Meas
     Ok(measured)
 }
 
-/// `offload-lab bench service`: the idle floor, then every mode in turn.
+/// `offload-lab bench service`: the idle floor and every mode, in rounds
+/// that alternate the order (a neighbour's burst, or the machine warming
+/// up, then falls on every mode a little instead of on one mode a lot);
+/// each mode's probes from all rounds make its percentiles.
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     // Quick runs are smoke tests in debug builds, where an unoptimised
     // parse of 8 MB takes about a second: a small document keeps several
     // walks inside even a short window.
-    let (bytes, timing) = if args.quick {
+    let (bytes, timing, rounds) = if args.quick {
         let t = Timing {
             warmup: Duration::from_millis(200),
             measure: Duration::from_millis(600),
         };
-        (500_000, t)
+        (500_000, t, 1)
     } else {
         let t = Timing {
             warmup: Duration::from_millis(500),
-            measure: Duration::from_secs(3),
+            measure: Duration::from_millis(1500),
         };
-        (8_000_000, t)
+        (8_000_000, t, 3)
     };
     let doc = Doc::new(DocSpec {
         bytes,
@@ -225,11 +233,13 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     })?;
     eprintln!(
         "service: axum on a {}-worker tokio runtime; /walk parses a {:.1} MB document \
-         ({} nodes); {CLIENTS} clients back to back; /health probed every {} ms",
+         ({} nodes); {CLIENTS} clients back to back; /health probed every {} ms; \
+         {rounds} round(s) of {:?} per mode, alternating the order",
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         doc.bytes.len() as f64 / 1e6,
         doc.nodes,
         load::PROBE_EVERY.as_millis(),
+        timing.measure,
     );
 
     let mut modes = Mode::ALL.to_vec();
@@ -239,26 +249,45 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
         modes.retain(|m| only.split(',').any(|w| m.name().contains(w)));
     }
 
-    let mut idle = measure(None, &doc, timing)?;
-    let (idle_p50, idle_p99) = percentiles(&mut idle.health_ms);
+    // Slot 0 is the idle floor (no load), measured in every round too.
+    let slots: Vec<Option<Mode>> = std::iter::once(None)
+        .chain(modes.iter().copied().map(Some))
+        .collect();
+    let mut probes: Vec<Vec<f64>> = vec![Vec::new(); slots.len()];
+    let mut timeouts = vec![0usize; slots.len()];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); slots.len()];
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..slots.len()).collect()
+        } else {
+            (0..slots.len()).rev().collect()
+        };
+        for i in order {
+            let m = measure(slots[i], &doc, timing)?;
+            probes[i].extend(m.health_ms);
+            timeouts[i] += m.probe_timeouts;
+            rates[i].push(m.walks_per_sec);
+        }
+    }
+
+    let (idle_p50, idle_p99) = percentiles(&mut probes[0]);
     eprintln!(
         "service: idle health p50 {idle_p50:.2} ms, p99 {idle_p99:.2} ms ({} probes)",
-        idle.health_ms.len()
+        probes[0].len()
     );
-
     let mut results = Vec::new();
-    for mode in modes {
-        let mut m = measure(Some(mode), &doc, timing)?;
-        let (p50, p99) = percentiles(&mut m.health_ms);
+    for (i, mode) in slots.iter().enumerate().skip(1) {
+        let mode = mode.expect("slots after the first are modes");
+        let (p50, p99) = percentiles(&mut probes[i]);
+        let rate = rates[i].iter().sum::<f64>() / rates[i].len() as f64;
         eprintln!(
             "service: {:<22} health p50 {p50:8.2} ms, p99 {p99:8.2} ms ({} probes, {} timed out); \
-             /walk {:7.2} req/s",
+             /walk {rate:7.2} req/s",
             mode.name(),
-            m.health_ms.len(),
-            m.probe_timeouts,
-            m.walks_per_sec,
+            probes[i].len(),
+            timeouts[i],
         );
-        results.push((mode, p50, p99, m.walks_per_sec));
+        results.push((mode, p50, p99, rate));
     }
 
     Ok(lines(&results, idle_p50, idle_p99))

@@ -64,10 +64,11 @@ impl Offloader {
             Mode::CpuPool => Offloader::Compute,
             Mode::ThreadpoolNormal => threads(Priority::Normal)?,
             Mode::ThreadpoolBackground => threads(Priority::Background)?,
-            Mode::ThreadpoolNice19 => threads(Priority::Nice(19))?,
+            Mode::ThreadpoolIdle => threads(Priority::Idle)?,
             // `processpool` leaves the priority alone: the default is
             // what it measures.
             Mode::Processpool => Offloader::Processes(process_pool(None, doc)?),
+            Mode::ProcesspoolIdle => Offloader::Processes(process_pool(Some(Priority::Idle), doc)?),
             Mode::ProcesspoolNormal => {
                 Offloader::Processes(process_pool(Some(Priority::Normal), doc)?)
             }
