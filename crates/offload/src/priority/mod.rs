@@ -6,19 +6,21 @@
 //! 10 ms; idle floor p99 0.5–0.7 ms; figures in the README):
 //!
 //! - **nice +10** ([`Priority::Background`], the default): the loop's
-//!   `/health` p99 at 3.6–4.7 ms against 8–12 ms for a pool at normal
-//!   priority, run after run: the kernel lets a running pool thread finish
-//!   its slice before a waking loop thread of higher weight gets the core.
-//!   Under foreign CPU load the pool keeps a proportional share.
+//!   `/health` p99 at 4.2–5.2 ms for the compute pool and the process pool,
+//!   run after run, against 7.5–16 ms at normal priority: the kernel lets
+//!   a running pool thread finish its slice before a waking loop thread of
+//!   higher weight gets the core. Under foreign CPU load the pool keeps a
+//!   proportional share.
 //! - **the idle class** (`SCHED_IDLE`, [`Priority::Idle`]): a waking
-//!   normal thread preempts at once. For worker processes the p99 sat at
-//!   0.55–1.4 ms in five runs of seven (3–4.6 ms in the others). For
-//!   threads *in the loop's own process* it was erratic: at the floor in
-//!   some runs, 17–38 ms in others, worse than nice 10: a preempted
-//!   idle-class thread that holds a kernel lock the loop needs (the address
-//!   space's, taken by page faults and large allocations) keeps it until a
-//!   core is free for it. And it has no floor: under foreign CPU load an
-//!   idle-class pool gets almost nothing (`bench threads`, `foreign_load`).
+//!   normal thread preempts at once; the p99 was within 1 ms of the floor
+//!   in most runs (0.5–3 ms, once 4.6). But it has no floor: under foreign
+//!   CPU load an idle-class pool gets almost nothing (`bench threads`,
+//!   `foreign_load`: 590 trivial jobs/s against 7,888 at nice +10). A
+//!   default should not fall off a cliff when a neighbour gets busy, so
+//!   the idle class is an opt-in.
+//!
+//! Freshly built thread pools showed occasional p99 spikes (8–38 ms) in
+//! both classes; the cause is not confirmed.
 //!
 //! `SCHED_BATCH` and a 100 µs EEVDF slice (`sched_setattr`) changed nothing
 //! measurable against nice 10; nice 19 no more than nice 10.
@@ -79,16 +81,14 @@ pub enum Priority {
     /// levels below the builder's thread (the only part that applies off
     /// Linux): any waking normal thread takes the core at once.
     ///
-    /// Best for worker processes on a machine whose CPUs the service owns
-    /// (`bench service`: the loop's p99 within 0.1–0.9 ms of its idle floor
-    /// in five runs of seven). Two prices: idle-class work yields to
-    /// *every* normal thread on its CPUs, not only the loop's (with two
-    /// normal-priority threads spinning on 2 cores, an idle-class pool ran
-    /// 590 trivial jobs/s against 7,888 at `Background`); and threads in
-    /// the loop's own process can hold kernel locks the loop needs while
-    /// preempted (p99 spikes of 17–38 ms measured). Programs in other
-    /// containers (other CPU cgroups) do not count: the scheduler shares
-    /// between groups first.
+    /// For a machine (or container) whose CPUs the service owns: in
+    /// `bench service` the loop's p99 was within 1 ms of its idle floor in
+    /// most runs, against 4–5 ms at [`Background`](Self::Background). The
+    /// price: idle-class work yields to *every* normal thread on its CPUs,
+    /// not only the loop's (with two normal-priority threads spinning on 2
+    /// cores, an idle-class pool ran 590 trivial jobs/s against 7,888 at
+    /// `Background`). Programs in other containers (other CPU cgroups) do
+    /// not count: the scheduler shares between groups first.
     Idle,
     /// The nice level of the thread that built the pool: competes with the
     /// loop as an equal.
