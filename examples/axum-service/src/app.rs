@@ -3,7 +3,7 @@
 //! The rule the handlers follow: nothing that can hold a thread for more
 //! than a few hundred microseconds runs on the loop. CPU work goes to
 //! `offload::compute` (one thread per core, background priority: the loop
-//! wins every contended core), blocking I/O to `offload::run` (the I/O
+//! wins most of each contended core), blocking I/O to `offload::run` (the I/O
 //! pool). Both carry the caller's `tracing` span into the pool thread, so
 //! a job's log lines belong to its request.
 

@@ -177,8 +177,9 @@ async fn serve(args: Args, prometheus: PrometheusHandle) -> Result<(), BoxError>
         None
     };
     let file = fixture.as_ref().map_or(args.file, |f| f.path().to_owned());
-    // Two worker processes at background priority (the default): busy
-    // workers never take a core from the loop. `build` returns at once;
+    // Two worker processes at background priority (the default, nice
+    // +10): busy workers yield most of a contended core to the loop
+    // (`Priority::Idle` would yield it all, where the service owns its CPUs). `build` returns at once;
     // `warm_up` awaits `ready()`.
     let procs = offload::proc::ProcessPool::builder()
         .name("svc-proc")
