@@ -6,12 +6,11 @@
 //! current-thread runtime awaits one trivial job at a time on a 2-thread
 //! pool at each priority, alternately.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use offload::{Priority, ThreadPool};
 
+use super::hogs::Hogs;
 use crate::report::{BenchLine, Better, percentiles};
 
 /// What one priority achieved under the foreign load.
@@ -20,42 +19,6 @@ struct Outcome {
     trips_us: Vec<f64>,
     jobs: u64,
     elapsed: Duration,
-}
-
-/// Spinning threads at normal priority, stopped and joined on drop.
-struct Hogs {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Hogs {
-    fn start(n: usize) -> anyhow::Result<Hogs> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for i in 0..n {
-            let s = stop.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("lab-hog-{i}"))
-                    .spawn(move || {
-                        let mut x = 0u64;
-                        while !s.load(Ordering::Relaxed) {
-                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
-                        }
-                    })?,
-            );
-        }
-        Ok(Hogs { stop, threads })
-    }
-}
-
-impl Drop for Hogs {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Awaits one trivial job at a time on `pool` for `window`.

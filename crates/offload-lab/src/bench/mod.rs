@@ -4,6 +4,7 @@
 mod coop;
 mod floor;
 mod foreign_load;
+mod hogs;
 mod monitor;
 mod payload;
 pub(crate) mod procs;

@@ -20,11 +20,10 @@
 //!   in.
 
 use super::BenchArgs;
+use super::hogs::Hogs;
 use crate::report::{self, BenchLine, Better};
 use offload::monitor::{LagMonitor, StallDetector, StallKind, StallPhase};
 use std::hint::black_box;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -179,42 +178,6 @@ fn detection_latency(args: &BenchArgs) -> anyhow::Result<BenchLine> {
         threshold.as_secs_f64() * 1e3,
         Better::Lower,
     ))
-}
-
-/// Threads spinning outside the runtime until dropped.
-struct Hogs {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Hogs {
-    fn start(n: usize) -> anyhow::Result<Hogs> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for i in 0..n {
-            let stop = Arc::clone(&stop);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("bench-hog-{i}"))
-                    .spawn(move || {
-                        let mut x = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            x = black_box(x.wrapping_mul(31).wrapping_add(1));
-                        }
-                    })?,
-            );
-        }
-        Ok(Hogs { stop, threads })
-    }
-}
-
-impl Drop for Hogs {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
 }
 
 /// The calling thread's CPU time so far (Linux `schedstat`); elsewhere the
