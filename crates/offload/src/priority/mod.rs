@@ -73,8 +73,8 @@ pub enum Priority {
     /// most of each contended core and the pool keeps a proportional share
     /// against any other CPU load; idle cores run the work at full speed.
     /// The loop may still wait up to a scheduler slice for a core while the
-    /// pool is busy (`/health` p99 3.6–4.7 ms in `bench service`, against
-    /// 8–12 ms at [`Normal`](Self::Normal)).
+    /// pool is busy (`/health` p99 4.2–5.2 ms in `bench service`, against
+    /// 7.5–16 ms at [`Normal`](Self::Normal)).
     #[default]
     Background,
     /// The idle scheduling class (`SCHED_IDLE`) on Linux, plus ten nice
