@@ -61,8 +61,28 @@ async fn cancelled_by_shutdown_now_and_deadline_are_counted() {
     assert!(balanced(&m), "{m:?}");
 }
 
+/// A caller that reads the metrics right after its result sees its own
+/// job counted; the latency histograms are recorded after the caller is
+/// woken (off the result's path), so they catch up by the time the pool is
+/// idle.
+async fn a_result_is_counted_before_its_caller_wakes() {
+    let pool = ThreadPool::builder().threads(2).build().unwrap();
+    for i in 1..=200u64 {
+        pool.run(|| ()).await.unwrap();
+        let m = pool.metrics();
+        assert_eq!((m.submitted, m.completed), (i, i), "{m:?}");
+    }
+    let _ = pool.run(|| -> () { panic!("counted") }).await;
+    assert_eq!(pool.metrics().panicked, 1);
+    pool.shutdown().await;
+    let m = pool.metrics();
+    assert_eq!(m.run_time.count, 201, "{m:?}");
+    assert_eq!(m.queue_wait.count, 201, "{m:?}");
+}
+
 on_every_runtime!(
     smoke,
+    a_result_is_counted_before_its_caller_wakes,
     every_end_is_counted_once,
     cancelled_by_shutdown_now_and_deadline_are_counted,
 );

@@ -68,32 +68,38 @@ impl Counters {
         self.export.cancelled.increment(n);
     }
 
-    /// A job left the queue for a thread after `waited`.
-    pub(crate) fn started(&self, waited: Duration) {
+    /// A job taken by a thread ended: counts its outcome. Called before
+    /// the job's caller is woken, so that a caller who reads the metrics
+    /// right after its result sees its own job counted.
+    pub(crate) fn ended(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Completed => {
+                self.completed.fetch_add(1, Relaxed);
+                #[cfg(feature = "metrics")]
+                self.export.completed.increment(1);
+            }
+            Outcome::Panicked => {
+                self.panicked.fetch_add(1, Relaxed);
+                #[cfg(feature = "metrics")]
+                self.export.panicked.increment(1);
+            }
+            Outcome::Skipped => self.cancelled(1),
+        }
+    }
+
+    /// Records how long a job that ran waited in the queue and ran. Called
+    /// after its caller was woken: the histograms are not on the path of
+    /// the result (a clock read and six atomic operations that a caller
+    /// awaiting one job at a time would otherwise wait for), so they may
+    /// trail the counters by the job that just ended.
+    pub(crate) fn timed(&self, outcome: Outcome, waited: Duration, ran: Duration) {
         self.queue_wait.record(waited);
         #[cfg(feature = "metrics")]
         self.export.wait.record(waited.as_secs_f64());
-    }
-
-    /// A job taken by a thread ended: ran for `ran`, or was skipped because
-    /// its caller had cancelled it.
-    pub(crate) fn ended(&self, outcome: Outcome, ran: Duration) {
-        match outcome {
-            Outcome::Completed | Outcome::Panicked => {
-                self.run_time.record(ran);
-                #[cfg(feature = "metrics")]
-                self.export.run.record(ran.as_secs_f64());
-                if outcome == Outcome::Completed {
-                    self.completed.fetch_add(1, Relaxed);
-                    #[cfg(feature = "metrics")]
-                    self.export.completed.increment(1);
-                } else {
-                    self.panicked.fetch_add(1, Relaxed);
-                    #[cfg(feature = "metrics")]
-                    self.export.panicked.increment(1);
-                }
-            }
-            Outcome::Skipped => self.cancelled(1),
+        if outcome != Outcome::Skipped {
+            self.run_time.record(ran);
+            #[cfg(feature = "metrics")]
+            self.export.run.record(ran.as_secs_f64());
         }
     }
 
@@ -141,6 +147,12 @@ impl Counters {
 /// accepted job ends in exactly one of `completed`, `panicked` and
 /// `cancelled`, so once the pool is idle
 /// `submitted == completed + panicked + cancelled`.
+///
+/// A job's outcome is counted before its caller is woken, so a caller that
+/// reads the metrics right after its result sees its job counted. Its
+/// `queue_wait` and `run_time` are recorded just after (a clock read and
+/// the histograms are kept off the result's path): they include every job
+/// once the pool is idle.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolMetrics {

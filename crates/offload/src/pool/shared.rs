@@ -252,7 +252,6 @@ impl PoolShared {
         job: Job,
         waiter: Option<(&mut Option<u64>, &Waker)>,
     ) -> Result<(), (Job, PushError)> {
-        let since = Instant::now();
         let mut st = self.lock();
         if st.phase != Phase::Open {
             if let Some((ticket, _)) = waiter {
@@ -284,6 +283,9 @@ impl PoolShared {
                 st.submit_waiters.remove(&t);
             }
         }
+        // The clock is read here, under the lock, and not before it: a
+        // submitter that finds the queue full (and waits) reads no clock.
+        let since = Instant::now();
         st.queue.push_back(Queued { job, since });
         self.queue_changed(&st);
         self.counters.submitted();

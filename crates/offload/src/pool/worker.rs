@@ -8,7 +8,7 @@ use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
 use super::shared::{Phase, PoolShared, PoolState};
-use crate::job::wake_quietly;
+use crate::job::{Outcome, wake_quietly};
 use crate::sync::{wait, wait_timeout};
 
 thread_local! {
@@ -150,12 +150,19 @@ fn run(shared: &PoolShared, seat: usize) -> MutexGuard<'_, PoolState> {
                 wake_quietly(w);
             }
             let started = now;
-            counters.started(started.saturating_duration_since(queued.since));
-            let mut ended = started;
-            queued.job.run_then(&mut |outcome| {
-                ended = Instant::now();
-                counters.ended(outcome, ended.saturating_duration_since(started));
+            let mut outcome = Outcome::Skipped;
+            queued.job.run_then(&mut |o| {
+                outcome = o;
+                counters.ended(o);
             });
+            // The caller has its result: the clock and the histograms are
+            // off its path now.
+            let ended = Instant::now();
+            counters.timed(
+                outcome,
+                started.saturating_duration_since(queued.since),
+                ended.saturating_duration_since(started),
+            );
             last_end = Some(ended);
             st = shared.lock();
             let idle = shared.job_done(&mut st, seat);
