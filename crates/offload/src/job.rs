@@ -109,6 +109,8 @@ trait Runnable: Send + Sync {
     /// Fails a job that will never run. Returns whether it was still queued.
     fn abandon(&self, error: Error) -> bool;
     fn set_owner(&self, owner: Weak<dyn QueueOwner>);
+    /// Whether its caller gave up before it started (it will never run).
+    fn is_cancelled(&self) -> bool;
 }
 
 /// Told when a queued job is cancelled by its caller.
@@ -167,6 +169,12 @@ impl Job {
         if let Some(cell) = &self.cell {
             cell.set_owner(owner);
         }
+    }
+
+    /// Whether its caller gave up before it started: running it would do
+    /// nothing, and dropping it touches no user code.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cell.as_ref().is_none_or(|c| c.is_cancelled())
     }
 
     /// The identity of the job's cell, compared against
@@ -301,6 +309,10 @@ where
     fn set_owner(&self, owner: Weak<dyn QueueOwner>) {
         // A job is adopted by one queue, once; a second call is a no-op.
         let _ = self.owner.set(owner);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        matches!(self.lock().stage, Stage::Cancelled)
     }
 }
 

@@ -1,7 +1,14 @@
 //! Backpressure: `run` waits for a queue slot, `try_run` fails at once and
 //! hands the closure back, `Executor::execute` on a full pool rejects.
+//!
+//! A `run` that finds the queue full waits in a line behind it, from which
+//! each job taken moves the next one in. The line keeps the order of the
+//! calls, never holds a job whose caller gave up, and is refused as a
+//! whole when the pool closes.
 
 mod common;
+
+use std::sync::{Arc, Mutex};
 
 use offload::{Executor, ThreadPool};
 
@@ -66,8 +73,115 @@ async fn execute_on_a_full_pool_rejects() {
     filler.await.unwrap();
 }
 
+/// Waiting jobs are queued, and run, in the order of the calls, and count
+/// as submitted only once they enter the queue.
+async fn waiting_jobs_run_in_the_order_of_the_calls() {
+    let pool = ThreadPool::builder()
+        .threads(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
+    let (gate, blocker) = common::occupy(&pool);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let runs: Vec<_> = (0..200)
+        .map(|i| {
+            let order = order.clone();
+            pool.run(move || order.lock().unwrap().push(i))
+        })
+        .collect();
+    let m = pool.metrics();
+    assert_eq!((m.queued, m.submitted), (2, 3), "{m:?}");
+    gate.open();
+    blocker.await.unwrap();
+    for r in futures::future::join_all(runs).await {
+        r.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..200).collect::<Vec<_>>());
+    pool.shutdown().await;
+    let m = pool.metrics();
+    assert_eq!((m.submitted, m.completed, m.queued), (201, 201, 0), "{m:?}");
+}
+
+/// Callers that give up while their job waits for room (drop the future,
+/// polled or not, in any order) leave nothing behind: their jobs never
+/// run and are not counted; the others still run, in order.
+async fn a_waiting_job_whose_caller_gave_up_never_runs() {
+    let pool = ThreadPool::builder()
+        .threads(1)
+        .queue_capacity(4)
+        .build()
+        .unwrap();
+    let (gate, blocker) = common::occupy(&pool);
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let mut runs: Vec<Option<_>> = (0..1000)
+        .map(|i| {
+            let ran = ran.clone();
+            Some(pool.run(move || ran.lock().unwrap().push(i)))
+        })
+        .collect();
+    // Poll some of them once (a polled and an unpolled wait are dropped
+    // alike), then drop every job but each seventh, scattered.
+    for r in runs.iter_mut().step_by(3) {
+        let _ = common::poll_once(r.as_mut().unwrap());
+    }
+    let mut kept = Vec::new();
+    for (i, r) in runs.iter_mut().enumerate() {
+        if i % 7 == 0 {
+            kept.push((i, r.take().unwrap()));
+        } else {
+            drop(r.take());
+        }
+    }
+    gate.open();
+    blocker.await.unwrap();
+    for (_, r) in &mut kept {
+        r.await.unwrap();
+    }
+    let expected: Vec<usize> = kept.iter().map(|(i, _)| *i).collect();
+    assert_eq!(*ran.lock().unwrap(), expected);
+    pool.shutdown().await;
+    let m = pool.metrics();
+    // The blocker and each kept job ran. A job dropped while queued (the
+    // first four, and those admitted from the line while still wanted,
+    // then dropped) counts as submitted and cancelled; one dropped while
+    // waiting for room counts nowhere.
+    assert_eq!(m.completed, 1 + expected.len() as u64, "{m:?}");
+    assert_eq!(m.submitted, m.completed + m.cancelled, "{m:?}");
+    assert!(m.cancelled >= 3 && m.submitted < 1000, "{m:?}");
+}
+
+/// Closing the pool refuses the jobs still waiting for room (they were
+/// never accepted); the queued ones drain.
+async fn closing_refuses_the_waiting_jobs_and_drains_the_queue() {
+    let pool = ThreadPool::builder()
+        .threads(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
+    let (gate, blocker) = common::occupy(&pool);
+    let queued: Vec<_> = (0..2).map(|i| pool.run(move || i)).collect();
+    let waiting: Vec<_> = (0..50).map(|i| pool.run(move || i)).collect();
+    let mut shutdown = pool.shutdown();
+    assert!(common::poll_once(&mut shutdown).is_pending());
+    for w in waiting {
+        let err = w.await.unwrap_err();
+        assert!(err.is_shutdown(), "{err}");
+    }
+    gate.open();
+    blocker.await.unwrap();
+    for (i, q) in queued.into_iter().enumerate() {
+        assert_eq!(q.await.unwrap(), i);
+    }
+    shutdown.await;
+    let m = pool.metrics();
+    assert_eq!((m.submitted, m.completed, m.rejected), (3, 3, 50), "{m:?}");
+}
+
 on_every_runtime!(
     smoke,
+    waiting_jobs_run_in_the_order_of_the_calls,
+    a_waiting_job_whose_caller_gave_up_never_runs,
+    closing_refuses_the_waiting_jobs_and_drains_the_queue,
     try_run_on_a_full_queue_returns_the_closure,
     run_waits_for_a_slot_then_proceeds,
     execute_on_a_full_pool_rejects,

@@ -7,7 +7,6 @@ mod builder;
 mod metrics;
 mod shared;
 mod shutdown;
-mod submit;
 #[cfg(test)]
 mod tests;
 mod worker;
@@ -23,8 +22,7 @@ pub use metrics::PoolMetrics;
 pub use shutdown::{RunningJob, Shutdown, ShutdownReport, ShutdownTimeout};
 
 use builder::Config;
-use shared::{Phase, PoolShared, PushError};
-use submit::RoomWait;
+use shared::{Phase, PoolShared};
 
 #[cfg(doc)]
 use crate::error::Error;
@@ -139,8 +137,10 @@ impl ThreadPool {
 
     /// Runs the blocking closure `f` on the pool and resolves to its result.
     ///
-    /// Waits for room in the queue first if it is full. Equivalent to
-    /// [`run_in_executor`]`(&pool, f)`.
+    /// If the queue is full, the job waits for room in a line behind it,
+    /// in the order of the calls, and enters the queue as soon as a worker
+    /// takes a job: backpressure without a wake-up per waiting caller.
+    /// Equivalent to [`run_in_executor`]`(&pool, f)`.
     ///
     /// # Errors
     ///
@@ -332,28 +332,13 @@ impl Executor for ThreadPool {
     }
 
     fn submit(&self, job: Job) -> Submit {
-        if self.shared.looks_full() {
-            // Most likely full: skip a doomed push and wait for room (the
-            // wait's first poll pushes if there is room after all).
-            self.shared.adopt(&job);
-            return Submit::waiting(RoomWait {
-                shared: self.shared.clone(),
-                job: Some(job),
-                ticket: None,
-            });
-        }
-        match self.shared.try_push(job) {
+        match self.shared.push_or_line_up(job) {
             Ok(()) => Submit::done(Ok(())),
-            Err((job, PushError::Shutdown)) => {
-                let error = self.shared.refusal_error(PushError::Shutdown);
+            Err((job, why)) => {
+                let error = self.shared.refusal_error(why);
                 drop(job);
                 Submit::done(Err(error))
             }
-            Err((job, PushError::Full)) => Submit::waiting(RoomWait {
-                shared: self.shared.clone(),
-                job: Some(job),
-                ticket: None,
-            }),
         }
     }
 }

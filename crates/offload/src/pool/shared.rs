@@ -7,7 +7,7 @@
 //! call them and never write a count themselves.
 
 use crate::sync::{lock, wait};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
@@ -64,12 +64,18 @@ pub(crate) struct PoolState {
     pub(crate) seats: Vec<Option<WorkerSeat>>,
     /// Counter for thread names.
     next_thread: usize,
-    /// Callers of `run` waiting for room in the queue, keyed by a ticket
-    /// taken on arrival: the first entry is the longest waiting. A map, not
-    /// a list, because tens of thousands may wait and each must be found,
-    /// updated or removed in O(log n).
-    submit_waiters: BTreeMap<u64, Waker>,
-    next_ticket: u64,
+    /// Jobs of callers of `run` that found the queue full, in the order
+    /// they came: the line behind the queue. Each job taken from the queue
+    /// moves the first of them in (see [`PoolShared::take_job`]), so a
+    /// waiting caller needs no wake-up and no second poll to get its job
+    /// queued. Not yet accepted: not counted in `submitted`, refused if the
+    /// pool closes first. Holds jobs only while the queue is full.
+    line: VecDeque<Job>,
+    /// Cancellations that may concern a job in `line` (its caller gave up
+    /// while it waited). Such a job stays in the line, inert, until it is
+    /// reached or the line is swept; the sweep runs when this exceeds half
+    /// the line, so the line holds at most twice the live waiters.
+    line_cancelled: usize,
     /// Futures waiting for the pool to become idle after shutdown.
     pub(crate) idle_waiters: Vec<Waker>,
 }
@@ -98,10 +104,35 @@ impl PoolState {
         }
     }
 
-    /// The longest-waiting submitter, to wake (after unlocking) because
-    /// room in the queue just freed.
-    fn next_submitter(&mut self) -> Option<Waker> {
-        self.submit_waiters.pop_first().map(|(_, w)| w)
+    /// Room freed in the queue: moves the first live job of the line into
+    /// it, queued from `now`. Returns whether one moved (and was counted
+    /// as submitted by the caller of this method).
+    fn admit_from_line(&mut self, now: Instant) -> bool {
+        while let Some(job) = self.line.pop_front() {
+            if job.is_cancelled() {
+                // Its caller gave up while it waited; dropping it touches
+                // no user code (the cell's work is already gone).
+                self.line_cancelled = self.line_cancelled.saturating_sub(1);
+                continue;
+            }
+            self.queue.push_back(Queued { job, since: now });
+            return true;
+        }
+        self.line_cancelled = 0;
+        false
+    }
+
+    /// A caller cancelled a job that was not in the queue: it may be in the
+    /// line. Sweeps the line once cancelled entries may make up half of it.
+    fn note_line_cancel(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        self.line_cancelled += 1;
+        if self.line_cancelled * 2 > self.line.len() {
+            self.line.retain(|job| !job.is_cancelled());
+            self.line_cancelled = 0;
+        }
     }
 }
 
@@ -155,8 +186,8 @@ impl PoolShared {
                 running: 0,
                 seats: Vec::new(),
                 next_thread: 0,
-                submit_waiters: BTreeMap::new(),
-                next_ticket: 0,
+                line: VecDeque::new(),
+                line_cancelled: 0,
                 idle_waiters: Vec::new(),
             }),
             work: Condvar::new(),
@@ -203,7 +234,15 @@ impl PoolShared {
     /// On failure the job comes back untouched.
     pub(crate) fn try_push(&self, job: Job) -> Result<(), (Job, PushError)> {
         self.adopt(&job);
-        self.push(job, None)
+        self.push(job, false)
+    }
+
+    /// Queues `job`, or, if the queue is full, puts it in the line behind
+    /// the queue, from which it moves in when room frees (in the order of
+    /// calls). Fails only if the pool is closed.
+    pub(crate) fn push_or_line_up(&self, job: Job) -> Result<(), (Job, PushError)> {
+        self.adopt(&job);
+        self.push(job, true)
     }
 
     /// A submission was refused; counts it.
@@ -222,69 +261,27 @@ impl PoolShared {
 
     /// Tells `job` which queue will hold it, so that its caller's
     /// cancellation can remove it. Once per job, before its first push.
-    pub(crate) fn adopt(&self, job: &Job) {
+    fn adopt(&self, job: &Job) {
         let owner: Weak<dyn QueueOwner> = self.me.clone();
         job.set_owner(owner);
     }
 
-    /// Whether the queue looks full, without taking the lock (a hint: the
-    /// push decides under the lock).
-    pub(crate) fn looks_full(&self) -> bool {
-        self.queued_hint.load(Ordering::Relaxed) >= self.config.queue_capacity
-    }
-
-    /// Like [`try_push`](Self::try_push), but when the queue is full,
-    /// registers `waker` under ticket `ticket` (taking one if it has none)
-    /// to be woken when room frees, in the same critical section, so room
-    /// freed in between cannot be missed. On success, any registration left
-    /// is removed. The job must have been [adopted](Self::adopt).
-    pub(crate) fn push_or_wait(
-        &self,
-        job: Job,
-        ticket: &mut Option<u64>,
-        waker: &Waker,
-    ) -> Result<(), (Job, PushError)> {
-        self.push(job, Some((ticket, waker)))
-    }
-
-    fn push(
-        &self,
-        job: Job,
-        waiter: Option<(&mut Option<u64>, &Waker)>,
-    ) -> Result<(), (Job, PushError)> {
+    fn push(&self, job: Job, line_up: bool) -> Result<(), (Job, PushError)> {
         let mut st = self.lock();
         if st.phase != Phase::Open {
-            if let Some((ticket, _)) = waiter {
-                if let Some(t) = ticket.take() {
-                    st.submit_waiters.remove(&t);
-                }
-            }
             return Err((job, PushError::Shutdown));
         }
-        if st.queue.len() >= self.config.queue_capacity {
-            if let Some((ticket, waker)) = waiter {
-                // A waiter woken for room that someone else took re-enters
-                // with its old ticket, so it keeps its place in line.
-                let t = *ticket.get_or_insert_with(|| {
-                    st.next_ticket += 1;
-                    st.next_ticket
-                });
-                match st.submit_waiters.get_mut(&t) {
-                    Some(w) => w.clone_from(waker),
-                    None => {
-                        st.submit_waiters.insert(t, waker.clone());
-                    }
-                }
+        if st.queue.len() >= self.config.queue_capacity || !st.line.is_empty() {
+            if !line_up {
+                return Err((job, PushError::Full));
             }
-            return Err((job, PushError::Full));
-        }
-        if let Some((ticket, _)) = waiter {
-            if let Some(t) = ticket.take() {
-                st.submit_waiters.remove(&t);
-            }
+            // The queue is full, so every worker that can run has a job
+            // and no wake-up is owed: the first job taken admits this one.
+            st.line.push_back(job);
+            return Ok(());
         }
         // The clock is read here, under the lock, and not before it: a
-        // submitter that finds the queue full (and waits) reads no clock.
+        // submitter that finds the queue full reads no clock.
         let since = Instant::now();
         st.queue.push_back(Queued { job, since });
         self.queue_changed(&st);
@@ -326,19 +323,6 @@ impl PoolShared {
         self.counters.gauges(st.queue.len(), st.running, st.threads);
     }
 
-    /// A waiting submitter gave up. If it had been woken for room it did
-    /// not use, pass the wake-up on so no other waiter is stranded.
-    pub(crate) fn forget_waiter(&self, ticket: u64) {
-        let mut st = self.lock();
-        if st.submit_waiters.remove(&ticket).is_some() {
-            // Still waiting: it held no wake-up to pass on.
-        } else if st.queue.len() < self.config.queue_capacity {
-            let next = st.next_submitter();
-            drop(st);
-            next.into_iter().for_each(wake_quietly);
-        }
-    }
-
     // ---- threads ----
 
     /// Counts one more thread if the bound allows; the caller then starts
@@ -377,22 +361,23 @@ impl PoolShared {
 
     /// A claimed thread could not be started: gives its count and seat
     /// back. If it was the pool's last thread, nothing would ever run the
-    /// queue: the queued jobs fail with `err`, and every submitter waiting
-    /// for room is woken (it retries, which tries to start a thread again,
-    /// or fails if the pool has closed meanwhile).
+    /// queue: the queued jobs and those in the line behind it fail with
+    /// `err` (counted as accepted, then cancelled). The next submission
+    /// tries to start a thread again.
     pub(crate) fn thread_not_started(&self, seat: usize, err: &std::io::Error) {
         let mut st = self.lock();
         st.threads -= 1;
         st.seats[seat] = None;
         let last = st.threads == 0;
-        let (orphans, waiters) = if last {
-            let orphans: Vec<Queued> = st.queue.drain(..).collect();
-            let waiters: Vec<Waker> = std::mem::take(&mut st.submit_waiters)
-                .into_values()
-                .collect();
-            (orphans, waiters)
+        let orphans: Vec<Job> = if last {
+            let lined = std::mem::take(&mut st.line);
+            st.line_cancelled = 0;
+            let queued: Vec<Job> = st.queue.drain(..).map(|q| q.job).collect();
+            // Counted as accepted, so that each one's failure balances.
+            lined.iter().for_each(|_| self.counters.submitted());
+            queued.into_iter().chain(lined).collect()
         } else {
-            (Vec::new(), Vec::new())
+            Vec::new()
         };
         self.queue_changed(&st);
         let idle = self.take_idle_waiters_if_done(&mut st);
@@ -401,8 +386,8 @@ impl PoolShared {
             self.exited.notify_all();
         }
         let mut failed = 0;
-        for q in orphans {
-            if q.job.abandon(Error::spawn(std::io::Error::new(
+        for job in orphans {
+            if job.abandon(Error::spawn(std::io::Error::new(
                 err.kind(),
                 err.to_string(),
             ))) {
@@ -410,7 +395,7 @@ impl PoolShared {
             }
         }
         self.counters.cancelled(failed);
-        waiters.into_iter().chain(idle).for_each(wake_quietly);
+        idle.into_iter().for_each(wake_quietly);
     }
 
     /// A worker leaves the pool: gives its count and seat back. Called with
@@ -439,22 +424,24 @@ impl PoolShared {
     // ---- jobs on a worker ----
 
     /// Takes the next job for worker `seat`, marking it running from
-    /// `started`. Returns the submitter to wake (after unlocking) for the
+    /// `started`, and moves the first job waiting in the line into the
     /// room it frees.
     pub(crate) fn take_job(
         &self,
         st: &mut PoolState,
         seat: usize,
         started: Instant,
-    ) -> Option<(Queued, Option<Waker>)> {
+    ) -> Option<Queued> {
         let queued = st.queue.pop_front()?;
         st.running += 1;
+        if st.admit_from_line(started) {
+            self.counters.submitted();
+        }
         self.queue_changed(st);
         if let Some(s) = st.seats[seat].as_mut() {
             s.busy_since = Some(started);
         }
-        let next = st.next_submitter();
-        Some((queued, next))
+        Some(queued)
     }
 
     /// The job of worker `seat` ended. Returns the shutdown waiters to wake
@@ -496,9 +483,11 @@ impl PoolShared {
             Vec::new()
         };
         self.queue_changed(&st);
-        let submitters: Vec<Waker> = std::mem::take(&mut st.submit_waiters)
-            .into_values()
-            .collect();
+        // Jobs waiting in the line were never accepted: they are refused,
+        // as a submission to a closed pool is.
+        let lined = std::mem::take(&mut st.line);
+        st.line_cancelled = 0;
+
         let idle = self.take_idle_waiters_if_done(&mut st);
         let failure = st.failure.clone();
         drop(st);
@@ -517,7 +506,16 @@ impl PoolShared {
             }
         }
         self.counters.cancelled(cancelled as u64);
-        submitters.into_iter().chain(idle).for_each(wake_quietly);
+        for job in lined {
+            let refusal = match &failure {
+                Some(msg) => Error::init(msg.clone()),
+                None => Error::shutdown(),
+            };
+            if job.abandon(refusal) {
+                self.reject();
+            }
+        }
+        idle.into_iter().for_each(wake_quietly);
         cancelled
     }
 
@@ -538,18 +536,23 @@ impl QueueOwner for PoolShared {
         // Search from the back: a caller that gives up quickly usually
         // cancels a recent job.
         let Some(pos) = st.queue.iter().rposition(|q| q.job.cell_ptr() == cell) else {
-            // A worker took it first; it will see the cancellation and skip
-            // it (and count it).
+            // A worker took it first (it will see the cancellation, skip
+            // the job and count it), or it waits in the line (never
+            // accepted, so not counted; it is dropped when reached or
+            // swept).
+            st.note_line_cancel();
             return;
         };
         let removed = st.queue.remove(pos);
+        if st.admit_from_line(Instant::now()) {
+            self.counters.submitted();
+        }
         self.queue_changed(&st);
-        let next = st.next_submitter();
         let idle = self.take_idle_waiters_if_done(&mut st);
         drop(st);
         self.counters.cancelled(1);
         // Already cancelled, so this only releases the cell.
         drop(removed);
-        next.into_iter().chain(idle).for_each(wake_quietly);
+        idle.into_iter().for_each(wake_quietly);
     }
 }

@@ -48,8 +48,8 @@ fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 }
 
 /// Issue 10 #6: when the last thread of a pool fails to start, callers
-/// already waiting for room in the queue are woken (and, finding no thread
-/// either, fail with a spawn error) instead of waiting forever.
+/// already waiting for room in the queue fail with a spawn error instead of
+/// waiting forever.
 #[test]
 fn waiters_are_woken_when_the_last_thread_fails_to_start() {
     let start = Arc::new(FailingStart::default());

@@ -143,12 +143,9 @@ fn run(shared: &PoolShared, seat: usize) -> MutexGuard<'_, PoolState> {
     let mut last_end: Option<Instant> = None;
     loop {
         let now = last_end.take().unwrap_or_else(Instant::now);
-        if let Some((queued, next)) = shared.take_job(&mut st, seat, now) {
+        if let Some(queued) = shared.take_job(&mut st, seat, now) {
             drop(st);
             spun = false;
-            if let Some(w) = next {
-                wake_quietly(w);
-            }
             let started = now;
             let mut outcome = Outcome::Skipped;
             queued.job.run_then(&mut |o| {
