@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -468,7 +468,7 @@ impl RemotePool {
     /// Stops taking calls; resolves when every call in flight has
     /// resolved and what we published has reached the server.
     pub fn shutdown(&self) -> Shutdown {
-        self.inner.closed.store(true, Relaxed);
+        self.inner.closed.store(true, SeqCst);
         self.inner.permits.close();
         let inner = self.inner.clone();
         Shutdown {
@@ -531,10 +531,14 @@ impl RemotePool {
     }
 }
 
-/// Gives a call's slot back.
+/// Gives a call's slot back. Only a shutting-down pool waits to hear of
+/// it (`notify_waiters` takes a lock: not on every call); a slot freed
+/// just as `shutdown` starts is caught by its bounded re-check.
 fn release(inner: &Inner, permit: OwnedSemaphorePermit) {
     drop(permit);
-    inner.slot_freed.notify_waiters();
+    if inner.closed.load(SeqCst) {
+        inner.slot_freed.notify_waiters();
+    }
 }
 
 /// Encodes, calls, decodes; records the outcome.
@@ -566,7 +570,7 @@ async fn run_typed<T: Task>(
 impl Drop for RemotePool {
     /// Stops taking calls and returns at once; calls in flight go on.
     fn drop(&mut self) {
-        self.inner.closed.store(true, Relaxed);
+        self.inner.closed.store(true, SeqCst);
         self.inner.permits.close();
     }
 }

@@ -22,6 +22,11 @@ pub(crate) const H_WORKER: &str = "Offload-Worker";
 /// Header of a durable reply: how many times JetStream delivered the job.
 pub(crate) const H_DELIVERED: &str = "Offload-Delivered";
 
+/// Direct: the heartbeat interval a worker uses when the request does not
+/// say (no `Offload-Heartbeat-Ms`): the caller's default, which it then
+/// leaves out.
+pub(crate) const DEFAULT_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reply kinds.
 pub(crate) const OK: &str = "ok";
 pub(crate) const ERR: &str = "err";

@@ -89,9 +89,13 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
         return;
     };
     let task = &shared.tasks[idx];
+    // A call that came without headers is answered `ok` without them
+    // (see `call::direct`); errors, heartbeats and "busy" always carry
+    // their kind.
+    let plain = m.headers.is_none();
     let every = header_u64(m.headers.as_ref(), s::H_HEARTBEAT)
         .map(Duration::from_millis)
-        .unwrap_or(Duration::from_secs(1))
+        .unwrap_or(s::DEFAULT_HEARTBEAT)
         .clamp(Duration::from_millis(10), Duration::from_secs(3600));
     let started = Instant::now();
     let mut call = shared
@@ -113,7 +117,11 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
         Ok(r) => {
             task.record(r.is_ok(), started.elapsed());
             let (kind, body) = encode_result(&shared, r);
-            send(&shared, reply, kind, body).await;
+            if plain && kind == s::OK {
+                let _ = shared.client.publish(reply, body.into()).await;
+            } else {
+                send(&shared, reply, kind, body).await;
+            }
         }
         // Dropping the call kills the process running it (or skips it).
         Err(Stop::Cancelled) => drop(call),
