@@ -34,6 +34,8 @@ pub(crate) struct Config {
     /// `None`: idle threads never exit.
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
+    /// How long an idle thread looks for work before it sleeps.
+    pub(crate) spin: Duration,
     pub(crate) priority: Priority,
     /// `priority` resolved against the thread that built the pool (`None`
     /// where nice levels do not exist).
@@ -46,6 +48,14 @@ pub(crate) struct Config {
     #[cfg(test)]
     pub(crate) spawn_gate: Option<SpawnGate>,
 }
+
+/// The default of [`ThreadPoolBuilder::spin`].
+const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// The longest [`ThreadPoolBuilder::spin`]: a spinning thread notices a
+/// closed pool only when it stops looking, so a shutdown may wait this
+/// long for it.
+pub(crate) const MAX_SPIN: Duration = Duration::from_millis(10);
 
 /// Python's default for `ThreadPoolExecutor`: `min(32, cpus + 4)`.
 pub(crate) fn default_thread_count() -> usize {
@@ -63,6 +73,7 @@ pub(crate) fn default_thread_count() -> usize {
 /// | [`name`](Self::name) | `"offload"`: threads are `offload-0`, `offload-1`, … |
 /// | [`keep_alive`](Self::keep_alive) | 10 s |
 /// | [`stack_size`](Self::stack_size) | the Rust default (2 MiB) |
+/// | [`spin`](Self::spin) | 50 µs |
 /// | [`priority`](Self::priority) | [`Priority::Background`]: nice +10, the loop wins most of a contended core |
 ///
 /// # Examples
@@ -93,6 +104,7 @@ impl Default for ThreadPoolBuilder {
                 queue_capacity: 1024,
                 keep_alive: Some(Duration::from_secs(10)),
                 stack_size: None,
+                spin: DEFAULT_SPIN,
                 priority: Priority::Background,
                 sched: None,
                 on_start: None,
@@ -119,6 +131,23 @@ impl ThreadPoolBuilder {
     /// [`threads`](Self::threads).
     pub fn min_threads(mut self, n: usize) -> Self {
         self.config.min_threads = n;
+        self
+    }
+
+    /// How long a thread that ran out of work looks for the next job
+    /// before it sleeps (default 50 µs; at most 10 ms).
+    ///
+    /// A caller that awaits jobs one at a time submits the next one a
+    /// microsecond after its result; a thread still looking takes it at
+    /// once, without a futex wake-up (several microseconds, and a context
+    /// switch on both sides). The price is CPU: while it looks, the thread
+    /// holds a core. Where the pool's threads and whatever feeds them
+    /// outnumber the cores (a NATS worker's loop, its server and its pool
+    /// on two cores), that core is the one the feeder needs: set
+    /// `Duration::ZERO` there, and a thread sleeps as soon as the queue is
+    /// empty.
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.config.spin = spin;
         self
     }
 
@@ -245,6 +274,9 @@ impl Config {
             return Err(BuildError::Invalid("name must not contain NUL bytes"));
         }
         c.priority.validate()?;
+        if c.spin > MAX_SPIN {
+            return Err(BuildError::Invalid("spin must be at most 10 ms"));
+        }
         if c.keep_alive == Some(Duration::ZERO) {
             return Err(BuildError::Invalid(
                 "keep_alive must be positive (or None for threads that never exit)",
@@ -263,6 +295,7 @@ impl fmt::Debug for Config {
             .field("queue_capacity", &self.queue_capacity)
             .field("keep_alive", &self.keep_alive)
             .field("stack_size", &self.stack_size)
+            .field("spin", &self.spin)
             .field("priority", &self.priority)
             .field("on_start", &self.on_start.is_some())
             .finish()

@@ -208,34 +208,36 @@ fn run(shared: &PoolShared, seat: usize) -> MutexGuard<'_, PoolState> {
     }
 }
 
-/// How long an idle worker looks for new work before it sleeps. A caller
-/// awaiting jobs one at a time submits the next one a microsecond or two
-/// after it got a result; a worker that is still spinning takes it at once,
-/// without a futex wake-up (several microseconds, and a context switch on
-/// both sides). About 50 µs of busy-waiting (on a loaded machine the
-/// caller's own wake-up takes tens of microseconds) (checking the queue on every
-/// round, so a job is seen within tens of nanoseconds), then a few rounds
-/// that yield the CPU (on a machine with fewer cores than threads, the
-/// thread that would submit the next job may need this one's core).
-const SPIN_ROUNDS: u32 = 20_000;
 /// Rounds between two looks at the clock while spinning.
 const SPIN_CLOCK_EVERY: u32 = 64;
-const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(50);
+/// Rounds that yield the CPU after the busy-wait: on a machine with fewer
+/// cores than threads, the thread that would submit the next job may need
+/// this one's core.
 const YIELD_ROUNDS: u32 = 8;
 
-/// Spins until a job is queued or the budget runs out. Lock-free: reads the
-/// queue-length hint only.
+/// Looks for new work for up to the pool's `spin` (see
+/// [`ThreadPoolBuilder::spin`](crate::ThreadPoolBuilder::spin)) before the
+/// worker sleeps: busy-waits, checking the queue-length hint on every
+/// round (a job is seen within tens of nanoseconds), then yields a few
+/// times. Lock-free: reads the hint only. Returns at once when `spin` is
+/// zero.
 fn spin_for_work(shared: &PoolShared) {
+    let budget = shared.config.spin;
+    if budget.is_zero() {
+        return;
+    }
     shared.spinning.fetch_add(1, Ordering::SeqCst);
     let start = std::time::Instant::now();
     let mut found = false;
-    for round in 0..SPIN_ROUNDS {
+    let mut round: u32 = 0;
+    loop {
         if shared.queued_hint.load(Ordering::Acquire) > 0 {
             found = true;
             break;
         }
         std::hint::spin_loop();
-        if round % SPIN_CLOCK_EVERY == SPIN_CLOCK_EVERY - 1 && start.elapsed() >= SPIN_FOR {
+        round = round.wrapping_add(1);
+        if round % SPIN_CLOCK_EVERY == 0 && start.elapsed() >= budget {
             break;
         }
     }
