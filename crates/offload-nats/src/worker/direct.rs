@@ -10,6 +10,7 @@ use offload::Error;
 use offload::proc::CallOptions;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::outbox::Reply;
 use super::{HandlerGuard, Shared, Stop};
 use crate::subjects::{self as s, header_u64};
 
@@ -45,12 +46,16 @@ async fn take(shared: &Arc<Shared>, idx: usize, m: Message) {
     }
 }
 
-/// Publishes a reply of `kind` to `to`.
+/// Queues a reply of `kind` to `to` (see `outbox.rs`).
 pub(super) async fn send(shared: &Shared, to: String, kind: &str, body: Vec<u8>) {
     let mut h = HeaderMap::new();
     h.insert(s::H_KIND, kind);
     h.insert(s::H_WORKER, shared.name.as_str());
-    let _ = shared.client.publish_with_headers(to, h, body.into()).await;
+    shared.outbox.send(Reply {
+        to,
+        headers: Some(h),
+        body: body.into(),
+    });
 }
 
 /// The reply to a finished call: its output, or its error as data.
@@ -118,7 +123,11 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
             task.record(r.is_ok(), started.elapsed());
             let (kind, body) = encode_result(&shared, r);
             if plain && kind == s::OK {
-                let _ = shared.client.publish(reply, body.into()).await;
+                shared.outbox.send(Reply {
+                    to: reply,
+                    headers: None,
+                    body: body.into(),
+                });
             } else {
                 send(&shared, reply, kind, body).await;
             }

@@ -3,6 +3,7 @@
 
 mod direct;
 mod durable;
+mod outbox;
 mod service;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -308,8 +309,10 @@ impl WorkerBuilder {
         } else {
             None
         };
+        let (outbox, publisher) = outbox::Outbox::new(client.clone());
         let shared = Arc::new(Shared {
             client: client.clone(),
+            outbox,
             runner,
             name,
             id,
@@ -337,6 +340,7 @@ impl WorkerBuilder {
             signals: self.signals,
             loops: Vec::new(),
         };
+        worker.spawn(publisher);
         // Cancels first, so that no cancel of a call we take is missed.
         let cancels = subscribe(&client, shared.subjects.cancel(), None).await?;
         worker.spawn(cancel_loop(shared.clone(), cancels));
@@ -567,6 +571,8 @@ impl Recent {
 /// What a worker's loops and handlers share.
 pub(crate) struct Shared {
     pub(crate) client: Client,
+    /// Direct replies, published in batches (see `outbox.rs`).
+    pub(crate) outbox: outbox::Outbox,
     pub(crate) runner: Runner,
     pub(crate) name: String,
     /// The service API's instance id.
@@ -813,9 +819,10 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         sh.stop_all();
-        // Handlers answer (direct) or nak (durable) what they held.
+        // Handlers answer (direct) or nak (durable) what they held; the
+        // outbox hands their replies to the client.
         let until = Instant::now() + Duration::from_secs(5);
-        while sh.handlers.load(Relaxed) > 0 && Instant::now() < until {
+        while (sh.handlers.load(Relaxed) > 0 || sh.outbox.pending() > 0) && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let _ = sh.client.flush().await;
