@@ -43,6 +43,8 @@ pub(crate) struct Settings {
     pub(crate) oom_score_adj: Option<i16>,
     /// The priority the worker sets on itself before `init`.
     pub(crate) sched: Option<crate::priority::Sched>,
+    /// How long the worker looks for its next call before it blocks, µs.
+    pub(crate) spin_us: u32,
 }
 
 /// The largest settings frame.

@@ -185,19 +185,30 @@ fn fill<R: Read + Deadline>(
     Ok(got)
 }
 
-/// How long a reader looks for the next frame before it blocks: a peer
-/// that answers within this (a tiny task, the next of a stream of calls)
-/// is read without a sleep and a wake-up on either side.
+/// How long a reader looks for the next frame before it blocks, by
+/// default: a peer that answers within this (a tiny task, the next of a
+/// stream of calls) is read without a sleep and a wake-up on either side.
+/// [`ProcessPoolBuilder::spin`](crate::proc::ProcessPoolBuilder::spin)
+/// sets it per pool.
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
 
-/// Waits up to [`SPIN`] for `r` to have bytes to read, looking without
+/// The longest look a pool may ask for.
+pub(crate) const MAX_SPIN: Duration = Duration::from_millis(10);
+
+/// Waits up to `spin` for `r` to have bytes to read, looking without
 /// blocking (a buffered byte, or a `MSG_PEEK | MSG_DONTWAIT` on the socket)
-/// and yielding the CPU between looks, so a busy machine loses little.
-/// Returns whether bytes are there; either way the caller then reads
-/// normally (blocking).
-pub(crate) fn spin_for_bytes(r: &std::io::BufReader<std::os::unix::net::UnixStream>) -> bool {
+/// and yielding the CPU between looks. Returns whether bytes are there;
+/// either way the caller then reads normally (blocking). A zero `spin`
+/// looks only at the buffer.
+pub(crate) fn spin_for_bytes(
+    r: &std::io::BufReader<std::os::unix::net::UnixStream>,
+    spin: Duration,
+) -> bool {
     if !r.buffer().is_empty() {
         return true;
+    }
+    if spin.is_zero() {
+        return false;
     }
     let started = Instant::now();
     let mut byte = [0u8; 1];
@@ -212,7 +223,7 @@ pub(crate) fn spin_for_bytes(r: &std::io::BufReader<std::os::unix::net::UnixStre
             Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => return true,
         }
-        if started.elapsed() >= SPIN {
+        if started.elapsed() >= spin {
             return false;
         }
         std::thread::yield_now();

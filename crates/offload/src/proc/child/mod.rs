@@ -144,6 +144,8 @@ pub(crate) struct WorkerProc {
     /// Signalled whenever the leader files a reply or the worker dies.
     news: Condvar,
     max_frame: usize,
+    /// How long a reader looks for the reply before it blocks.
+    spin: Duration,
     /// Stop sending after this many calls (`max_tasks_per_child`).
     max_calls: Option<u64>,
     /// The worker's hard memory limit, and its last stderr line, to tell
@@ -201,6 +203,7 @@ impl WorkerProc {
             line: Mutex::new(Line::default()),
             news: Condvar::new(),
             max_frame: launch.max_frame,
+            spin: launch.spin,
             max_calls,
             hard_memory: launch.hard_memory,
             stderr_tail: spawned.stderr_tail,
@@ -329,7 +332,7 @@ impl WorkerProc {
             drop(line);
             let read = {
                 let mut reader = lock(&self.reader);
-                spin_for_bytes(&reader);
+                spin_for_bytes(&reader, self.spin);
                 read_frame(&mut *reader, self.max_frame, deadline)
             };
             self.file(read);

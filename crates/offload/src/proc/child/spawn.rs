@@ -42,6 +42,8 @@ pub(crate) struct Launch {
     pub(crate) oom_score_adj: Option<i16>,
     /// The priority each worker sets on itself (`None`: inherited).
     pub(crate) sched: Option<crate::priority::Sched>,
+    /// How long each side looks for the next frame before it blocks.
+    pub(crate) spin: Duration,
 }
 
 /// A started worker process and the parent's ends of its channels.
@@ -100,6 +102,7 @@ pub(crate) fn spawn(launch: &Launch, name: &str) -> Result<Spawned, Error> {
         hard_memory: launch.hard_memory,
         oom_score_adj: launch.oom_score_adj,
         sched: launch.sched,
+        spin_us: u32::try_from(launch.spin.as_micros()).unwrap_or(u32::MAX),
     };
     let sent = pass_control(&calls, control_theirs.as_fd()).and_then(|()| {
         write_frame(

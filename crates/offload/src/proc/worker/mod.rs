@@ -190,6 +190,8 @@ fn serve(registry: &Registry, name: &str) -> i32 {
             let limits = Limits {
                 max_frame,
                 soft_memory: settings.soft_memory,
+                spin: std::time::Duration::from_micros(u64::from(settings.spin_us))
+                    .min(super::wire::MAX_SPIN),
             };
             execute(&registry, &exec_name, reader, &replies, &running, limits)
         });
@@ -211,6 +213,8 @@ struct Limits {
     max_frame: usize,
     /// Ask to be retired when the resident set passes this after a call.
     soft_memory: Option<u64>,
+    /// How long to look for the next call before blocking.
+    spin: std::time::Duration,
 }
 
 /// The executor loop: read a call, run it, answer; exit when the parent
@@ -231,7 +235,7 @@ fn execute(
     loop {
         // The next call often follows at once (pipelined, or a caller
         // awaiting calls one at a time): look for it before sleeping.
-        spin_for_bytes(&reader);
+        spin_for_bytes(&reader, limits.spin);
         let frame = match read_frame(&mut reader, max_frame, None) {
             Ok(frame) => frame,
             // The parent closed the channel: it is done with us, or gone.
