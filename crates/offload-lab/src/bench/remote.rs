@@ -94,28 +94,37 @@ async fn raw_rate(client: &async_nats::Client, jobs: usize, tasks: usize) -> any
     Ok(jobs as f64 / t.elapsed().as_secs_f64())
 }
 
-/// ~10 ms CPU tasks, 4 per worker in flight; tasks per second.
+/// ~10 ms CPU tasks, 4 per worker in flight; tasks per second in the
+/// steady state: between the completion that ends the ramp-up (as many
+/// as are in flight) and the one that starts the drain (as many before
+/// the last), so that a worker idling at the end while the other finishes
+/// its last tasks does not count as a cost of scaling.
 async fn burn_rate(
     pool: &RemotePool,
     steps: u64,
     burns: usize,
     workers: usize,
 ) -> anyhow::Result<f64> {
-    let t = Instant::now();
+    let in_flight = 4 * workers;
+    anyhow::ensure!(burns > 3 * in_flight, "too few tasks for a steady state");
     let mut all = FuturesUnordered::new();
     let mut sent = 0;
-    while sent < burns.min(4 * workers) {
+    while sent < in_flight {
         all.push(pool.call::<Burn>(steps));
         sent += 1;
     }
+    let mut done_at = Vec::with_capacity(burns);
     while let Some(r) = all.next().await {
         r?;
+        done_at.push(Instant::now());
         if sent < burns {
             all.push(pool.call::<Burn>(steps));
             sent += 1;
         }
     }
-    Ok(burns as f64 / t.elapsed().as_secs_f64())
+    let (first, last) = (in_flight, burns - in_flight);
+    let window = done_at[last].duration_since(done_at[first]);
+    Ok((last - first) as f64 / window.as_secs_f64())
 }
 
 /// Steps of [`Burn`] that take about `target` here: the fastest of many
@@ -136,7 +145,7 @@ fn calibrate(target: Duration) -> u64 {
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     let (trips, jobs, burns, durable_trips) = if args.quick {
-        (300, 2_000, 20, 100)
+        (300, 2_000, 40, 100)
     } else {
         (5_000, 20_000, 200, 1_000)
     };
