@@ -139,3 +139,35 @@ fn absurd_timeouts_saturate_instead_of_overflowing() {
     );
     assert_eq!(block(pool.call::<Sum>(vec![3])).unwrap(), 3);
 }
+
+/// A call queued behind calls that time out is sent again each time their
+/// worker is stopped, and that never counts against it: the budget of
+/// re-sends is for workers that die on their own. (The chaos scenario
+/// `timeout-race` once failed a call with "found its worker gone 4 times
+/// before it could start" on one worker where most calls time out.)
+#[test]
+fn calls_behind_timed_out_calls_are_sent_again_without_giving_up() {
+    let pool = fixture().workers(1).build().unwrap();
+    let short = || CallOptions::new().timeout(Duration::from_millis(30));
+    let calls: Vec<_> = (0..120u64)
+        .map(|i| {
+            // Three runaways for each quick call, all queued at once.
+            if i % 4 == 3 {
+                futures::future::Either::Left(pool.call::<Sum>(vec![i]))
+            } else {
+                futures::future::Either::Right(async {
+                    pool.call_with::<SleepMs>(60_000, short()).await.map(|_| 0)
+                })
+            }
+        })
+        .collect();
+    let results = block(futures::future::join_all(calls));
+    for (i, r) in results.into_iter().enumerate() {
+        if i % 4 == 3 {
+            assert_eq!(r.unwrap(), i as u64, "call {i}");
+        } else {
+            let e = r.unwrap_err();
+            assert!(e.is_timeout(), "call {i}: {e}");
+        }
+    }
+}

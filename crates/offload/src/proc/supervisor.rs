@@ -21,8 +21,15 @@ use crate::error::Error;
 use crate::sync::lock;
 
 /// How many times a call is sent before giving up, when each time its
-/// worker died before starting it.
+/// worker died on its own (crashed, failed to start) before starting it.
 const MAX_SENDS: usize = 4;
+
+/// How many times a call is sent again because its worker left on purpose
+/// before starting it (another call's timeout or cancel stopped it, or it
+/// was retired): a designed path, so it does not use up [`MAX_SENDS`]; this
+/// bound only keeps a call from waiting forever behind a stream of calls
+/// that each time out in front of it.
+const MAX_RESENDS_ON_PURPOSE: usize = 64;
 
 /// The longest a pool waits between start attempts after repeated failures.
 const MAX_COOLDOWN: Duration = Duration::from_secs(30);
@@ -433,7 +440,8 @@ impl Supervisor {
         switch: &CancelSwitch,
     ) -> Result<Body, Error> {
         let lane = self.seat();
-        for _ in 0..MAX_SENDS {
+        let (mut died, mut left) = (0, 0);
+        while died < MAX_SENDS && left < MAX_RESENDS_ON_PURPOSE {
             let worker = self.worker(lane)?;
             match (worker.hello.fingerprint(task), fingerprint) {
                 (None, _) => return Err(Error::unknown_task(task)),
@@ -448,9 +456,19 @@ impl Supervisor {
             if switch.fired() {
                 return Err(Error::cancelled(crate::error::CancelReason::Dropped));
             }
+            let mut again = |worker: &WorkerProc| {
+                if worker.ended_on_purpose() {
+                    left += 1;
+                } else {
+                    died += 1;
+                }
+            };
             let id = match worker.send(task, input, timeout, span) {
                 Ok(id) => id,
-                Err(CallError::Retry) => continue,
+                Err(CallError::Retry) => {
+                    again(&worker);
+                    continue;
+                }
                 Err(CallError::Failed(e)) => return Err(e),
             };
             switch.arm(&worker, id);
@@ -470,12 +488,17 @@ impl Supervisor {
                     }
                     return Err(e);
                 }
-                Err(CallError::Retry) => continue,
+                Err(CallError::Retry) => again(&worker),
             }
         }
-        Err(Error::worker_start(format!(
-            "the call found its worker gone {MAX_SENDS} times before it could start"
-        )))
+        Err(Error::worker_start(if died >= MAX_SENDS {
+            format!("the call found its worker gone {MAX_SENDS} times before it could start")
+        } else {
+            format!(
+                "the call was sent {left} times and each time its worker was stopped or \
+                 retired before it could start"
+            )
+        }))
     }
 
     /// After a call: replace a dead worker at once, so the pool is back at

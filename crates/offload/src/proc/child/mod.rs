@@ -304,6 +304,20 @@ impl WorkerProc {
         Ok(id)
     }
 
+    /// Whether the worker left for a reason that is no fault of the calls
+    /// it never started: it stopped itself for a call's timeout or cancel,
+    /// the parent killed it when a call ran past its timeout, or it was
+    /// retired (memory, `max_tasks_per_child`). A call sent again for such
+    /// a reason is not counted against the budget for workers that die on
+    /// their own (see `Supervisor::call`).
+    pub(crate) fn ended_on_purpose(&self) -> bool {
+        let line = lock(&self.line);
+        line.stopped.is_some()
+            || matches!(line.killed, Some((Kill::Backstop { .. }, _)))
+            || line.retire_asked
+            || self.max_calls.is_some_and(|max| line.sent >= max)
+    }
+
     /// Waits for the reply to call `id`, reading the channel for everyone
     /// while no one else does.
     pub(crate) fn wait(&self, id: u64) -> Result<Body, CallError> {
