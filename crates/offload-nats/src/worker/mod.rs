@@ -1,4 +1,4 @@
-//! [`Worker`]: serves a [`Registry`]'s tasks to [`RemotePool`](crate::RemotePool)s,
+//! [`Worker`]: serves a [`Registry`](offload::proc::Registry)'s tasks to [`RemotePool`](crate::RemotePool)s,
 //! running each call in a local [`ProcessPool`].
 //!
 //! Files: `builder.rs` settings and `build` (connect, subscribe, spawn the
@@ -73,7 +73,7 @@ impl ShutdownHandle {
     }
 }
 
-/// Serves a [`Registry`]'s tasks to [`RemotePool`](crate::RemotePool)s:
+/// Serves a [`Registry`](offload::proc::Registry)'s tasks to [`RemotePool`](crate::RemotePool)s:
 /// direct calls from a NATS queue group, durable jobs from a JetStream
 /// work queue, each run in a local [`ProcessPool`] (a crash, leak or
 /// runaway task kills one process, not the worker).
