@@ -177,8 +177,40 @@ async fn closing_refuses_the_waiting_jobs_and_drains_the_queue() {
     assert_eq!((m.submitted, m.completed, m.rejected), (3, 3, 50), "{m:?}");
 }
 
+/// `shutdown_now` cancels the queued jobs and refuses the waiting ones;
+/// the running one finishes.
+async fn shutdown_now_cancels_the_queue_and_refuses_the_line() {
+    let pool = ThreadPool::builder()
+        .threads(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
+    let (gate, blocker) = common::occupy(&pool);
+    let queued: Vec<_> = (0..2).map(|i| pool.run(move || i)).collect();
+    let waiting: Vec<_> = (0..20).map(|i| pool.run(move || i)).collect();
+    assert_eq!(pool.shutdown_now(), 2);
+    for q in queued {
+        let err = q.await.unwrap_err();
+        assert!(err.is_cancelled(), "{err}");
+    }
+    for w in waiting {
+        let err = w.await.unwrap_err();
+        assert!(err.is_shutdown(), "{err}");
+    }
+    gate.open();
+    blocker.await.unwrap();
+    pool.shutdown().await;
+    let m = pool.metrics();
+    assert_eq!(
+        (m.submitted, m.completed, m.cancelled, m.rejected),
+        (3, 1, 2, 20),
+        "{m:?}"
+    );
+}
+
 on_every_runtime!(
     smoke,
+    shutdown_now_cancels_the_queue_and_refuses_the_line,
     waiting_jobs_run_in_the_order_of_the_calls,
     a_waiting_job_whose_caller_gave_up_never_runs,
     closing_refuses_the_waiting_jobs_and_drains_the_queue,
