@@ -116,3 +116,34 @@ fn pipelining_can_be_turned_off() {
         assert_eq!(r.unwrap(), i as u64);
     }
 }
+
+/// A call queued behind calls that crash their worker is sent again each
+/// time, and that never counts against it: each crash is blamed on the
+/// call that was running (and fails it), so the call behind is not at
+/// fault. (Before, four crashes in front of a call in a row failed it
+/// with "found its worker gone 4 times before it could start".)
+#[test]
+fn calls_behind_crashing_calls_are_sent_again_without_giving_up() {
+    let pool = fixture().workers(1).build().unwrap();
+    let calls: Vec<_> = (0..60u64)
+        .map(|i| {
+            // Three crashes for each quick call, all queued at once.
+            if i % 4 == 3 {
+                futures::future::Either::Left(pool.call::<Sum>(vec![i]))
+            } else {
+                futures::future::Either::Right(async {
+                    pool.call::<Die>(Death::Exit(3)).await.map(|()| 0)
+                })
+            }
+        })
+        .collect();
+    let results = block(futures::future::join_all(calls));
+    for (i, r) in results.into_iter().enumerate() {
+        if i % 4 == 3 {
+            assert_eq!(r.unwrap(), i as u64, "call {i}");
+        } else {
+            let e = r.unwrap_err();
+            assert!(e.is_worker_lost(), "call {i}: {e}");
+        }
+    }
+}

@@ -24,11 +24,12 @@ use crate::sync::lock;
 /// worker died on its own (crashed, failed to start) before starting it.
 const MAX_SENDS: usize = 4;
 
-/// How many times a call is sent again because its worker left on purpose
-/// before starting it (another call's timeout or cancel stopped it, or it
-/// was retired): a designed path, so it does not use up [`MAX_SENDS`]; this
+/// How many times a call is sent again because its worker left, before
+/// starting it, for a reason that is no fault of the call (another call's
+/// timeout or cancel stopped it, another call crashed it, or it was
+/// retired): a designed path, so it does not use up [`MAX_SENDS`]; this
 /// bound only keeps a call from waiting forever behind a stream of calls
-/// that each time out in front of it.
+/// that each end their worker in front of it.
 const MAX_RESENDS_ON_PURPOSE: usize = 64;
 
 /// The longest a pool waits between start attempts after repeated failures.
@@ -495,8 +496,8 @@ impl Supervisor {
             format!("the call found its worker gone {MAX_SENDS} times before it could start")
         } else {
             format!(
-                "the call was sent {left} times and each time its worker was stopped or \
-                 retired before it could start"
+                "the call was sent {left} times and each time its worker was stopped, \
+                 retired or crashed by another call before it could start"
             )
         }))
     }

@@ -67,6 +67,8 @@ pub(crate) struct Hooks {
 struct InFlight {
     id: u64,
     timeout: Option<Duration>,
+    /// Its frame reached the socket whole.
+    written: bool,
 }
 
 /// Why the parent killed its worker.
@@ -283,7 +285,11 @@ impl WorkerProc {
             if line.in_flight.is_empty() {
                 line.front_started = Some(Instant::now());
             }
-            line.in_flight.push_back(InFlight { id, timeout });
+            line.in_flight.push_back(InFlight {
+                id,
+                timeout,
+                written: false,
+            });
         }
         let body = [&input.prefix[..], &input.bytes[..]];
         if write_frame_parts(&mut *writer, &head, &body, self.max_frame).is_err() {
@@ -301,21 +307,32 @@ impl WorkerProc {
             }
             return Err(CallError::Retry);
         }
+        drop(writer);
+        if let Some(c) = lock(&self.line).in_flight.iter_mut().find(|c| c.id == id) {
+            c.written = true;
+        }
         Ok(id)
     }
 
     /// Whether the worker left for a reason that is no fault of the calls
     /// it never started: it stopped itself for a call's timeout or cancel,
-    /// the parent killed it when a call ran past its timeout, or it was
-    /// retired (memory, `max_tasks_per_child`). A call sent again for such
-    /// a reason is not counted against the budget for workers that die on
-    /// their own (see `Supervisor::call`).
+    /// the parent killed it when a call ran past its timeout, it was
+    /// retired (memory, `max_tasks_per_child`), or it died while running
+    /// another call, which took the blame (crash, out of memory: that call
+    /// failed, so every such death uses up one call and cannot repeat
+    /// forever). A call sent again for such a reason is not counted against
+    /// the budget for workers that die on their own, before any call could
+    /// be blamed (see `Supervisor::call`).
     pub(crate) fn ended_on_purpose(&self) -> bool {
         let line = lock(&self.line);
         line.stopped.is_some()
             || matches!(line.killed, Some((Kill::Backstop { .. }, _)))
             || line.retire_asked
             || self.max_calls.is_some_and(|max| line.sent >= max)
+            || line.outcomes.as_ref().is_some_and(|o| !o.is_empty())
+            // Our write failed with a call in the worker before ours: the
+            // first of them takes the blame when its reader sees the end.
+            || (line.unwritable && line.in_flight.iter().any(|c| c.written))
     }
 
     /// Waits for the reply to call `id`, reading the channel for everyone
