@@ -67,8 +67,6 @@ pub(crate) struct Hooks {
 struct InFlight {
     id: u64,
     timeout: Option<Duration>,
-    /// Its frame reached the socket whole.
-    written: bool,
 }
 
 /// Why the parent killed its worker.
@@ -110,6 +108,13 @@ struct Line {
     unwritable: bool,
     /// The worker passed its memory limit and asked to take no more calls.
     retire_asked: bool,
+    /// A write found the worker gone while a call written whole before it
+    /// was still unanswered (that call takes the blame for the death).
+    blame_ahead: bool,
+    /// The worker's end was blamed on a call that may have started (it
+    /// failed with the worker's fate); kept after that call took its
+    /// outcome out of `outcomes`.
+    blamed: bool,
 }
 
 /// The process itself, until it is reaped.
@@ -285,31 +290,27 @@ impl WorkerProc {
             if line.in_flight.is_empty() {
                 line.front_started = Some(Instant::now());
             }
-            line.in_flight.push_back(InFlight {
-                id,
-                timeout,
-                written: false,
-            });
+            line.in_flight.push_back(InFlight { id, timeout });
         }
         let body = [&input.prefix[..], &input.bytes[..]];
         if write_frame_parts(&mut *writer, &head, &body, self.max_frame).is_err() {
-            drop(writer);
             // The worker is gone: ours never arrived whole, so it is sent
             // again elsewhere. A leader reading for the calls before ours
             // learns how the worker ended; with none, we find out here.
+            // Taken out of the line while we still hold the writer, so
+            // that every call left in it was written whole: the first of
+            // them will take the blame for the worker's end.
             let mut line = lock(&self.line);
+            drop(writer);
             line.unwritable = true;
             line.in_flight.retain(|c| c.id != id);
+            line.blame_ahead |= !line.in_flight.is_empty();
             let nobody_reads = line.in_flight.is_empty() && !line.reading;
             drop(line);
             if nobody_reads {
                 self.gone(true);
             }
             return Err(CallError::Retry);
-        }
-        drop(writer);
-        if let Some(c) = lock(&self.line).in_flight.iter_mut().find(|c| c.id == id) {
-            c.written = true;
         }
         Ok(id)
     }
@@ -329,10 +330,10 @@ impl WorkerProc {
             || matches!(line.killed, Some((Kill::Backstop { .. }, _)))
             || line.retire_asked
             || self.max_calls.is_some_and(|max| line.sent >= max)
-            || line.outcomes.as_ref().is_some_and(|o| !o.is_empty())
-            // Our write failed with a call in the worker before ours: the
-            // first of them takes the blame when its reader sees the end.
-            || (line.unwritable && line.in_flight.iter().any(|c| c.written))
+            || line.blamed
+            // A write found the worker gone with a call written before
+            // it: that call takes the blame when its reader sees the end.
+            || line.blame_ahead
     }
 
     /// Waits for the reply to call `id`, reading the channel for everyone
@@ -521,6 +522,7 @@ impl WorkerProc {
                 }
             }
         }
+        line.blamed = !outcomes.is_empty();
         line.outcomes = Some(outcomes);
         drop(line);
         self.news.notify_all();
