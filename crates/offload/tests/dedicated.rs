@@ -112,6 +112,31 @@ async fn failing_init_fails_ready_and_every_call() {
     d.shutdown().await;
 }
 
+/// Calls that found the queue full and wait in the line behind it get
+/// the initialiser's error too, not a bare shutdown.
+async fn calls_waiting_for_room_get_the_init_error() {
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let held = gate.clone();
+    let d = Dedicated::builder()
+        .queue_capacity(1)
+        .try_build(move || {
+            held.wait();
+            Err::<Connector, _>("no route to ERP")
+        })
+        .expect("build does not wait for init");
+    // One call fills the queue; the others wait in the line behind it.
+    let calls: Vec<_> = (0..5).map(|i| d.run(move |_: &mut Connector| i)).collect();
+    gate.wait();
+    for call in calls {
+        let err = call.await.unwrap_err();
+        assert!(
+            err.is_init() && err.to_string().contains("no route to ERP"),
+            "{err}"
+        );
+    }
+    d.shutdown().await;
+}
+
 async fn ready_resolves_once_init_succeeded() {
     let d = Dedicated::builder().build(connect).unwrap();
     d.ready().await.expect("init succeeded");
@@ -201,6 +226,7 @@ on_every_runtime!(
     resource_lives_on_its_thread_and_calls_run_in_order,
     a_panicking_call_fails_alone,
     failing_init_fails_ready_and_every_call,
+    calls_waiting_for_room_get_the_init_error,
     ready_resolves_once_init_succeeded,
     clones_share_the_thread_and_the_last_drop_drains,
     try_run_hands_back_when_full_or_shut_down,
