@@ -73,8 +73,9 @@ pub(crate) fn run_child_if_requested() {
     };
     let code = rt.block_on(async {
         match mode.to_str() {
-            Some("worker") => serve_worker(&url, false).await,
-            Some("worker-in-process") => serve_worker(&url, true).await,
+            Some("worker") => serve_worker(&url, false, false).await,
+            Some("worker-balanced") => serve_worker(&url, false, true).await,
+            Some("worker-in-process") => serve_worker(&url, true, false).await,
             Some("responder") => serve_raw(&url).await,
             _ => {
                 eprintln!("unknown NATS child mode {mode:?}");
@@ -85,7 +86,10 @@ pub(crate) fn run_child_if_requested() {
     std::process::exit(code);
 }
 
-async fn serve_worker(url: &str, in_process: bool) -> i32 {
+/// A worker of one process (or thread); `balanced`: it holds only what it
+/// can run and turns away the rest (`queue(0)`), which spreads few long
+/// calls over the workers (see `WorkerBuilder::queue`).
+async fn serve_worker(url: &str, in_process: bool, balanced: bool) -> i32 {
     let ack_wait = std::env::var(ACK_WAIT_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -98,6 +102,9 @@ async fn serve_worker(url: &str, in_process: bool) -> i32 {
     } else {
         builder.processes(1)
     };
+    if balanced {
+        builder = builder.queue(0);
+    }
     let built = builder
         .ack_wait(ack_wait)
         .max_deliver(10)
@@ -251,7 +258,9 @@ pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<Vec<Row>> {
     let mut workers = Vec::new();
     let mut rows = Vec::new();
     for n in 1..=args.workers.max(1) {
-        workers.push(NatsChild::start("worker", &url, None)?);
+        // Long calls: workers that take only what they can run, so that
+        // they share them (see `WorkerBuilder::queue`).
+        workers.push(NatsChild::start("worker-balanced", &url, None)?);
         let tasks = args.tasks_per_worker.max(1) * n;
         let label = Label {
             experiment: "cpu",
