@@ -155,14 +155,24 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     let rt = nats_runtime()?;
     let steps = calibrate(Duration::from_millis(10));
 
-    // Scaling first, with one worker, then a second one.
-    let mut workers = vec![NatsChild::start("worker", &url, None)?];
+    // Scaling first, with one worker, then a second one: ~10 ms calls, on
+    // workers that hold only what they can run (`queue(0)`), as
+    // `WorkerBuilder::queue` advises for calls of that length.
     let direct = rt.block_on(RemotePool::builder().url(url.clone()).build())?;
+    let mut balanced = vec![NatsChild::start("worker-balanced", &url, None)?];
     rt.block_on(ours_trips(&direct, 200))?;
     let rate_one = rt.block_on(burn_rate(&direct, steps, burns, 1))?;
-    workers.push(NatsChild::start("worker", &url, None)?);
+    balanced.push(NatsChild::start("worker-balanced", &url, None)?);
     rt.block_on(ours_trips(&direct, 200))?;
     let rate_two = rt.block_on(burn_rate(&direct, steps, burns, 2))?;
+    drop(balanced);
+    // Round trips and throughput of tiny calls: workers with the default
+    // queue.
+    let workers = [
+        NatsChild::start("worker", &url, None)?,
+        NatsChild::start("worker", &url, None)?,
+    ];
+    rt.block_on(ours_trips(&direct, 200))?;
 
     let _responders = [
         NatsChild::start("responder", &url, None)?,
