@@ -125,25 +125,11 @@ fn pipelining_can_be_turned_off() {
 #[test]
 fn calls_behind_crashing_calls_are_sent_again_without_giving_up() {
     let pool = fixture().workers(1).build().unwrap();
-    let calls: Vec<_> = (0..60u64)
-        .map(|i| {
-            // Three crashes for each quick call, all queued at once.
-            if i % 4 == 3 {
-                futures::future::Either::Left(pool.call::<Sum>(vec![i]))
-            } else {
-                futures::future::Either::Right(async {
-                    pool.call::<Die>(Death::Exit(3)).await.map(|()| 0)
-                })
-            }
-        })
-        .collect();
-    let results = block(futures::future::join_all(calls));
-    for (i, r) in results.into_iter().enumerate() {
-        if i % 4 == 3 {
-            assert_eq!(r.unwrap(), i as u64, "call {i}");
-        } else {
-            let e = r.unwrap_err();
-            assert!(e.is_worker_lost(), "call {i}: {e}");
-        }
-    }
+    // Three crashes for each quick call, all queued at once.
+    common::quick_calls_behind_failing_ones(
+        &pool,
+        60,
+        || pool.call::<Die>(Death::Exit(3)),
+        offload::Error::is_worker_lost,
+    );
 }

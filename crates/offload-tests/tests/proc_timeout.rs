@@ -149,25 +149,14 @@ fn absurd_timeouts_saturate_instead_of_overflowing() {
 fn calls_behind_timed_out_calls_are_sent_again_without_giving_up() {
     let pool = fixture().workers(1).build().unwrap();
     let short = || CallOptions::new().timeout(Duration::from_millis(30));
-    let calls: Vec<_> = (0..120u64)
-        .map(|i| {
-            // Three runaways for each quick call, all queued at once.
-            if i % 4 == 3 {
-                futures::future::Either::Left(pool.call::<Sum>(vec![i]))
-            } else {
-                futures::future::Either::Right(async {
-                    pool.call_with::<SleepMs>(60_000, short()).await.map(|_| 0)
-                })
-            }
-        })
-        .collect();
-    let results = block(futures::future::join_all(calls));
-    for (i, r) in results.into_iter().enumerate() {
-        if i % 4 == 3 {
-            assert_eq!(r.unwrap(), i as u64, "call {i}");
-        } else {
-            let e = r.unwrap_err();
-            assert!(e.is_timeout(), "call {i}: {e}");
-        }
-    }
+    // Three runaways for each quick call, all queued at once.
+    common::quick_calls_behind_failing_ones(
+        &pool,
+        120,
+        || {
+            let call = pool.call_with::<SleepMs>(60_000, short());
+            async move { call.await.map(|_| ()) }
+        },
+        offload::Error::is_timeout,
+    );
 }

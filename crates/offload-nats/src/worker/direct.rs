@@ -31,7 +31,7 @@ pub(super) async fn serve(shared: Arc<Shared>, idx: usize, mut sub: Subscriber) 
     let _ = sub.drain().await;
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
         if let Some(reply) = m.reply {
-            send(&shared, reply.to_string(), s::BUSY, Vec::new()).await;
+            send(&shared, reply.to_string(), s::BUSY, Vec::new());
         }
     }
 }
@@ -42,12 +42,12 @@ async fn take(shared: &Arc<Shared>, idx: usize, m: Message) {
         Ok(permit) => {
             tokio::spawn(handle(shared.clone(), idx, m, permit));
         }
-        Err(_) => send(shared, reply.to_string(), s::BUSY, Vec::new()).await,
+        Err(_) => send(shared, reply.to_string(), s::BUSY, Vec::new()),
     }
 }
 
 /// Queues a reply of `kind` to `to` (see `outbox.rs`).
-pub(super) async fn send(shared: &Shared, to: String, kind: &str, body: Vec<u8>) {
+pub(super) fn send(shared: &Shared, to: String, kind: &str, body: Vec<u8>) {
     let mut h = HeaderMap::new();
     h.insert(s::H_KIND, kind);
     h.insert(s::H_WORKER, shared.name.as_str());
@@ -113,7 +113,7 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
     let outcome = loop {
         tokio::select! {
             r = &mut call => break Ok(r),
-            _ = beat.tick() => send(&shared, reply.clone(), s::HEARTBEAT, Vec::new()).await,
+            _ = beat.tick() => send(&shared, reply.clone(), s::HEARTBEAT, Vec::new()),
             s = &mut stop => break Err(s.unwrap_or(Stop::Cancelled)),
         }
     };
@@ -129,7 +129,7 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
                     body: body.into(),
                 });
             } else {
-                send(&shared, reply, kind, body).await;
+                send(&shared, reply, kind, body);
             }
         }
         // Dropping the call kills the process running it (or skips it).
@@ -145,8 +145,7 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
                 reply,
                 s::ERR,
                 postcard::to_stdvec(&e).unwrap_or_default(),
-            )
-            .await;
+            );
         }
     }
 }

@@ -24,3 +24,37 @@ pub fn rogue(mode: &str) -> ProcessPoolBuilder {
 
 #[allow(unused_imports)] // each test file uses some of them
 pub use offload_test_support::{ChildGuard, block_on as block, eventually, wait_bounded};
+
+/// Queues `n` calls at once on `pool`: every fourth a quick `Sum`, the
+/// others `failing()` (a call that ends its worker). Asserts that every
+/// quick call gets its sum, whatever happened in front of it, and that
+/// every failing call fails as `expected` says.
+pub fn quick_calls_behind_failing_ones<F>(
+    pool: &ProcessPool,
+    n: u64,
+    failing: impl Fn() -> F,
+    expected: impl Fn(&offload::Error) -> bool,
+) where
+    F: std::future::Future<Output = Result<(), offload::Error>>,
+{
+    use futures::future::Either;
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            if i % 4 == 3 {
+                Either::Left(pool.call::<offload_tests::Sum>(vec![i]))
+            } else {
+                let call = failing();
+                Either::Right(async move { call.await.map(|()| 0) })
+            }
+        })
+        .collect();
+    let results = block(futures::future::join_all(calls));
+    for (i, r) in results.into_iter().enumerate() {
+        if i % 4 == 3 {
+            assert_eq!(r.unwrap(), i as u64, "call {i}");
+        } else {
+            let e = r.unwrap_err();
+            assert!(expected(&e), "call {i}: {e}");
+        }
+    }
+}

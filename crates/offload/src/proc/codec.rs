@@ -257,7 +257,9 @@ mod tests {
         let started = std::time::Instant::now();
         let err = encode(Endless, Payload::Input, 1000).unwrap_err();
         assert!(err.is_too_large() && !err.is_codec(), "{err}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Generous: encoding everything would take minutes; stopping at
+        // the limit takes microseconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]
