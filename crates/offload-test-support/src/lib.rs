@@ -140,6 +140,92 @@ pub fn thread_policy() -> Option<u32> {
     rest.split_whitespace().nth(38)?.parse().ok()
 }
 
+/// Whether this process may take a thread at nice +10 out of the idle
+/// scheduling class: `CAP_SYS_NICE` in its effective set, or an
+/// `RLIMIT_NICE` of at least 10 (Linux; read from `/proc/self`). Where it
+/// may not, `Priority::Background` is nice +10 alone.
+pub fn may_leave_idle_class() -> bool {
+    const CAP_SYS_NICE: u32 = 23;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let rlimit_nice = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max nice priority"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    caps & (1 << CAP_SYS_NICE) != 0 || rlimit_nice >= 10
+}
+
+/// The scheduling policy `Priority::Background` gives a thread here: the
+/// idle class where [`may_leave_idle_class`], else `SCHED_OTHER` (0).
+pub fn background_policy() -> u32 {
+    if may_leave_idle_class() {
+        SCHED_IDLE
+    } else {
+        0
+    }
+}
+
+/// Keeps the CPU busy on the calling thread, reading its scheduling
+/// policy as it goes, until the policy is `policy` (returns how long that
+/// took) or `limit` has passed (`None`).
+pub fn spin_until_policy(policy: u32, limit: std::time::Duration) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if thread_policy() == Some(policy) {
+            return Some(start.elapsed());
+        }
+        // A little work between readings, so that the thread wants a core
+        // most of the time rather than sits in the kernel.
+        let mut x = 0u64;
+        for i in 0..20_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+    None
+}
+
+/// Threads at the caller's priority that keep every core busy until
+/// dropped: a neighbour's CPU work.
+#[derive(Debug)]
+pub struct Hogs {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Hogs {
+    /// One spinning thread per core.
+    pub fn on_every_core() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Hogs { stop, threads }
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// `SCHED_IDLE`, as [`thread_policy`] reports it.
 pub const SCHED_IDLE: u32 = 5;
 

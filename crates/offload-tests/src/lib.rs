@@ -348,6 +348,29 @@ impl Task for OomScoreAdj {
     }
 }
 
+/// Keeps the CPU busy until the thread running the call (or, with `.2`, a
+/// thread the call starts) has scheduling policy `.0` (then: how many
+/// milliseconds that took) or `.1` ms have passed (`None`): see
+/// `offload_test_support::spin_until_policy`.
+#[derive(Debug)]
+pub struct SpinUntilPolicy;
+impl Task for SpinUntilPolicy {
+    const NAME: &'static str = "spin_until_policy";
+    type Input = (u32, u64, bool);
+    type Output = Option<u64>;
+    fn run((policy, limit_ms, in_new_thread): (u32, u64, bool)) -> Option<u64> {
+        let spin = move || {
+            offload_test_support::spin_until_policy(policy, Duration::from_millis(limit_ms))
+                .map(|d| d.as_millis() as u64)
+        };
+        if in_new_thread {
+            std::thread::spawn(spin).join().ok().flatten()
+        } else {
+            spin()
+        }
+    }
+}
+
 /// The nice level and scheduling policy of the thread that runs the call,
 /// and the policy a subprocess it starts runs with.
 #[derive(Debug)]
@@ -508,6 +531,7 @@ pub fn registry() -> Registry {
         .with::<Allocate>()
         .with::<OomScoreAdj>()
         .with::<Niceness>()
+        .with::<SpinUntilPolicy>()
         .init(init)
 }
 

@@ -97,9 +97,9 @@ pub fn set_default_pool(builder: ThreadPoolBuilder) -> Result<(), BuildError> {
 }
 
 /// Runs the CPU-bound closure `f` on the compute pool: one thread per
-/// core, at [`Priority::Background`] (nice +10), so that however much work
-/// is queued the event loop's threads win most of each contended core,
-/// while idle cores still run the work at full speed.
+/// core, at [`Priority::Background`], so that however much work is queued
+/// the event loop's threads take a contended core at once, while idle
+/// cores still run the work at full speed.
 ///
 /// The compute pool is created on first use, named `offload-cpu`, with as
 /// many threads as [`std::thread::available_parallelism`] (change it with

@@ -74,7 +74,7 @@ pub(crate) fn default_thread_count() -> usize {
 /// | [`keep_alive`](Self::keep_alive) | 10 s |
 /// | [`stack_size`](Self::stack_size) | the Rust default (2 MiB) |
 /// | [`spin`](Self::spin) | 50 µs |
-/// | [`priority`](Self::priority) | [`Priority::Background`]: nice +10, the loop wins most of a contended core |
+/// | [`priority`](Self::priority) | [`Priority::Background`]: the idle class under a starvation guard (nice +10 where the OS will not let a thread out of it): the loop takes a contended core at once |
 ///
 /// # Examples
 ///
@@ -181,10 +181,11 @@ impl ThreadPoolBuilder {
     }
 
     /// How the pool's threads compete for a core with the loop's threads
-    /// (default [`Priority::Background`]: nice +10, so a busy pool yields
-    /// most of a contended core to the loop and still uses idle cores
-    /// fully). See [`Priority`] for the measured choices, what happens
-    /// where the OS refuses, and off Linux.
+    /// (default [`Priority::Background`]: a busy pool yields a contended
+    /// core to the loop at once, still uses idle cores fully, and keeps the
+    /// share of nice +10 when other CPU load would starve it). See
+    /// [`Priority`] for the measured choices, what happens where the OS
+    /// refuses, and off Linux.
     pub fn priority(mut self, priority: Priority) -> Self {
         self.config.priority = priority;
         self

@@ -40,9 +40,11 @@ pub(crate) fn spawn(shared: &PoolShared) -> Result<(), std::io::Error> {
     }
     let result = test_spawn_gate(shared).and_then(|()| {
         builder.spawn(move || {
-            if let Some(sched) = arc.config.sched {
-                sched.apply_to_current_thread(&arc.config.name);
-            }
+            // Dropped when the thread ends, after it has counted itself out.
+            let _guarded = arc
+                .config
+                .sched
+                .and_then(|sched| sched.apply_to_current_thread(&arc.config.name));
             let mut guard = ExitGuard {
                 shared: arc.clone(),
                 seat,

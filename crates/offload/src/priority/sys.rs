@@ -56,6 +56,47 @@ pub(super) fn leave_idle_class() -> std::io::Result<()> {
     }
 }
 
+/// A thread of this process, by its kernel id (`gettid`).
+#[cfg(target_os = "linux")]
+pub(super) type Tid = i32;
+
+/// The calling thread's kernel id.
+#[cfg(target_os = "linux")]
+pub(super) fn current_tid() -> Tid {
+    rustix::thread::gettid().as_raw_nonzero().get()
+}
+
+/// Moves thread `tid` of this process into (`idle`) or out of the idle
+/// scheduling class; its nice level is kept either way. The guard calls
+/// this on pool threads that are registered with it (so alive).
+#[cfg(target_os = "linux")]
+pub(super) fn set_idle_class_of(tid: Tid, idle: bool) -> std::io::Result<()> {
+    let policy = if idle {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as in `enter_idle_class`: the pointer is read during the call
+    // only; both policies require priority 0. `tid` names a thread by
+    // value; a thread that has just exited gives ESRCH, nothing else.
+    let rc = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether thread `tid` is in the idle scheduling class (`None`: gone).
+#[cfg(target_os = "linux")]
+pub(super) fn in_idle_class(tid: Tid) -> Option<bool> {
+    // SAFETY: `sched_getscheduler` takes a pid by value and touches no
+    // memory of ours.
+    let policy = unsafe { libc::sched_getscheduler(tid) };
+    (policy >= 0).then_some(policy == libc::SCHED_IDLE)
+}
+
 /// Off Linux there is no idle class to leave.
 #[cfg(not(target_os = "linux"))]
 pub(super) fn leave_idle_class() -> std::io::Result<()> {

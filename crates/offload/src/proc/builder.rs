@@ -243,14 +243,14 @@ impl ProcessPoolBuilder {
     }
 
     /// How the workers compete for a core with the parent's threads
-    /// (default [`Priority::Background`]: nice +10, set by each worker on
-    /// itself before the registry's `init`, so busy workers yield most of
-    /// a contended core to the parent's event loop and still use idle cores
-    /// fully). [`Priority::Idle`] makes them yield at once (the loop's tail
-    /// at its idle floor in `bench service`), at the price of no share at
-    /// all under other CPU load. The parent's threads that carry calls to
-    /// the workers keep the builder's priority. See [`Priority`] for what
-    /// happens where the OS refuses.
+    /// (default [`Priority::Background`], set by each worker on itself
+    /// before the registry's `init`: busy workers yield a contended core to
+    /// the parent's event loop at once, still use idle cores fully, and
+    /// keep the share of nice +10 when other CPU load would starve them).
+    /// [`Priority::Idle`] yields to every other thread for good, at the
+    /// price of no share at all under other CPU load. The parent's threads
+    /// that carry calls to the workers keep the builder's priority. See
+    /// [`Priority`] for what happens where the OS refuses.
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
         self

@@ -33,7 +33,7 @@ const WALK_TIMEOUT: Duration = Duration::from_secs(20);
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// What a mode's load measured.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Measured {
     /// Probe latencies sent during the window, ms (timed-out ones as
     /// [`PROBE_TIMEOUT`]).

@@ -20,6 +20,7 @@
 
 mod load;
 mod server;
+mod settle;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -192,10 +193,86 @@ struct Timing {
 /// so every core stays busy even while a client reads its response.
 const CLIENTS: usize = 4;
 
+/// Set in the child process that measures one mode: the mode's name, or
+/// `idle`.
+const ONE_MODE_ENV: &str = "OFFLOAD_SERVICE_MODE";
+
+/// The longest a child may take to measure its mode (its own waits are
+/// bounded well below this).
+const CHILD_LIMIT: Duration = Duration::from_secs(120);
+
+/// Measures `mode` in a fresh process of this program, as a service runs
+/// one configuration: in one process, after several other servers had
+/// come and gone, in-process thread pools showed probe stalls of ~30 ms
+/// that no pair of modes reproduced on its own (not leftover CPU work:
+/// the CPUs were quiet before each mode; not the starvation guard: it
+/// moved no thread).
+fn measure_in_child(mode: Option<Mode>, quick: bool) -> anyhow::Result<Measured> {
+    use anyhow::Context as _;
+    let name = mode.map_or("idle", Mode::name);
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["bench", "service"]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let mut child = cmd
+        .env(ONE_MODE_ENV, name)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("bench service: starting the child for a mode")?;
+    let deadline = std::time::Instant::now() + CHILD_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("bench service: mode {name} took longer than {CHILD_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out)?;
+    }
+    anyhow::ensure!(
+        status.success(),
+        "bench service: mode {name} failed ({status})"
+    );
+    let line = out.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .with_context(|| format!("bench service: mode {name} printed {out:?}"))
+}
+
+/// The child's half of [`measure_in_child`]: measures the mode named by
+/// [`ONE_MODE_ENV`] and prints what it measured as one JSON line.
+fn measure_here(name: &str, doc: &Doc, timing: Timing) -> anyhow::Result<()> {
+    let mode = match name {
+        "idle" => None,
+        _ => Some(
+            Mode::ALL
+                .into_iter()
+                .find(|m| m.name() == name)
+                .ok_or_else(|| anyhow::anyhow!("bench service: no mode {name}"))?,
+        ),
+    };
+    let measured = measure(mode, doc, timing)?;
+    println!("{}", serde_json::to_string(&measured)?);
+    Ok(())
+}
+
 /// Runs a server in `mode` (or, for `None`, the idle floor: the same
 /// server with no `/walk` load) and measures it.
 fn measure(mode: Option<Mode>, doc: &Doc, timing: Timing) -> anyhow::Result<Measured> {
     let name = mode.map_or("idle", Mode::name);
+    let (waited, quiet) = settle::settle();
+    if !quiet || waited > Duration::from_millis(500) {
+        eprintln!(
+            "service: waited {waited:.1?} for the CPUs to go quiet before {name}{}",
+            if quiet { "" } else { " (they did not)" }
+        );
+    }
     let server = Server::start(mode.unwrap_or(Mode::Inline), doc)?;
     let clients = if mode.is_some() { CLIENTS } else { 0 };
     let measured = Load::start(server.url(), clients).and_then(|load| load.run(timing));
@@ -231,10 +308,15 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
         bytes,
         seed: json::SEED,
     })?;
+    if let Ok(name) = std::env::var(ONE_MODE_ENV) {
+        measure_here(&name, &doc, timing)?;
+        // The parent reads the one line; no table from a child.
+        std::process::exit(0);
+    }
     eprintln!(
         "service: axum on a {}-worker tokio runtime; /walk parses a {:.1} MB document \
          ({} nodes); {CLIENTS} clients back to back; /health probed every {} ms; \
-         {rounds} round(s) of {:?} per mode, alternating the order",
+         {rounds} round(s) of {:?} per mode, alternating the order, each in a fresh process",
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         doc.bytes.len() as f64 / 1e6,
         doc.nodes,
@@ -263,7 +345,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
             (0..slots.len()).rev().collect()
         };
         for i in order {
-            let m = measure(slots[i], &doc, timing)?;
+            let m = measure_in_child(slots[i], args.quick)?;
             probes[i].extend(m.health_ms);
             timeouts[i] += m.probe_timeouts;
             rates[i].push(m.walks_per_sec);
