@@ -24,7 +24,13 @@ fn a_thread_pool_runs_in_the_background_by_default() {
     assert_eq!(nice_in(&pool), (base() + 10).min(19));
     // The idle class under the starvation guard where the guard can take a
     // starved thread out of it again; nice +10 alone where it cannot.
-    assert_eq!(policy_in(&pool), background_policy());
+    // (Eventually: on a machine busy with other normal-priority work the
+    // guard may have them out of the class for a while.)
+    let policy = background_policy();
+    let seen = block_on(pool.run(move || {
+        offload_test_support::spin_until_policy(policy, std::time::Duration::from_secs(30))
+    }));
+    assert!(seen.unwrap().is_some(), "policy {policy}");
     // The caller's thread is untouched.
     assert_eq!(thread_policy(), Some(0));
     assert_eq!(thread_nice(), Some(base()));
@@ -119,17 +125,19 @@ fn a_raise_the_os_may_refuse_still_runs_the_job() {
 
 #[test]
 fn compute_runs_in_the_background_and_run_does_not() {
-    let (name, nice, policy) = block_on(offload::compute(|| {
+    let background = background_policy();
+    let (name, nice, policy) = block_on(offload::compute(move || {
         (
             std::thread::current().name().unwrap().to_owned(),
             thread_nice(),
-            thread_policy(),
+            // (Eventually: see the test above.)
+            offload_test_support::spin_until_policy(background, std::time::Duration::from_secs(30)),
         )
     }))
     .unwrap();
     assert!(name.starts_with("offload-cpu-"), "{name}");
     assert_eq!(nice, Some((base() + 10).min(19)));
-    assert_eq!(policy, Some(background_policy()));
+    assert!(policy.is_some(), "policy {background}");
 
     let io = block_on(offload::run(|| (thread_nice(), thread_policy()))).unwrap();
     assert_eq!(io, (Some(base()), Some(0)));

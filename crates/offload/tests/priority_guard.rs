@@ -26,6 +26,14 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Waits until `pool`'s threads are in the idle class: the guard's state
+/// is the process's, and a test before may have left it fallen back (it
+/// goes back once the machine is quiet and its hold has passed).
+fn in_idle_class(pool: &ThreadPool) {
+    let back = block_on(pool.run(|| spin_until_policy(SCHED_IDLE, PATIENCE))).unwrap();
+    assert!(back.is_some(), "a background thread is in the idle class");
+}
+
 fn background_pool(threads: usize) -> ThreadPool {
     ThreadPool::builder()
         .name("guarded")
@@ -43,7 +51,7 @@ fn a_starved_background_thread_competes_at_nice_ten_and_goes_back_when_the_load_
         assert_eq!(block_on(pool.run(thread_policy)).unwrap(), Some(0));
         return;
     }
-    assert_eq!(block_on(pool.run(thread_policy)).unwrap(), Some(SCHED_IDLE));
+    in_idle_class(&pool);
 
     let hogs = Hogs::on_every_core();
     let out = block_on(pool.run(|| {
@@ -66,6 +74,40 @@ fn a_starved_background_thread_competes_at_nice_ten_and_goes_back_when_the_load_
 }
 
 #[test]
+fn a_sleeping_sibling_falls_back_with_the_starved_thread() {
+    let _serial = one_at_a_time();
+    if !may_leave_idle_class() {
+        return;
+    }
+    let pool = background_pool(2);
+    in_idle_class(&pool);
+    let hogs = Hogs::on_every_core();
+    let starved = pool.run(|| spin_until_policy(0, PATIENCE));
+    // Asleep (it wants no core, so it is never judged itself) until the
+    // starved one is out, then reads its own class.
+    let sleeper = pool.run(|| {
+        let start = std::time::Instant::now();
+        while start.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_millis(50));
+            if thread_policy() == Some(0) {
+                return Some(start.elapsed());
+            }
+        }
+        None
+    });
+    let (starved, sleeper) = block_on(futures::future::join(starved, sleeper));
+    drop(hogs);
+    assert!(
+        starved.unwrap().is_some(),
+        "the starved thread left the idle class"
+    );
+    assert!(
+        sleeper.unwrap().is_some(),
+        "its sleeping sibling left with it"
+    );
+}
+
+#[test]
 fn siblings_sharing_the_cores_do_not_make_a_thread_leave_the_idle_class() {
     let _serial = one_at_a_time();
     if !may_leave_idle_class() {
@@ -75,6 +117,7 @@ fn siblings_sharing_the_cores_do_not_make_a_thread_leave_the_idle_class() {
     // each gets half of what it wants, not starved.
     let cores = std::thread::available_parallelism().unwrap().get();
     let pool = background_pool(2 * cores);
+    in_idle_class(&pool);
     let jobs: Vec<_> = (0..2 * cores)
         .map(|_| pool.run(|| spin_until_policy(0, Duration::from_millis(1500))))
         .collect();

@@ -8,22 +8,25 @@
 //! against 1,024, a third of a percent. So one thread per process (the
 //! guard, at normal priority) looks every [`TICK`] at how each guarded
 //! thread fared, from its `schedstat` (time on a core, time waiting for
-//! one):
+//! one) and its state:
 //!
-//! - a thread that wanted a core for at least [`MIN_DEMAND`] of the tick and
-//!   got less than [`STARVED`] of what it wanted *falls back*: it leaves the
-//!   idle class and competes at its nice level (+10: a tenth of a normal
-//!   thread's weight), the old `Background`;
-//! - a fallen-back thread that gets at least [`FREE`] of what it wants goes
-//!   back to the idle class once its hold has passed. The hold starts at
-//!   [`FIRST_HOLD`] and doubles (up to [`MAX_HOLD`]) each time the thread
-//!   starves again soon after going back, so a load that only a nice +10
-//!   thread can beat (a neighbour at nice 19) does not make it flap.
+//! - when a thread that wanted a core for at least [`MIN_DEMAND`] of the
+//!   tick got less than [`STARVED`] of what it wanted, *every* guarded
+//!   thread of the process falls back: it leaves the idle class and
+//!   competes at its nice level (+10: a tenth of a normal thread's weight),
+//!   the old `Background`. Contention is a property of the machine: a
+//!   sibling that was asleep would starve as soon as it got a job (judged
+//!   one by one, a pool taking one job at a time under foreign load had a
+//!   p99 of 3–4 ms against 0.1 ms at plain nice +10);
+//! - they go back to the idle class together once every thread that wanted
+//!   a core got at least [`FREE`] of it and the hold has passed. The hold
+//!   starts at [`FIRST_HOLD`] and doubles (up to [`MAX_HOLD`]) each time
+//!   they starve again soon after going back, so a load that only a nice
+//!   +10 thread can beat (a neighbour at nice 19) does not make them flap.
 //!
-//! Other idle-class threads (the pool's own, more threads than cores) do
-//! not starve each other: they share fairly, each getting a share of what
-//! it wants far above [`STARVED`] unless there are five times more of
-//! them than cores.
+//! Idle-class threads do not starve each other: they share fairly, each
+//! getting far more than [`STARVED`] of what it wants unless there are five
+//! times more of them than cores.
 //!
 //! Leaving the idle class needs `CAP_SYS_NICE` or an `RLIMIT_NICE` that
 //! allows the thread's nice level: a one-way door for most unprivileged
@@ -31,9 +34,9 @@
 //! thread; where it is shut, `Background` is nice +10 alone.
 //!
 //! Thread pools register each thread ([`register_current_thread`]); a
-//! worker process asks the guard to adopt every idle-class thread of the
-//! process ([`adopt_process`]), so that threads a task starts are guarded
-//! too.
+//! worker process puts its main thread and every thread started after it
+//! under the guard ([`adopt_process`]), so that threads a task starts are
+//! guarded too; its control thread stays out.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -53,6 +56,12 @@ const STARVED: f64 = 0.2;
 /// A fallen-back thread that gets at least this share of what it wants
 /// may go back to the idle class.
 const FREE: f64 = 0.5;
+/// Fallen-back threads go back only when normal-priority work (user and
+/// system time at nice 0 or below, anyone's) used at most this share of
+/// all CPUs over the tick: a thread that sleeps between short jobs gets
+/// its share of a contended core at nice +10 (the scheduler credits a
+/// waking thread), and would go back only to starve again.
+const NORMAL_LOAD_TO_RETURN: f64 = 0.5;
 /// How long a thread stays fallen back at first.
 const FIRST_HOLD: Duration = Duration::from_millis(200);
 /// The longest hold.
@@ -74,18 +83,10 @@ struct Sample {
     runnable: bool,
 }
 
-/// What a tick says of a thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    /// It wanted a core and got less than [`STARVED`] of it.
-    Starved,
-    /// It wanted a core and got at least [`FREE`] of it.
-    Free,
-    /// Neither, or it hardly wanted a core.
-    Unclear,
-}
-
-fn judge(prev: Sample, now: Sample) -> Verdict {
+/// The share of the time a thread wanted a core that it got, over the
+/// span between two readings; `None` if it wanted a core for less than
+/// [`MIN_DEMAND`] of the span (it mostly slept: nothing to judge).
+fn share(prev: Sample, now: Sample) -> Option<f64> {
     let span = now.at.saturating_duration_since(prev.at).as_nanos() as f64;
     let run = now.run_ns.saturating_sub(prev.run_ns) as f64;
     let wait = now.wait_ns.saturating_sub(prev.wait_ns) as f64;
@@ -96,17 +97,7 @@ fn judge(prev: Sample, now: Sample) -> Verdict {
     } else {
         run + wait
     };
-    if span <= 0.0 || wanted < MIN_DEMAND * span {
-        return Verdict::Unclear;
-    }
-    let share = run / wanted;
-    if share < STARVED {
-        Verdict::Starved
-    } else if share >= FREE {
-        Verdict::Free
-    } else {
-        Verdict::Unclear
-    }
+    (span > 0.0 && wanted >= MIN_DEMAND * span).then(|| run / wanted)
 }
 
 /// How the guard got a thread.
@@ -114,7 +105,7 @@ fn judge(prev: Sample, now: Sample) -> Verdict {
 enum Origin {
     /// A pool thread registered itself; it deregisters before it exits.
     Registered,
-    /// Found in the idle class of a guarded worker process.
+    /// A thread of a guarded worker process.
     Adopted,
 }
 
@@ -126,22 +117,28 @@ type Mover<'a> = dyn FnMut(Tid, bool) -> std::io::Result<()> + 'a;
 struct Watch {
     origin: Origin,
     last: Option<Sample>,
+}
+
+/// Where the guarded threads are, and since when. Contention for the
+/// cores is a property of the machine, not of one thread: when one
+/// guarded thread starves, they all fall back (a sibling that was asleep
+/// would starve as soon as it got a job), and they go back together.
+#[derive(Debug)]
+struct Class {
     fallen_back: bool,
-    /// A fallen-back thread goes back no earlier than this.
+    /// Fallen-back threads go back no earlier than this.
     hold_until: Instant,
     /// The length of the next hold.
     hold: Duration,
-    /// When it last went back to the idle class.
+    /// When they last went back to the idle class.
     returned_at: Option<Instant>,
-    /// The OS refused to move it: no longer judged.
+    /// The OS refused a move: the guard stops moving threads.
     stuck: bool,
 }
 
-impl Watch {
-    fn new(origin: Origin) -> Self {
-        Watch {
-            origin,
-            last: None,
+impl Default for Class {
+    fn default() -> Self {
+        Class {
             fallen_back: false,
             hold_until: Instant::now(),
             hold: FIRST_HOLD,
@@ -149,53 +146,59 @@ impl Watch {
             stuck: false,
         }
     }
+}
 
-    /// Moves the thread (through `mover`: the system call, or a test's
-    /// record) if the tick says so.
-    fn look(&mut self, tid: Tid, now: Sample, mover: &mut Mover<'_>) {
-        let Some(prev) = self.last.replace(now) else {
-            return;
-        };
+impl Class {
+    /// Whether the guarded threads should now be in the idle class
+    /// (`Some(true)`) or out of it (`Some(false)`), given the shares of
+    /// the threads that wanted a core in the last tick and the share of
+    /// all CPUs that normal-priority work used in it (`None`: unknown);
+    /// `None`: stay.
+    fn decide(&mut self, shares: &[f64], normal_load: Option<f64>, now: Instant) -> Option<bool> {
+        if self.stuck {
+            return None;
+        }
+        if !self.fallen_back {
+            if !shares.iter().any(|&s| s < STARVED) {
+                return None;
+            }
+            let relapse = self
+                .returned_at
+                .is_some_and(|t| now.saturating_duration_since(t) < RELAPSE);
+            self.hold = if relapse {
+                (self.hold * 2).min(MAX_HOLD)
+            } else {
+                FIRST_HOLD
+            };
+            self.fallen_back = true;
+            self.hold_until = now + self.hold;
+            tracing::debug!(hold = ?self.hold, "offload: background threads starved in the idle class; they compete at their nice level");
+            return Some(false);
+        }
+        let free = shares.iter().all(|&s| s >= FREE)
+            && normal_load.is_some_and(|l| l <= NORMAL_LOAD_TO_RETURN);
+        if now < self.hold_until || !free {
+            return None;
+        }
+        self.fallen_back = false;
+        self.returned_at = Some(now);
+        tracing::debug!("offload: background threads are back in the idle class");
+        Some(true)
+    }
+
+    /// Moves `tid` where the class is (after [`decide`](Self::decide), or
+    /// when a thread joins). `false` if the OS refused: the guard stops.
+    fn place(&mut self, tid: Tid, mover: &mut Mover<'_>) {
         if self.stuck {
             return;
         }
-        match (judge(prev, now), self.fallen_back) {
-            (Verdict::Starved, false) => {
-                let relapse = self
-                    .returned_at
-                    .is_some_and(|t| now.at.saturating_duration_since(t) < RELAPSE);
-                self.hold = if relapse {
-                    (self.hold * 2).min(MAX_HOLD)
-                } else {
-                    FIRST_HOLD
-                };
-                if self.moved(tid, false, mover) {
-                    self.fallen_back = true;
-                    self.hold_until = now.at + self.hold;
-                    tracing::debug!(tid, hold = ?self.hold, "offload: a background thread starved in the idle class; it competes at its nice level");
-                }
-            }
-            (Verdict::Free, true) if now.at >= self.hold_until && self.moved(tid, true, mover) => {
-                self.fallen_back = false;
-                self.returned_at = Some(now.at);
-                tracing::debug!(
-                    tid,
-                    "offload: a background thread is back in the idle class"
-                );
-            }
-            _ => {}
-        }
-    }
-
-    fn moved(&mut self, tid: Tid, idle: bool, mover: &mut Mover<'_>) -> bool {
-        match mover(tid, idle) {
-            Ok(()) => true,
-            // Gone between the reading and now.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
+        match mover(tid, !self.fallen_back) {
+            // Gone between the reading and now: ESRCH.
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
             Err(e) => {
                 self.stuck = true;
-                tracing::warn!(tid, error = %e, "offload: the OS refused to move a background thread between scheduling classes; it is no longer guarded");
-                false
+                tracing::warn!(tid, error = %e, "offload: the OS refused to move a background thread between scheduling classes; background threads are no longer guarded");
             }
         }
     }
@@ -204,8 +207,12 @@ impl Watch {
 #[derive(Default)]
 struct State {
     watches: HashMap<Tid, Watch>,
-    /// Adopt every idle-class thread of the process (a worker process).
-    whole_process: bool,
+    class: Class,
+    /// The machine's CPU times at the last tick.
+    last_cpu: Option<CpuTimes>,
+    /// Adopt every thread of the process but these (a worker process: its
+    /// control thread stays out).
+    whole_process_but: Option<Vec<Tid>>,
 }
 
 struct Guard {
@@ -253,7 +260,7 @@ impl Guard {
         loop {
             {
                 let mut st = lock(&self.state);
-                while st.watches.is_empty() && !st.whole_process {
+                while st.watches.is_empty() && st.whole_process_but.is_none() {
                     st = wait(&self.work, st);
                 }
             }
@@ -266,37 +273,102 @@ impl Guard {
     /// thread cannot exit (and its id be reused) between reading and
     /// moving it.
     fn tick(&self) {
-        let mut st = lock(&self.state);
-        if st.whole_process {
-            self.adopt_new_threads(&mut st);
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        if st.whole_process_but.is_some() {
+            self.adopt_new_threads(st);
         }
+        let mut shares = Vec::new();
         st.watches.retain(|&tid, watch| match read_schedstat(tid) {
-            Some(sample) => {
-                watch.look(tid, sample, &mut sys::set_idle_class_of);
+            Some(now) => {
+                if let Some(prev) = watch.last.replace(now) {
+                    shares.extend(share(prev, now));
+                }
                 true
             }
             // An adopted thread that is gone; a registered one
             // deregisters itself.
             None => watch.origin == Origin::Registered,
         });
+        let cpu = read_cpu_times();
+        let normal_load = match (st.last_cpu, cpu) {
+            (Some(prev), Some(now)) => normal_share(prev, now),
+            _ => None,
+        };
+        st.last_cpu = cpu;
+        if st
+            .class
+            .decide(&shares, normal_load, Instant::now())
+            .is_some()
+        {
+            for &tid in st.watches.keys() {
+                st.class.place(tid, &mut sys::set_idle_class_of);
+            }
+        }
     }
 
     fn adopt_new_threads(&self, st: &mut State) {
         let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
             return;
         };
-        for tid in dir
+        let but = st.whole_process_but.as_deref().unwrap_or_default();
+        let new: Vec<Tid> = dir
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<Tid>().ok())
-        {
-            if tid != self.tid
-                && !st.watches.contains_key(&tid)
-                && sys::in_idle_class(tid) == Some(true)
-            {
-                st.watches.insert(tid, Watch::new(Origin::Adopted));
-            }
+            .filter(|tid| *tid != self.tid && !but.contains(tid) && !st.watches.contains_key(tid))
+            .collect();
+        for tid in new {
+            st.class.place(tid, &mut sys::set_idle_class_of);
+            st.watches.insert(
+                tid,
+                Watch {
+                    origin: Origin::Adopted,
+                    last: None,
+                },
+            );
         }
     }
+}
+
+/// The machine's CPU times (all CPUs, clock ticks), from `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTimes {
+    /// User and system time of normal-priority work (nice 0 or below),
+    /// interrupts included.
+    normal: u64,
+    /// Everything, idle included.
+    total: u64,
+}
+
+fn read_cpu_times() -> Option<CpuTimes> {
+    parse_cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_cpu_times(stat: &str) -> Option<CpuTimes> {
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already in user and nice).
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = *fields.get(..8)? else {
+        return None;
+    };
+    Some(CpuTimes {
+        normal: user + system + irq + softirq,
+        total: user + nice + system + idle + iowait + irq + softirq + steal,
+    })
+}
+
+/// The share of all CPUs that normal-priority work used between two
+/// readings.
+fn normal_share(prev: CpuTimes, now: CpuTimes) -> Option<f64> {
+    let total = now.total.checked_sub(prev.total)?;
+    let normal = now.normal.checked_sub(prev.normal)?;
+    (total > 0).then(|| normal as f64 / total as f64)
 }
 
 /// `/proc/self/task/<tid>/schedstat` (time on a core, time waiting for
@@ -366,23 +438,44 @@ pub(super) fn start() -> bool {
     guard().is_some()
 }
 
-/// Puts the calling thread, already in the idle class, under the guard.
+/// Puts the calling thread, already in the idle class, under the guard
+/// (out of the class again at once if the guarded threads are fallen
+/// back).
 pub(super) fn register_current_thread() -> Option<Registration> {
     let guard = guard()?;
     let tid = sys::current_tid();
     let mut st = lock(&guard.state);
-    st.watches.insert(tid, Watch::new(Origin::Registered));
+    if st.class.fallen_back {
+        st.class.place(tid, &mut sys::set_idle_class_of);
+    }
+    st.watches.insert(
+        tid,
+        Watch {
+            origin: Origin::Registered,
+            last: None,
+        },
+    );
     guard.work.notify_one();
     Some(Registration { tid })
 }
 
-/// Puts every idle-class thread of this process, now and later, under the
-/// guard (a worker process, whose tasks may start threads of their own).
+/// Puts the calling thread and every thread the process starts from now
+/// on under the guard (a worker process, whose tasks may start threads of
+/// their own); the threads that exist already, other than the caller (the
+/// worker's control thread), stay out.
 pub(super) fn adopt_process() -> bool {
     let Some(guard) = guard() else {
         return false;
     };
-    lock(&guard.state).whole_process = true;
+    let me = sys::current_tid();
+    let others: Vec<Tid> = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<Tid>().ok())
+        .filter(|&tid| tid != me)
+        .collect();
+    lock(&guard.state).whole_process_but = Some(others);
     guard.work.notify_one();
     true
 }
@@ -401,137 +494,135 @@ mod tests {
     }
 
     #[test]
-    fn verdicts() {
+    fn shares() {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(100);
         let start = sample(t0, 1_000, 1_000);
-        // Waited the whole tick, ran a third of a percent: starved.
-        assert_eq!(judge(start, sample(t1, 1_000, 1_100)), Verdict::Starved);
-        // Shared a core fairly with a sibling: fine.
-        assert_eq!(judge(start, sample(t1, 1_050, 1_050)), Verdict::Free);
-        // Three idle siblings per core: a third each, not starved.
-        assert_eq!(judge(start, sample(t1, 1_033, 1_067)), Verdict::Unclear);
+        let near = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        // Waited the whole tick, ran a third of a percent.
+        assert!(near(share(start, sample(t1, 1_000, 1_100)), 0.0));
+        // Shared a core fairly with a sibling.
+        assert!(near(share(start, sample(t1, 1_050, 1_050)), 0.5));
         // Mostly asleep: not judged, however the little it wanted went.
-        assert_eq!(judge(start, sample(t1, 1_000, 1_010)), Verdict::Unclear);
+        assert_eq!(share(start, sample(t1, 1_000, 1_010)), None);
         // A clock that did not move.
-        assert_eq!(judge(start, sample(t0, 1_000, 1_100)), Verdict::Unclear);
+        assert_eq!(share(start, sample(t0, 1_000, 1_100)), None);
         // Runnable at both readings and hardly ran: starved, though the
         // kernel has not counted the wait yet (it does when the wait ends).
         let runnable = |s: Sample| Sample {
             runnable: true,
             ..s
         };
-        assert_eq!(
-            judge(runnable(start), runnable(sample(t1, 1_001, 1_000))),
-            Verdict::Starved
-        );
-        // Runnable at one reading only: no more than what was counted.
-        assert_eq!(
-            judge(start, runnable(sample(t1, 1_001, 1_000))),
-            Verdict::Unclear
-        );
-        // Runnable at both, ran half the tick: sharing, not starved.
-        assert_eq!(
-            judge(runnable(start), runnable(sample(t1, 1_050, 1_000))),
-            Verdict::Free
-        );
-    }
-
-    /// Feeds `watch` one tick in which the thread ran `run_ms` and waited
-    /// `wait_ms`; returns the moves asked for.
-    fn tick(watch: &mut Watch, at: &mut Instant, run_ms: u64, wait_ms: u64) -> Vec<bool> {
-        let last = watch.last.unwrap_or(sample(*at, 0, 0));
-        *at += TICK;
-        let mut moves = Vec::new();
-        let mut mover = |_: Tid, idle: bool| {
-            moves.push(idle);
-            Ok(())
-        };
-        let next = Sample {
-            at: *at,
-            run_ns: last.run_ns + run_ms * 1_000_000,
-            wait_ns: last.wait_ns + wait_ms * 1_000_000,
-            runnable: false,
-        };
-        watch.look(1, next, &mut mover);
-        moves
+        assert!(near(
+            share(runnable(start), runnable(sample(t1, 1_001, 1_000))),
+            0.01
+        ));
+        // Runnable at one reading only: no more than what was counted
+        // (here too little to judge).
+        assert_eq!(share(start, runnable(sample(t1, 1_001, 1_000))), None);
     }
 
     #[test]
-    fn a_starved_thread_falls_back_goes_back_after_its_hold_and_holds_longer_on_relapse() {
+    fn one_starved_thread_takes_all_out_they_go_back_after_the_hold_and_hold_longer_on_relapse() {
         let mut at = Instant::now();
-        let mut w = Watch::new(Origin::Registered);
-        assert!(tick(&mut w, &mut at, 100, 0).is_empty(), "first reading");
-        assert!(tick(&mut w, &mut at, 100, 0).is_empty(), "running freely");
-        assert_eq!(tick(&mut w, &mut at, 0, 100), vec![false], "starved: out");
-        assert!(w.fallen_back);
+        let mut c = Class::default();
+        let mut tick = |c: &mut Class, shares: &[f64]| {
+            at += TICK;
+            c.decide(shares, Some(0.1), at)
+        };
+        assert_eq!(tick(&mut c, &[1.0, 0.5]), None, "running freely");
+        assert_eq!(tick(&mut c, &[]), None, "asleep");
+        assert_eq!(tick(&mut c, &[1.0, 0.01]), Some(false), "one starved: out");
         // Free at once, but the first hold (200 ms) has not passed.
-        assert!(tick(&mut w, &mut at, 100, 0).is_empty());
-        assert_eq!(
-            tick(&mut w, &mut at, 100, 0),
-            vec![true],
-            "back after the hold"
-        );
+        assert_eq!(tick(&mut c, &[1.0]), None);
+        assert_eq!(tick(&mut c, &[1.0]), Some(true), "back after the hold");
         // Starves again soon after: out, and the hold doubles.
-        assert_eq!(tick(&mut w, &mut at, 0, 100), vec![false]);
-        assert_eq!(w.hold, FIRST_HOLD * 2);
+        assert_eq!(tick(&mut c, &[0.0]), Some(false));
+        assert_eq!(c.hold, FIRST_HOLD * 2);
         for _ in 0..3 {
-            assert!(tick(&mut w, &mut at, 100, 0).is_empty(), "held");
+            assert_eq!(tick(&mut c, &[1.0]), None, "held");
         }
-        assert_eq!(tick(&mut w, &mut at, 100, 0), vec![true]);
+        assert_eq!(tick(&mut c, &[1.0]), Some(true));
         // A relapse long after going back starts over from the first hold.
         for _ in 0..30 {
-            assert!(tick(&mut w, &mut at, 100, 0).is_empty());
+            assert_eq!(tick(&mut c, &[1.0]), None);
         }
-        assert_eq!(tick(&mut w, &mut at, 0, 100), vec![false]);
-        assert_eq!(w.hold, FIRST_HOLD);
-        // Still starved at nice +10 (a busy neighbour): stays out.
-        for _ in 0..10 {
-            assert!(tick(&mut w, &mut at, 9, 91).is_empty());
+        assert_eq!(tick(&mut c, &[0.0]), Some(false));
+        assert_eq!(c.hold, FIRST_HOLD);
+        // Still short of cores at nice +10 (a busy neighbour): stays out.
+        for shares in [&[0.1][..], &[0.9, 0.3]] {
+            for _ in 0..5 {
+                assert_eq!(tick(&mut c, shares), None, "{shares:?}");
+            }
         }
-        assert!(w.fallen_back);
+        assert!(c.fallen_back);
+        // Its threads ran freely, but normal-priority work held most of
+        // the machine (they slept between short jobs and were credited on
+        // waking): stays out; so too when the machine's load is unknown.
+        for load in [Some(0.9), Some(0.51), None] {
+            at += TICK;
+            assert_eq!(c.decide(&[1.0], load, at), None, "{load:?}");
+        }
+        // The machine is quiet and nothing of ours wanted a core: back.
+        at += TICK;
+        assert_eq!(c.decide(&[], Some(0.2), at), Some(true));
+    }
+
+    #[test]
+    fn the_machines_normal_load_comes_from_proc_stat() {
+        let a = parse_cpu_times("cpu  100 50 20 800 5 1 2 3 0 0\ncpu0 1 2 3\n").unwrap();
+        assert_eq!(
+            a,
+            CpuTimes {
+                normal: 123,
+                total: 981
+            }
+        );
+        let b = CpuTimes {
+            normal: a.normal + 50,
+            total: a.total + 100,
+        };
+        assert_eq!(normal_share(a, b), Some(0.5));
+        assert_eq!(normal_share(b, a), None, "a clock that went back");
+        assert_eq!(normal_share(a, a), None);
+        assert_eq!(parse_cpu_times("cpu0 1 2 3"), None);
+        assert_eq!(parse_cpu_times("cpu  1 2 x 4 5 6 7 8"), None);
     }
 
     #[test]
     fn the_hold_doubles_up_to_its_cap() {
         let mut at = Instant::now();
-        let mut w = Watch::new(Origin::Registered);
-        tick(&mut w, &mut at, 100, 0);
+        let mut c = Class::default();
         for _ in 0..12 {
-            assert_eq!(tick(&mut w, &mut at, 0, 100), vec![false]);
-            let back = (0..200).any(|_| tick(&mut w, &mut at, 100, 0).contains(&true));
+            at += TICK;
+            assert_eq!(c.decide(&[0.0], Some(0.1), at), Some(false));
+            let back = (0..200).any(|_| {
+                at += TICK;
+                c.decide(&[1.0], Some(0.1), at) == Some(true)
+            });
             assert!(back, "back within the longest hold");
         }
-        assert_eq!(w.hold, MAX_HOLD);
+        assert_eq!(c.hold, MAX_HOLD);
     }
 
     #[test]
-    fn a_thread_the_os_will_not_move_is_left_alone() {
-        let mut at = Instant::now();
-        let mut w = Watch::new(Origin::Registered);
-        tick(&mut w, &mut at, 100, 0);
-        at += TICK;
+    fn a_refused_move_stops_the_guard_and_a_gone_thread_does_not() {
+        let mut c = Class::default();
         let mut asked = 0;
+        let mut gone = |_: Tid, _: bool| {
+            asked += 1;
+            Err(std::io::Error::from_raw_os_error(libc::ESRCH))
+        };
+        c.place(1, &mut gone);
+        assert!(!c.stuck);
         let mut refusing = |_: Tid, _: bool| {
             asked += 1;
             Err(std::io::Error::from_raw_os_error(libc::EPERM))
         };
-        let last = w.last.unwrap();
-        let starved = Sample {
-            at,
-            run_ns: last.run_ns,
-            wait_ns: last.wait_ns + 100_000_000,
-            runnable: false,
-        };
-        w.look(1, starved, &mut refusing);
-        assert!(w.stuck && !w.fallen_back);
-        let later = Sample {
-            at: at + TICK,
-            run_ns: last.run_ns,
-            wait_ns: last.wait_ns + 200_000_000,
-            runnable: false,
-        };
-        w.look(1, later, &mut refusing);
-        assert_eq!(asked, 1, "not asked again");
+        c.place(1, &mut refusing);
+        assert!(c.stuck);
+        c.place(2, &mut refusing);
+        assert_eq!(asked, 2, "not asked again");
+        assert_eq!(c.decide(&[0.0], Some(0.1), Instant::now()), None);
     }
 }

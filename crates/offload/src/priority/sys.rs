@@ -88,15 +88,6 @@ pub(super) fn set_idle_class_of(tid: Tid, idle: bool) -> std::io::Result<()> {
     }
 }
 
-/// Whether thread `tid` is in the idle scheduling class (`None`: gone).
-#[cfg(target_os = "linux")]
-pub(super) fn in_idle_class(tid: Tid) -> Option<bool> {
-    // SAFETY: `sched_getscheduler` takes a pid by value and touches no
-    // memory of ours.
-    let policy = unsafe { libc::sched_getscheduler(tid) };
-    (policy >= 0).then_some(policy == libc::SCHED_IDLE)
-}
-
 /// Off Linux there is no idle class to leave.
 #[cfg(not(target_os = "linux"))]
 pub(super) fn leave_idle_class() -> std::io::Result<()> {
