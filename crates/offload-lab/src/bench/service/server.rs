@@ -61,7 +61,13 @@ impl Offloader {
             Mode::Inline => Offloader::Inline,
             Mode::SpawnBlocking => Offloader::SpawnBlocking,
             Mode::OffloadRun => Offloader::OffloadRun,
-            Mode::CpuPool => Offloader::Compute,
+            Mode::CpuPool => {
+                // Created before serving, as the thread pool modes' pools
+                // are (and as a service warms its pools for readiness),
+                // not by the first request.
+                let _ = offload::compute_pool();
+                Offloader::Compute
+            }
             Mode::ThreadpoolNormal => threads(Priority::Normal)?,
             Mode::ThreadpoolBackground => threads(Priority::Background)?,
             Mode::ThreadpoolIdle => threads(Priority::Idle)?,
