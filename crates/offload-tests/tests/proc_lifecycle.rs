@@ -134,7 +134,10 @@ fn try_call_on_a_full_queue_hands_the_input_back() {
 
 #[test]
 fn shutdown_now_cancels_queued_calls_and_running_ones_finish() {
-    let pool = fixture().workers(1).build().unwrap();
+    // Depth 1: with the default 2, a second driver may already have sent
+    // one of the "queued" calls into the worker's socket, where it counts
+    // as running (and finishes) rather than queued, depending on timing.
+    let pool = fixture().workers(1).pipeline_depth(1).build().unwrap();
     let running = pool.call::<SleepMs>(300);
     assert!(eventually(Duration::from_secs(10), || pool
         .metrics()
@@ -148,6 +151,36 @@ fn shutdown_now_cancels_queued_calls_and_running_ones_finish() {
     }
     assert!(block(running).is_ok());
     assert!(block(pool.call::<Sum>(vec![1])).unwrap_err().is_shutdown());
+}
+
+#[test]
+fn shutdown_now_with_pipelining_cancels_what_is_queued_and_finishes_what_was_sent() {
+    let pool = fixture().workers(1).build().unwrap();
+    let running = pool.call::<SleepMs>(300);
+    assert!(eventually(Duration::from_secs(10), || pool
+        .metrics()
+        .calls
+        .running
+        >= 1));
+    let queued: Vec<_> = (0..3).map(|_| pool.call::<Sum>(vec![1])).collect();
+    let cancelled = pool.shutdown_now();
+    // A second driver may have sent one into the worker's socket already.
+    assert!(matches!(cancelled, 2 | 3), "{cancelled}");
+    let mut seen_cancelled = 0;
+    for q in queued {
+        match block(q) {
+            Ok(sum) => assert_eq!(sum, 1),
+            Err(e) => {
+                assert!(e.is_cancelled(), "{e}");
+                seen_cancelled += 1;
+            }
+        }
+    }
+    assert_eq!(
+        seen_cancelled, cancelled,
+        "each call either ran or was cancelled"
+    );
+    assert!(block(running).is_ok());
 }
 
 #[test]
