@@ -308,13 +308,8 @@ impl Guard {
     }
 
     fn adopt_new_threads(&self, st: &mut State) {
-        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-            return;
-        };
         let but = st.whole_process_but.as_deref().unwrap_or_default();
-        let new: Vec<Tid> = dir
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<Tid>().ok())
+        let new: Vec<Tid> = threads_of_this_process()
             .filter(|tid| *tid != self.tid && !but.contains(tid) && !st.watches.contains_key(tid))
             .collect();
         for tid in new {
@@ -328,6 +323,16 @@ impl Guard {
             );
         }
     }
+}
+
+/// The ids of this process's threads now (`/proc/self/task`; none if it
+/// cannot be read).
+fn threads_of_this_process() -> impl Iterator<Item = Tid> {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<Tid>().ok())
 }
 
 /// The machine's CPU times (all CPUs, clock ticks), from `/proc/stat`.
@@ -426,7 +431,8 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(guard) = guard() {
+        // A registration exists only once the guard runs.
+        if let Some(guard) = GUARD.get().copied().flatten() {
             lock(&guard.state).watches.remove(&self.tid);
         }
     }
@@ -468,13 +474,7 @@ pub(super) fn adopt_process() -> bool {
         return false;
     };
     let me = sys::current_tid();
-    let others: Vec<Tid> = std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<Tid>().ok())
-        .filter(|&tid| tid != me)
-        .collect();
+    let others: Vec<Tid> = threads_of_this_process().filter(|&tid| tid != me).collect();
     lock(&guard.state).whole_process_but = Some(others);
     guard.work.notify_one();
     true
