@@ -45,8 +45,13 @@ use std::time::{Duration, Instant};
 use super::sys::{self, Tid};
 use crate::sync::{lock, wait};
 
-/// How often the guard looks at its threads.
+/// How often the guard looks at its threads while any of them wants a
+/// core, or the machine is busy with normal-priority work.
 const TICK: Duration = Duration::from_millis(100);
+/// The longest look interval while the guarded threads sleep on a quiet
+/// machine (an idle worker process keeps its guard): the interval doubles
+/// from [`TICK`] up to this, and drops back at the first sign of work.
+const QUIET_TICK_MAX: Duration = Duration::from_secs(1);
 /// A thread that wanted a core for less than this share of a tick is not
 /// judged (it mostly slept).
 const MIN_DEMAND: f64 = 0.25;
@@ -257,30 +262,37 @@ fn guard() -> Option<&'static Guard> {
 
 impl Guard {
     fn run(&self) {
+        let mut interval = TICK;
         loop {
             {
                 let mut st = lock(&self.state);
                 while st.watches.is_empty() && st.whole_process_but.is_none() {
+                    interval = TICK;
                     st = wait(&self.work, st);
                 }
             }
-            std::thread::sleep(TICK);
-            self.tick();
+            std::thread::sleep(interval);
+            interval = next_interval(interval, self.tick());
         }
     }
 
     /// One look at every thread. Under the lock, so that a registered
     /// thread cannot exit (and its id be reused) between reading and
-    /// moving it.
-    fn tick(&self) {
+    /// moving it. Returns whether there is anything to watch closely: a
+    /// thread that wanted a core or is runnable, threads fallen back, or
+    /// normal-priority work holding more than half of the machine (or no
+    /// reading of it).
+    fn tick(&self) -> bool {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         if st.whole_process_but.is_some() {
             self.adopt_new_threads(st);
         }
         let mut shares = Vec::new();
+        let mut runnable = false;
         st.watches.retain(|&tid, watch| match read_schedstat(tid) {
             Some(now) => {
+                runnable |= now.runnable;
                 if let Some(prev) = watch.last.replace(now) {
                     shares.extend(share(prev, now));
                 }
@@ -305,6 +317,10 @@ impl Guard {
                 st.class.place(tid, &mut sys::set_idle_class_of);
             }
         }
+        runnable
+            || !shares.is_empty()
+            || st.class.fallen_back
+            || normal_load.is_none_or(|l| l > NORMAL_LOAD_TO_RETURN)
     }
 
     fn adopt_new_threads(&self, st: &mut State) {
@@ -322,6 +338,16 @@ impl Guard {
                 },
             );
         }
+    }
+}
+
+/// The next look interval: [`TICK`] while there is something to watch,
+/// else twice the last, up to [`QUIET_TICK_MAX`].
+fn next_interval(last: Duration, busy: bool) -> Duration {
+    if busy {
+        TICK
+    } else {
+        (last * 2).min(QUIET_TICK_MAX)
     }
 }
 
@@ -566,6 +592,18 @@ mod tests {
         // The machine is quiet and nothing of ours wanted a core: back.
         at += TICK;
         assert_eq!(c.decide(&[], Some(0.2), at), Some(true));
+    }
+
+    #[test]
+    fn the_guard_looks_less_often_while_nothing_happens_and_at_once_again_when_it_does() {
+        let mut i = TICK;
+        let mut seen = vec![];
+        for _ in 0..6 {
+            i = next_interval(i, false);
+            seen.push(i.as_millis());
+        }
+        assert_eq!(seen, [200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(next_interval(i, true), TICK);
     }
 
     #[test]
