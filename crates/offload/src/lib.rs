@@ -78,7 +78,9 @@
 //!   heartbeats spawned on a runtime, tokio's worker metrics as evidence.
 //! - `macros`: `#[offload::proc::task]` turns a plain `fn` into a task.
 //! - `metrics`: every pool (`offload_pool_*`, `offload_proc_*`, label
-//!   `pool`) and the loop monitor (`offload_loop_*`) report through the
+//!   `pool`), the loop monitor (`offload_loop_*`) and the starvation guard
+//!   of [`Priority::Background`] (`offload_background_fallbacks_total`,
+//!   `offload_background_fallen_back`) report through the
 //!   [`metrics`](https://docs.rs/metrics) facade. A pool registers its
 //!   handles when it is built (the default pools on first use), so install
 //!   the recorder (a Prometheus exporter, say) before that.

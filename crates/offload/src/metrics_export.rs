@@ -18,6 +18,14 @@
 
 use metrics::{Counter, Gauge, Histogram};
 
+/// Counter, no label: how many times this process's background threads
+/// left the idle class because one of them starved (`priority/guard.rs`).
+pub(crate) const BACKGROUND_FALLBACKS: &str = "offload_background_fallbacks_total";
+
+/// Gauge, no label: 1 while this process's background threads compete at
+/// their nice level after a starvation, 0 while they are in the idle class.
+pub(crate) const BACKGROUND_FALLEN_BACK: &str = "offload_background_fallen_back";
+
 /// The label every pool metric carries.
 pub(crate) const POOL_LABEL: &str = "pool";
 

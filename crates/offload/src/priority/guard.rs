@@ -308,14 +308,11 @@ impl Guard {
             _ => None,
         };
         st.last_cpu = cpu;
-        if st
-            .class
-            .decide(&shares, normal_load, Instant::now())
-            .is_some()
-        {
+        if let Some(idle) = st.class.decide(&shares, normal_load, Instant::now()) {
             for &tid in st.watches.keys() {
                 st.class.place(tid, &mut sys::set_idle_class_of);
             }
+            export(idle);
         }
         runnable
             || !shares.is_empty()
@@ -339,6 +336,21 @@ impl Guard {
             );
         }
     }
+}
+
+/// Tells the `metrics` facade (feature `metrics`) that the background
+/// threads went back to the idle class (`idle`) or left it.
+fn export(idle: bool) {
+    #[cfg(feature = "metrics")]
+    {
+        use crate::metrics_export::{BACKGROUND_FALLBACKS, BACKGROUND_FALLEN_BACK};
+        if !idle {
+            metrics::counter!(BACKGROUND_FALLBACKS).increment(1);
+        }
+        metrics::gauge!(BACKGROUND_FALLEN_BACK).set(if idle { 0.0 } else { 1.0 });
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = idle;
 }
 
 /// The next look interval: [`TICK`] while there is something to watch,
