@@ -117,7 +117,14 @@ fn shutdown_resolves_once_every_worker_is_reaped() {
 
 #[test]
 fn try_call_on_a_full_queue_hands_the_input_back() {
-    let pool = fixture().workers(1).queue_capacity(1).build().unwrap();
+    // Depth 1: at the default 2, a second driver may take the queued call
+    // into the worker's socket at once and leave room in the queue.
+    let pool = fixture()
+        .workers(1)
+        .pipeline_depth(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
     let busy = pool.call::<SleepMs>(500);
     assert!(eventually(Duration::from_secs(10), || pool
         .metrics()
