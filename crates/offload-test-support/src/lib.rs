@@ -141,10 +141,30 @@ pub fn thread_policy() -> Option<u32> {
 }
 
 /// Whether this process may take a thread at nice +10 out of the idle
-/// scheduling class: `CAP_SYS_NICE` in its effective set, or an
-/// `RLIMIT_NICE` of at least 10 (Linux; read from `/proc/self`). Where it
-/// may not, `Priority::Background` is nice +10 alone.
+/// scheduling class (Linux): asks the kernel, as the library does, by
+/// running `nice -n 10 chrt --idle 0 chrt --other 0 true` (util-linux),
+/// which fails where leaving the class is refused (no `CAP_SYS_NICE` in
+/// the initial user namespace, `RLIMIT_NICE` below 10). Where `chrt`
+/// cannot run, reads `CapEff` and `RLIMIT_NICE` from `/proc/self`
+/// instead. Where it may not, `Priority::Background` is nice +10 alone.
 pub fn may_leave_idle_class() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let asked = std::process::Command::new("nice")
+            .args([
+                "-n", "10", "chrt", "--idle", "0", "chrt", "--other", "0", "true",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        match asked {
+            Ok(status) => status.success(),
+            Err(_) => may_leave_idle_class_by_proc(),
+        }
+    })
+}
+
+fn may_leave_idle_class_by_proc() -> bool {
     const CAP_SYS_NICE: u32 = 23;
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let caps = status
