@@ -1,7 +1,7 @@
 //! Worker processes run in the background by default: each sets nice +10
-//! on itself before `init` (and, with `Priority::Idle`, enters the idle
-//! scheduling class), so the threads that run calls (and any subprocess a
-//! task starts) inherit it.
+//! and the idle scheduling class (guarded where the OS allows leaving it;
+//! for good with `Priority::Idle`) on itself before `init`, so the threads
+//! that run calls (and any subprocess a task starts) inherit it.
 #![cfg(target_os = "linux")]
 
 mod common;

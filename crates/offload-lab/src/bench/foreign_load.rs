@@ -1,8 +1,9 @@
-//! The price of `Priority::Idle` (the idle scheduling class), and why it
-//! is not the default: with CPU-bound threads of normal priority elsewhere
-//! in the program (or on a machine without CPU groups), an idle-class pool
-//! gets only what they leave, where a `Background` (nice +10) pool keeps a
-//! proportional share. Two normal-priority threads spin on this 2-core machine while a
+//! The price of `Priority::Idle` (the idle scheduling class for good), and
+//! why `Background` guards it: with CPU-bound threads of normal priority
+//! elsewhere in the program (or on a machine without CPU groups), an
+//! idle-class pool gets only what they leave, where a `Background` pool
+//! (idle class under the starvation guard, which moves starved threads to
+//! nice +10) keeps a proportional share. Two normal-priority threads spin on this 2-core machine while a
 //! current-thread runtime awaits one trivial job at a time on a 2-thread
 //! pool at each priority, alternately.
 

@@ -52,7 +52,7 @@ fn contenders(queue_capacity: Option<usize>) -> anyhow::Result<Vec<Contender>> {
     };
     // The floor and every peer run at the callers' priority, so the pool
     // that is compared with them does too: this suite measures a pool's
-    // own overhead. The default (Background, nice +10) pool is measured
+    // own overhead. The default (Background) pool is measured
     // beside it: with trivial jobs its threads get less of the cores the
     // callers' threads also want, which is its purpose and its price.
     let pool = pool_at(Priority::Normal)?;
