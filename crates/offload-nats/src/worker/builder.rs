@@ -1,10 +1,9 @@
 //! [`WorkerBuilder`]: a worker's settings, checked, and `build`: connect,
 //! choose how calls run, subscribe, and hand back a [`Worker`].
 
-use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, stream};
@@ -16,7 +15,7 @@ use crate::errors::BuildError;
 use crate::subjects::{QUEUE, Subjects};
 
 use super::{
-    Recent, Runner, Shared, ShutdownHandle, TaskEntry, Worker, answer, cancel_loop, direct,
+    HeldCalls, Runner, Shared, ShutdownHandle, TaskEntry, Worker, answer, cancel_loop, direct,
     durable, outbox, service,
 };
 
@@ -337,8 +336,7 @@ impl WorkerBuilder {
             run_slots: Arc::new(Semaphore::new(capacity)),
             capacity,
             queue: self.queue,
-            held: Mutex::new(HashMap::new()),
-            cancelled: Mutex::new(Recent::default()),
+            held: HeldCalls::default(),
             handlers: AtomicUsize::new(0),
             max_payload: std::sync::atomic::AtomicUsize::new(max_payload),
             started: SystemTime::now(),

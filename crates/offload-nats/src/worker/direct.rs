@@ -90,7 +90,7 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
     let Some(reply) = m.reply.as_ref().map(|r| r.to_string()) else {
         return;
     };
-    let Some(mut stop) = shared.hold(&reply) else {
+    let Some((holding, mut stop)) = shared.hold(&reply) else {
         return;
     };
     let task = &shared.tasks[idx];
@@ -114,10 +114,14 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
         tokio::select! {
             r = &mut call => break Ok(r),
             _ = beat.tick() => send(&shared, reply.clone(), s::HEARTBEAT, Vec::new()),
-            s = &mut stop => break Err(s.unwrap_or(Stop::Cancelled)),
+            // Every holder has its own switch, so a switch dropped unused
+            // means the worker's shared state is going away: hand the
+            // call back rather than treat it as cancelled (a durable job
+            // acked as cancelled would be lost).
+            s = &mut stop => break Err(s.unwrap_or(Stop::Shutdown)),
         }
     };
-    shared.release(&reply);
+    shared.release(&reply, holding);
     match outcome {
         Ok(r) => {
             task.record(r.is_ok(), started.elapsed());

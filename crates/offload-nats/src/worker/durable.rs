@@ -136,7 +136,7 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, permit: Option<Owne
         dead_letter(&shared, idx, &m, &acker, &reply, delivered).await;
         return;
     }
-    let Some(mut stop) = shared.hold(&reply) else {
+    let Some((holding, mut stop)) = shared.hold(&reply) else {
         // Cancelled before we took it.
         let _ = acker.ack().await;
         return;
@@ -151,10 +151,14 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, permit: Option<Owne
         tokio::select! {
             r = &mut call => break Ok(r),
             _ = progress.tick() => { let _ = acker.ack_with(AckKind::Progress).await; }
-            s = &mut stop => break Err(s.unwrap_or(Stop::Cancelled)),
+            // Every holder has its own switch, so a switch dropped unused
+            // means the worker's shared state is going away: hand the
+            // call back rather than treat it as cancelled (a durable job
+            // acked as cancelled would be lost).
+            s = &mut stop => break Err(s.unwrap_or(Stop::Shutdown)),
         }
     };
-    shared.release(&reply);
+    shared.release(&reply, holding);
     match outcome {
         Ok(r) => {
             task.record(r.is_ok(), started.elapsed());

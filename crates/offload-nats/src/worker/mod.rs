@@ -12,6 +12,7 @@
 mod builder;
 mod direct;
 mod durable;
+mod held;
 mod outbox;
 mod runner;
 mod service;
@@ -29,8 +30,9 @@ use tokio::sync::watch;
 
 pub use builder::WorkerBuilder;
 pub(crate) use builder::ensure_stream;
+pub(crate) use held::{HeldCalls, Stop};
 pub(crate) use runner::{Runner, TaskEntry};
-pub(crate) use shared::{HandlerGuard, Recent, Shared, Stop};
+pub(crate) use shared::{HandlerGuard, Shared};
 
 pub(super) async fn cancel_loop(shared: Arc<Shared>, mut sub: Subscriber) {
     while let Some(m) = sub.next().await {

@@ -1,9 +1,8 @@
-//! What a worker's loops and call handlers share: the calls held and how
-//! to stop each, recent cancels, and the count of running handlers.
+//! What a worker's loops and call handlers share: the calls held (see
+//! `held.rs`), slots, and the count of running handlers.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use async_nats::Client;
@@ -11,39 +10,8 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::subjects::Subjects;
 
+use super::held::{HeldCalls, Hold, Stop};
 use super::{Runner, TaskEntry, outbox};
-
-/// Why a held call is stopped before it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stop {
-    /// Its caller cancelled it.
-    Cancelled,
-    /// The worker is shutting down and the grace period is over.
-    Shutdown,
-}
-
-/// Recently cancelled calls we did not hold (yet): a cancel may overtake
-/// its call (durable: the job is fetched after the cancel was sent).
-#[derive(Debug, Default)]
-pub(crate) struct Recent {
-    order: VecDeque<String>,
-    set: HashSet<String>,
-}
-
-impl Recent {
-    const CAP: usize = 10_000;
-
-    fn insert(&mut self, id: String) {
-        if self.set.insert(id.clone()) {
-            self.order.push_back(id);
-            if self.order.len() > Self::CAP {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-}
 
 /// What a worker's loops and handlers share.
 pub(crate) struct Shared {
@@ -62,9 +30,8 @@ pub(crate) struct Shared {
     pub(crate) run_slots: Arc<Semaphore>,
     pub(crate) capacity: usize,
     pub(crate) queue: usize,
-    /// Calls held, by reply subject: how to stop each.
-    pub(super) held: Mutex<HashMap<String, oneshot::Sender<Stop>>>,
-    pub(super) cancelled: Mutex<Recent>,
+    /// The calls held, and how to stop each (see `held.rs`).
+    pub(crate) held: HeldCalls,
     /// Call handlers still running.
     pub(crate) handlers: AtomicUsize,
     pub(crate) max_payload: std::sync::atomic::AtomicUsize,
@@ -75,53 +42,26 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn held(&self) -> MutexGuard<'_, HashMap<String, oneshot::Sender<Stop>>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    /// Takes call `id` (see [`HeldCalls::hold`]).
+    pub(crate) fn hold(&self, id: &str) -> Option<(Hold, oneshot::Receiver<Stop>)> {
+        self.held.hold(id)
     }
 
-    /// Takes call `id`; `None` if it was already cancelled.
-    pub(crate) fn hold(&self, id: &str) -> Option<oneshot::Receiver<Stop>> {
-        if self
-            .cancelled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set
-            .contains(id)
-        {
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        self.held().insert(id.to_owned(), tx);
-        Some(rx)
-    }
-
-    pub(crate) fn release(&self, id: &str) {
-        self.held().remove(id);
+    /// Lets go of `hold` on call `id`.
+    pub(crate) fn release(&self, id: &str, hold: Hold) {
+        self.held.release(id, hold);
     }
 
     pub(super) fn cancel(&self, id: String) {
-        let tx = self.held().remove(&id);
-        match tx {
-            Some(tx) => {
-                let _ = tx.send(Stop::Cancelled);
-            }
-            None => self
-                .cancelled
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id),
-        }
+        self.held.cancel(id);
     }
 
     pub(super) fn stop_all(&self) {
-        let held: Vec<_> = self.held().drain().collect();
-        for (_, tx) in held {
-            let _ = tx.send(Stop::Shutdown);
-        }
+        self.held.stop_all();
     }
 
     pub(crate) fn held_count(&self) -> usize {
-        self.held().len()
+        self.held.count()
     }
 
     /// The largest output that fits in a reply.
