@@ -163,8 +163,16 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, permit: Option<Owne
         Ok(r) => {
             task.record(r.is_ok(), started.elapsed());
             let (kind, body) = encode_result(&shared, r);
-            deliver(&shared, &acker, reply, kind, body, delivered).await;
-            let _ = acker.ack().await;
+            let handed_over = deliver(&shared, &acker, reply, kind, body, delivered).await;
+            if handed_over || !shared.is_stopping() {
+                let _ = acker.ack().await;
+            } else {
+                // Shutting down and the caller did not confirm: hand the job
+                // back so that another worker runs it and tries again
+                // (durable tasks may run more than once), rather than ack a
+                // result nobody got.
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+            }
         }
         Err(Stop::Cancelled) => {
             drop(call);
@@ -196,10 +204,12 @@ async fn wait_for_slot(
 }
 
 /// Sends the result to the caller as a request, so that the caller's
-/// inbox confirms it (`received`, or `gone` if nobody waits). If nobody
-/// answers (the caller is cut off, or gone for good), tries again for a
-/// while, keeping the job ours with progress acks, then gives up: the
-/// caller finds the job gone from the stream and reports the loss.
+/// inbox confirms it (`received`, or `gone` if nobody waits); `true` once
+/// it did. If nobody answers (the caller is cut off, or gone for good),
+/// tries again for a while, keeping the job ours with progress acks, then
+/// gives up (`false`): a stopping worker hands the job back, a running one
+/// acks it and the caller, if it ever comes back, finds the job gone from
+/// the stream and reports the loss.
 async fn deliver(
     shared: &Shared,
     acker: &Acker,
@@ -207,7 +217,7 @@ async fn deliver(
     kind: &str,
     body: Vec<u8>,
     delivered: i64,
-) {
+) -> bool {
     let mut h = HeaderMap::new();
     h.insert(s::H_KIND, kind);
     h.insert(s::H_WORKER, shared.name.as_str());
@@ -226,9 +236,9 @@ async fn deliver(
                 if answer.payload.as_ref() == GONE {
                     tracing::debug!("offload-nats: caller gave up on {to}");
                 }
-                return;
+                return true;
             }
-            _ if shared.is_stopping() && attempt >= 2 => return,
+            _ if shared.is_stopping() && attempt >= 2 => return false,
             _ => {
                 let _ = acker.ack_with(AckKind::Progress).await;
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -236,6 +246,7 @@ async fn deliver(
         }
     }
     tracing::warn!("offload-nats: could not deliver the result of {to}");
+    false
 }
 
 /// The job ran out of deliveries: publish it on `<prefix>.dead.<task>`,
@@ -263,6 +274,8 @@ async fn dead_letter(
         shared.subjects.dead(task.name)
     ));
     let body = postcard::to_stdvec(&e).unwrap_or_default();
-    deliver(shared, acker, reply.to_owned(), s::ERR, body, delivered).await;
+    // The job is on the dead-letter subject now: it leaves the work queue
+    // whether or not its caller heard.
+    let _ = deliver(shared, acker, reply.to_owned(), s::ERR, body, delivered).await;
     let _ = acker.ack().await;
 }
