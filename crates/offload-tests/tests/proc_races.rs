@@ -168,3 +168,72 @@ fn a_storm_of_cancellations_stops_only_the_calls_it_names() {
     assert_eq!(counts.len(), 40, "{counts:?}");
     assert!(counts.values().all(|&n| n == 1), "ran twice: {counts:?}");
 }
+
+#[test]
+fn deep_pipelines_wake_every_waiting_caller() {
+    // At depth 6 six drivers share one worker's socket: one reads for all
+    // and wakes each reply's owner alone, then hands the reading on. A
+    // wake-up lost there is a caller that never returns. Every call
+    // resolves with its own result, through calls given up at random
+    // moments and a worker that dies with calls queued behind the one it
+    // runs; nothing runs twice.
+    let path = record_file("deep-pipeline");
+    let pool = std::sync::Arc::new(fixture().workers(1).pipeline_depth(6).build().unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(90), async {
+            let mut tasks = Vec::new();
+            for t in 0..12u64 {
+                let pool = pool.clone();
+                let path = path.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut x = 0x9E37_79B9_7F4A_7C15_u64 ^ (t + 1);
+                    for i in 0..40u64 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        match x % 4 {
+                            // Plain calls: each gets its own answer back.
+                            0 | 1 => {
+                                let s = format!("{t}-{i}-{}", "x".repeat((x % 3000) as usize));
+                                assert_eq!(pool.call::<Echo>(s.clone()).await.unwrap(), s);
+                            }
+                            // Given up after a random moment: queued,
+                            // running or just answered.
+                            2 => {
+                                let patience = Duration::from_micros(x % 3_000);
+                                let _ =
+                                    tokio::time::timeout(patience, pool.call::<SleepMs>(1)).await;
+                            }
+                            // Counted: must run exactly once even when the
+                            // worker dies around it.
+                            _ => {
+                                let tag = format!("kept-{t}-{i}");
+                                let got = pool.call::<Record>(record(&path, &tag, 0)).await;
+                                assert_eq!(got.unwrap(), tag);
+                            }
+                        }
+                    }
+                }));
+            }
+            // Meanwhile the worker dies three times in its call.
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let e = pool.call::<Die>(Death::Exit(3)).await.unwrap_err();
+                assert!(e.is_worker_lost(), "{e}");
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        })
+        .await
+        .expect("a caller was never woken")
+    });
+    let counts = recorded(&path);
+    assert!(!counts.is_empty());
+    assert!(counts.values().all(|&n| n == 1), "ran twice: {counts:?}");
+}

@@ -20,12 +20,13 @@ mod output;
 mod reaper;
 mod spawn;
 
-use crate::sync::{lock, wait};
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ExitStatus};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 pub use output::WorkerOutput;
@@ -104,6 +105,9 @@ struct Line {
     outcomes: Option<HashMap<u64, Error>>,
     /// Some caller is reading the channel for everyone (the leader).
     reading: bool,
+    /// Callers parked until the leader files their reply or hands them
+    /// the reading (see [`WorkerProc::wait`]), by call id.
+    sleepers: Vec<(u64, Thread)>,
     /// A write failed: the worker is gone or going; send nothing more.
     unwritable: bool,
     /// The worker passed its memory limit and asked to take no more calls.
@@ -148,8 +152,6 @@ pub(crate) struct WorkerProc {
     /// replies) take one `read`.
     reader: Mutex<BufReader<UnixStream>>,
     line: Mutex<Line>,
-    /// Signalled whenever the leader files a reply or the worker dies.
-    news: Condvar,
     max_frame: usize,
     /// How long a reader looks for the reply before it blocks.
     spin: Duration,
@@ -208,7 +210,6 @@ impl WorkerProc {
             control: Mutex::new(spawned.control),
             reader: Mutex::new(reader),
             line: Mutex::new(Line::default()),
-            news: Condvar::new(),
             max_frame: launch.max_frame,
             spin: launch.spin,
             max_calls,
@@ -338,9 +339,19 @@ impl WorkerProc {
 
     /// Waits for the reply to call `id`, reading the channel for everyone
     /// while no one else does.
+    ///
+    /// Wake-ups are addressed: the leader unparks the owner of each reply
+    /// it files, and, when its own call is answered, one other waiter to
+    /// read next; a worker's end unparks everyone. (A condvar woke every
+    /// waiting driver for every frame read: at pipeline depth 4 that was
+    /// about 2.4 futex calls per call, most of them waking a driver whose
+    /// reply had not come, see `README.md`.) A waiter registers under the
+    /// line's lock before it parks, and `unpark` before `park` is not
+    /// lost, so no wake-up can fall between the two.
     pub(crate) fn wait(&self, id: u64) -> Result<Body, CallError> {
         let mut line = lock(&self.line);
         loop {
+            line.sleepers.retain(|(s, _)| *s != id);
             if let Some(reply) = line.replies.remove(&id) {
                 return reply.map_err(CallError::Failed);
             }
@@ -355,7 +366,10 @@ impl WorkerProc {
                 return Err(CallError::Retry);
             }
             if line.reading {
-                line = wait(&self.news, line);
+                line.sleepers.push((id, std::thread::current()));
+                drop(line);
+                std::thread::park();
+                line = lock(&self.line);
                 continue;
             }
             // Lead: read one frame for whoever it is.
@@ -370,8 +384,40 @@ impl WorkerProc {
             self.file(read);
             line = lock(&self.line);
             line.reading = false;
-            self.news.notify_all();
+            let to_wake = Self::answered_sleepers(&mut line, id);
+            if !to_wake.is_empty() {
+                drop(line);
+                to_wake.iter().for_each(Thread::unpark);
+                line = lock(&self.line);
+            }
         }
+    }
+
+    /// After the leader (waiting for `leader`) filed a frame: takes out the
+    /// sleepers to unpark: those whose call is now answered (or settled by
+    /// the worker's end), and, if the leader's own call is answered, one
+    /// more to read next.
+    fn answered_sleepers(line: &mut Line, leader: u64) -> Vec<Thread> {
+        let settled = |line: &Line, id: u64| {
+            line.outcomes.is_some()
+                || line.replies.contains_key(&id)
+                || !line.in_flight.iter().any(|c| c.id == id)
+        };
+        let mut wake = Vec::new();
+        let mut i = 0;
+        while i < line.sleepers.len() {
+            if settled(line, line.sleepers[i].0) {
+                wake.push(line.sleepers.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+        if settled(line, leader) && !line.sleepers.is_empty() {
+            // The leader returns now: the next reader is whoever waits
+            // longest (its call is nearest the front).
+            wake.push(line.sleepers.remove(0).1);
+        }
+        wake
     }
 
     /// Until when the leader reads: the front call's timeout plus the
@@ -524,8 +570,9 @@ impl WorkerProc {
         }
         line.blamed = !outcomes.is_empty();
         line.outcomes = Some(outcomes);
+        let everyone: Vec<Thread> = line.sleepers.drain(..).map(|(_, t)| t).collect();
         drop(line);
-        self.news.notify_all();
+        everyone.iter().for_each(Thread::unpark);
     }
 
     /// Whether a worker that died on its own ran out of memory, and how:
