@@ -103,7 +103,9 @@ async fn serve_worker(url: &str, in_process: bool, balanced: bool) -> i32 {
         builder.processes(1)
     };
     if balanced {
-        builder = builder.queue(0);
+        // Long calls: hold only what the process starts next (one
+        // running, one ready), turn the rest away to an idle worker.
+        builder = builder.queue(0).pipeline_depth(2);
     }
     let built = builder
         .ack_wait(ack_wait)

@@ -176,6 +176,32 @@ fn bad_settings_are_refused() {
             .await
             .unwrap_err();
         assert!(matches!(e, offload_nats::BuildError::Invalid(_)), "{e}");
+        // A pipeline depth only means something for the built-in pool.
+        let worker = || {
+            offload_nats::Worker::builder()
+                .url(url)
+                .registry(common::tasks::registry(false))
+        };
+        let bad_workers = [
+            worker().pipeline_depth(0),
+            worker().pipeline_depth(3).in_process(2),
+            worker().pipeline_depth(3).process_pool(
+                offload::proc::ProcessPool::builder()
+                    .registry(common::tasks::registry(false))
+                    .workers(1)
+                    .min_workers(0)
+                    .idle_timeout(Duration::from_secs(60))
+                    .build()
+                    .unwrap(),
+            ),
+        ];
+        for b in bad_workers {
+            let e = b.build().await.unwrap_err();
+            assert!(
+                matches!(&e, offload_nats::BuildError::Invalid(m) if m.contains("pipeline_depth")),
+                "{e}"
+            );
+        }
         let e = RemotePool::builder().url(url).build().await.unwrap_err();
         assert!(matches!(e, offload_nats::BuildError::Connect(_)), "{e}");
     });

@@ -63,11 +63,12 @@ impl Runner {
         }
     }
 
-    /// Processes (or threads) that run calls.
-    pub(super) fn size(&self) -> usize {
+    /// Calls it has in flight at once: the process pool's (processes ×
+    /// pipeline depth), or one running and one ready per thread.
+    pub(super) fn in_flight(&self) -> usize {
         match self {
-            Runner::Procs(p) => (p.max_in_flight() / 2).max(1),
-            Runner::Threads { pool, .. } => pool.max_threads(),
+            Runner::Procs(p) => p.max_in_flight().max(1),
+            Runner::Threads { pool, .. } => pool.max_threads().saturating_mul(2),
         }
     }
 
