@@ -178,7 +178,9 @@ impl WorkerBuilder {
     /// balances them: a worker holds only what its processes can take
     /// (`capacity`) and turns the rest away, and the caller's retry finds
     /// a free worker (`offload-lab cluster`, 1 s calls: 1.90× the work on
-    /// 2 workers with `queue(0)`, 1.50× with the default). Keep the queue
+    /// 2 workers with `queue(0)`, 1.50× with the default). Pair it with
+    /// [`pipeline_depth(2)`](Self::pipeline_depth) (one call running and
+    /// one ready per process), as the lab's cluster does. Keep the queue
     /// for tiny calls: waiting in one is cheaper than a round trip back.
     pub fn queue(mut self, n: usize) -> Self {
         self.queue = n;
