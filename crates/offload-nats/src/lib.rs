@@ -90,6 +90,7 @@
 #![deny(unsafe_code)]
 
 mod call;
+mod connection;
 mod errors;
 mod local;
 mod metrics;

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::connection::Connection;
 use async_nats::jetstream;
 use async_nats::{Client, ConnectOptions};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -20,9 +21,7 @@ use crate::subjects::Subjects;
 /// Builds a [`RemotePool`]. Create one with [`RemotePool::builder`].
 #[must_use = "a builder does nothing until `build().await`"]
 pub struct RemotePoolBuilder {
-    url: String,
-    options: Option<ConnectOptions>,
-    client: Option<Client>,
+    connection: Connection,
     prefix: String,
     mode: Mode,
     max_in_flight: usize,
@@ -34,9 +33,7 @@ pub struct RemotePoolBuilder {
 impl Default for RemotePoolBuilder {
     fn default() -> Self {
         RemotePoolBuilder {
-            url: "nats://127.0.0.1:4222".into(),
-            options: None,
-            client: None,
+            connection: Connection::default(),
             prefix: "offload".into(),
             mode: Mode::Direct,
             max_in_flight: 1024,
@@ -51,7 +48,7 @@ impl RemotePoolBuilder {
     /// The server(s) to connect to (default `nats://127.0.0.1:4222`; a
     /// comma-separated list is allowed).
     pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = url.into();
+        self.connection.set_url(url.into());
         self
     }
 
@@ -59,13 +56,13 @@ impl RemotePoolBuilder {
     /// (user/password, token, nkeys, creds files), TLS, reconnect policy,
     /// client name, inbox prefix.
     pub fn connect_options(mut self, options: ConnectOptions) -> Self {
-        self.options = Some(options);
+        self.connection.set_options(options);
         self
     }
 
     /// Use this already connected client instead of connecting.
     pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
+        self.connection.set_client(client);
         self
     }
 
@@ -136,15 +133,7 @@ impl RemotePoolBuilder {
         if self.probe_timeout.is_zero() {
             return Err(BuildError::Invalid("probe_timeout must be positive"));
         }
-        let client = match self.client {
-            Some(c) => c,
-            None => self
-                .options
-                .unwrap_or_default()
-                .connect(self.url.as_str())
-                .await
-                .map_err(|e| BuildError::Connect(format!("{}: {e}", self.url)))?,
-        };
+        let client = self.connection.connect().await?;
         let (js, stream) = match self.mode {
             Mode::Direct => (None, None),
             Mode::Durable => {
@@ -199,7 +188,7 @@ impl RemotePoolBuilder {
 impl fmt::Debug for RemotePoolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemotePoolBuilder")
-            .field("url", &self.url)
+            .field("url", &self.connection.url())
             .field("prefix", &self.prefix)
             .field("mode", &self.mode)
             .field("max_in_flight", &self.max_in_flight)

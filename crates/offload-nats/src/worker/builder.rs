@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, SystemTime};
 
+use crate::connection::Connection;
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions, Subscriber};
 use offload::proc::{ProcessPool, Registry};
@@ -26,9 +27,7 @@ const DEFAULT_PIPELINE_DEPTH: usize = 4;
 /// Builds a [`Worker`]. Create one with [`Worker::builder`].
 #[must_use = "a builder does nothing until `build().await` or `serve().await`"]
 pub struct WorkerBuilder {
-    url: String,
-    options: Option<ConnectOptions>,
-    client: Option<Client>,
+    connection: Connection,
     registry: Option<Registry>,
     processes: Option<usize>,
     depth: Option<usize>,
@@ -48,9 +47,7 @@ pub struct WorkerBuilder {
 impl Default for WorkerBuilder {
     fn default() -> Self {
         WorkerBuilder {
-            url: "nats://127.0.0.1:4222".into(),
-            options: None,
-            client: None,
+            connection: Connection::default(),
             registry: None,
             processes: None,
             depth: None,
@@ -72,20 +69,20 @@ impl Default for WorkerBuilder {
 impl WorkerBuilder {
     /// The server(s) to connect to (default `nats://127.0.0.1:4222`).
     pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = url.into();
+        self.connection.set_url(url.into());
         self
     }
 
     /// Connect options passed through to async-nats (credentials, TLS,
     /// reconnect policy).
     pub fn connect_options(mut self, options: ConnectOptions) -> Self {
-        self.options = Some(options);
+        self.connection.set_options(options);
         self
     }
 
     /// Use this already connected client.
     pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
+        self.connection.set_client(client);
         self
     }
 
@@ -272,15 +269,7 @@ impl WorkerBuilder {
         if self.max_deliver < 1 {
             return Err(BuildError::Invalid("max_deliver must be at least 1"));
         }
-        let client = match self.client {
-            Some(c) => c,
-            None => self
-                .options
-                .unwrap_or_default()
-                .connect(self.url.as_str())
-                .await
-                .map_err(|e| BuildError::Connect(format!("{}: {e}", self.url)))?,
-        };
+        let client = self.connection.connect().await?;
         // Known only once connected (see `subjects::max_payload`).
         let max_payload = client.server_info().max_payload;
         // A worker program exists to run these tasks; its own loop only
@@ -448,7 +437,7 @@ impl WorkerBuilder {
 impl fmt::Debug for WorkerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerBuilder")
-            .field("url", &self.url)
+            .field("url", &self.connection.url())
             .field("prefix", &self.prefix)
             .field("processes", &self.processes)
             .field("pipeline_depth", &self.depth)
