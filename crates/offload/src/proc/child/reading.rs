@@ -1,0 +1,155 @@
+//! The leader: with several calls in flight to one worker, whichever
+//! waiting caller finds nobody reading becomes the reader for everyone,
+//! files each reply for its owner and wakes that owner alone, and hands
+//! the reading on when its own call is answered.
+
+use std::thread::Thread;
+use std::time::Instant;
+
+use super::{BACKSTOP, CallError, Kill, Line, WorkerProc};
+use crate::proc::protocol::{Body, Reply, decode_reply};
+use crate::proc::wire::{FrameError, deadline_after, read_frame, spin_for_bytes};
+use crate::sync::lock;
+
+impl WorkerProc {
+    /// Waits for the reply to call `id`, reading the channel for everyone
+    /// while no one else does.
+    ///
+    /// Wake-ups are addressed: the leader unparks the owner of each reply
+    /// it files, and, when its own call is answered, one other waiter to
+    /// read next; a worker's end unparks everyone. (A condvar woke every
+    /// waiting driver for every frame read: at pipeline depth 4 that was
+    /// about 2.4 futex calls per call, most of them waking a driver whose
+    /// reply had not come, see `README.md`.) A waiter registers under the
+    /// line's lock before it parks, and `unpark` before `park` is not
+    /// lost, so no wake-up can fall between the two.
+    pub(crate) fn wait(&self, id: u64) -> Result<Body, CallError> {
+        let mut line = lock(&self.line);
+        loop {
+            line.sleepers.retain(|(s, _)| *s != id);
+            if let Some(reply) = line.replies.remove(&id) {
+                return reply.map_err(CallError::Failed);
+            }
+            if let Some(outcomes) = &mut line.outcomes {
+                return Err(match outcomes.remove(&id) {
+                    Some(e) => CallError::Failed(e),
+                    None => CallError::Retry,
+                });
+            }
+            if !line.in_flight.iter().any(|c| c.id == id) {
+                // Taken back out of the line (its send failed): never started.
+                return Err(CallError::Retry);
+            }
+            if line.reading {
+                line.sleepers.push((id, std::thread::current()));
+                drop(line);
+                std::thread::park();
+                line = lock(&self.line);
+                continue;
+            }
+            // Lead: read one frame for whoever it is.
+            line.reading = true;
+            let deadline = self.read_deadline(&line);
+            drop(line);
+            let read = {
+                let mut reader = lock(&self.reader);
+                spin_for_bytes(&reader, self.spin);
+                read_frame(&mut *reader, self.max_frame, deadline)
+            };
+            self.file(read);
+            line = lock(&self.line);
+            line.reading = false;
+            let to_wake = Self::answered_sleepers(&mut line, id);
+            if !to_wake.is_empty() {
+                drop(line);
+                to_wake.iter().for_each(Thread::unpark);
+                line = lock(&self.line);
+            }
+        }
+    }
+
+    /// After the leader (waiting for `leader`) filed a frame: takes out the
+    /// sleepers to unpark: those whose call is now answered (or settled by
+    /// the worker's end), and, if the leader's own call is answered, one
+    /// more to read next.
+    fn answered_sleepers(line: &mut Line, leader: u64) -> Vec<Thread> {
+        let settled = |line: &Line, id: u64| {
+            line.outcomes.is_some()
+                || line.replies.contains_key(&id)
+                || !line.in_flight.iter().any(|c| c.id == id)
+        };
+        let mut wake = Vec::new();
+        let mut i = 0;
+        while i < line.sleepers.len() {
+            if settled(line, line.sleepers[i].0) {
+                wake.push(line.sleepers.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+        if settled(line, leader) && !line.sleepers.is_empty() {
+            // The leader returns now: the next reader is whoever waits
+            // longest (its call is nearest the front).
+            wake.push(line.sleepers.remove(0).1);
+        }
+        wake
+    }
+
+    /// Until when the leader reads: the front call's timeout plus the
+    /// backstop, or the drain deadline of a killed worker.
+    fn read_deadline(&self, line: &Line) -> Option<Instant> {
+        if let Some((_, drain_until)) = &line.killed {
+            return Some(*drain_until);
+        }
+        let front = line.in_flight.front()?;
+        let started = line.front_started?;
+        deadline_after(started, front.timeout?.saturating_add(BACKSTOP))
+    }
+
+    /// Files what the leader read.
+    fn file(&self, read: Result<Vec<u8>, FrameError>) {
+        let frame = match read {
+            Ok(frame) => frame,
+            Err(FrameError::TimedOut) => return self.timed_out(),
+            Err(e @ FrameError::TooLarge { .. }) => {
+                return self.kill(Kill::Protocol(format!(
+                    "{} sent a frame over the limit ({e}); it was killed",
+                    self.name
+                )));
+            }
+            // The stream ended: every reply written before has been read.
+            Err(FrameError::Closed | FrameError::Truncated | FrameError::Io(_)) => {
+                return self.gone(true);
+            }
+        };
+        let reply = match decode_reply(frame) {
+            Ok(reply) => reply,
+            Err(e) => {
+                return self.kill(Kill::Protocol(format!(
+                    "{} sent an undecodable reply ({e}); it was killed",
+                    self.name
+                )));
+            }
+        };
+        let mut line = lock(&self.line);
+        let front = line.in_flight.front().map(|c| c.id);
+        if front != Some(reply.id()) || line.stopped.is_some() {
+            drop(line);
+            return self.kill(Kill::Protocol(format!(
+                "{} answered call {} while call {front:?} was running; it was killed",
+                self.name,
+                reply.id()
+            )));
+        }
+        match reply {
+            Reply::Done { id, result, retire } => {
+                line.in_flight.pop_front();
+                line.front_started = Some(Instant::now());
+                line.replies.insert(id, result);
+                line.retire_asked |= retire;
+            }
+            // The worker kills itself now; its end of stream comes next.
+            Reply::Stopped { id, why } => line.stopped = Some((id, why)),
+        }
+    }
+}
