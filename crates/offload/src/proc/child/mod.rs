@@ -123,6 +123,17 @@ struct Line {
     blamed: bool,
 }
 
+impl Line {
+    /// Whether call `id` has nothing more to wait for: its reply is filed,
+    /// the worker's end decided its fate, or it was taken back out of the
+    /// line (its send failed).
+    fn settled(&self, id: u64) -> bool {
+        self.outcomes.is_some()
+            || self.replies.contains_key(&id)
+            || !self.in_flight.iter().any(|c| c.id == id)
+    }
+}
+
 /// The process itself, until it is reaped.
 struct Process {
     child: Option<Child>,

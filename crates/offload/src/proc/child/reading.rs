@@ -73,23 +73,20 @@ impl WorkerProc {
     /// the worker's end), and, if the leader's own call is answered, one
     /// more to read next.
     fn answered_sleepers(line: &mut Line, leader: u64) -> Vec<Thread> {
-        let settled = |line: &Line, id: u64| {
-            line.outcomes.is_some()
-                || line.replies.contains_key(&id)
-                || !line.in_flight.iter().any(|c| c.id == id)
-        };
+        // Kept in the order they went to sleep, so that the first left is
+        // the one that has waited longest (its call nearest the front).
+        let mut sleepers = std::mem::take(&mut line.sleepers);
         let mut wake = Vec::new();
-        let mut i = 0;
-        while i < line.sleepers.len() {
-            if settled(line, line.sleepers[i].0) {
-                wake.push(line.sleepers.swap_remove(i).1);
-            } else {
-                i += 1;
+        sleepers.retain(|(id, thread)| {
+            let ready = line.settled(*id);
+            if ready {
+                wake.push(thread.clone());
             }
-        }
-        if settled(line, leader) && !line.sleepers.is_empty() {
-            // The leader returns now: the next reader is whoever waits
-            // longest (its call is nearest the front).
+            !ready
+        });
+        line.sleepers = sleepers;
+        if line.settled(leader) && !line.sleepers.is_empty() {
+            // The leader returns now: someone else reads next.
             wake.push(line.sleepers.remove(0).1);
         }
         wake
