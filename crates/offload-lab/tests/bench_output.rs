@@ -56,6 +56,8 @@ fn smoke_threads() {
         "blocking_unblock",
         "rayon_spawn_oneshot",
         "floor_spin_pool_2",
+        // The diagnostic: the floor's queue carrying offload's job cell.
+        "injector_spin_2_offload_cell",
     ] {
         assert!(lines.iter().any(|l| l["peer"] == peer), "{peer} missing");
     }

@@ -68,9 +68,15 @@ impl FloorPool {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> tokio::sync::oneshot::Receiver<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner.queue.push(Box::new(move || {
+        self.spawn(Box::new(move || {
             let _ = tx.send(f());
         }));
+        rx
+    }
+
+    /// Queues `task` and wakes a parked worker if one is parked.
+    fn spawn(&self, task: Task) {
+        self.inner.queue.push(task);
         // Dekker-style: push, fence, read `sleepers`; a worker increments
         // `sleepers`, then looks at the queue (under the lock). Either it
         // sees the job or we see it and wake it under the lock.
@@ -79,7 +85,18 @@ impl FloorPool {
             let _g = self.inner.lock.lock().unwrap();
             self.inner.cv.notify_one();
         }
-        rx
+    }
+}
+
+/// The floor's queue and threads running offload's own [`offload::Job`]s:
+/// awaited through `offload::run_in_executor`, a job goes through
+/// offload's job cell (its mutex, waker, span and cancellation) instead of
+/// a tokio oneshot. Measured beside the floor, it tells what the job cell
+/// costs from what the pool around it costs (`pool/README.md`, "Where the
+/// round trip goes, taken apart": the cell costs nothing measurable).
+impl offload::Executor for FloorPool {
+    fn execute(&self, job: offload::Job) {
+        self.spawn(Box::new(move || job.run()));
     }
 }
 

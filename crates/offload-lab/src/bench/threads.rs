@@ -9,6 +9,11 @@
 //! slot) and `throughput_steady` (each of 64 tasks awaits one job at a
 //! time: the shape of a service whose handlers each offload one call).
 //!
+//! One more peer is a diagnostic, not a competitor:
+//! `injector_spin_2_offload_cell` is the floor's queue and threads carrying
+//! offload's own job cell (through `run_in_executor`), so the pool's cost
+//! can be told from the cell's.
+//!
 //! Every contender runs in the same process on the same tokio runtime
 //! (2 worker threads), in alternating rounds, so that a noisy neighbour or
 //! a frequency change hits all of them alike.
@@ -58,6 +63,10 @@ fn contenders(queue_capacity: Option<usize>) -> anyhow::Result<Vec<Contender>> {
     let pool = pool_at(Priority::Normal)?;
     let background = pool_at(Priority::Background)?;
     let floor = Arc::new(FloorPool::new(2));
+    // The same minimal queue and threads carrying offload's job cell: not
+    // a competitor but a diagnostic (no `floor` in its name, so the
+    // floor's lines stay unambiguous).
+    let injector_cell = Arc::new(FloorPool::new(2));
     Ok(vec![
         Contender {
             name: "offload_threadpool_2",
@@ -102,6 +111,14 @@ fn contenders(queue_capacity: Option<usize>) -> anyhow::Result<Vec<Contender>> {
             submit: Arc::new(move |x| {
                 let rx = floor.run(move || trivial(x));
                 Box::pin(async move { rx.await.expect("trivial job") })
+            }),
+        },
+        Contender {
+            name: "injector_spin_2_offload_cell",
+            ours: false,
+            submit: Arc::new(move |x| {
+                let run = offload::run_in_executor(&*injector_cell, move || trivial(x));
+                Box::pin(async move { run.await.expect("trivial job") })
             }),
         },
         Contender {
