@@ -93,7 +93,8 @@ impl FloorPool {
 /// offload's job cell (its mutex, waker, span and cancellation) instead of
 /// a tokio oneshot. Measured beside the floor, it tells what the job cell
 /// costs from what the pool around it costs (`pool/README.md`, "Where the
-/// round trip goes, taken apart": the cell costs little: nothing measurable in a scratch harness, 0.08 µs in one `bench threads` run).
+/// round trip goes, taken apart": the cell costs little, nothing
+/// measurable in a scratch harness and 0.08 µs in one `bench threads` run).
 impl offload::Executor for FloorPool {
     fn execute(&self, job: offload::Job) {
         self.spawn(Box::new(move || job.run()));
