@@ -236,15 +236,9 @@ fn drop_payload(payload: Box<dyn Any + Send>) {
 /// value and may panic in its destructor: read its message, then drop it
 /// quietly.
 pub(crate) fn panic_error(payload: Box<dyn Any + Send>) -> Error {
-    let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_owned()
-    };
+    let error = Error::panic(&*payload);
     drop_payload(payload);
-    Error::panic(Box::new(message))
+    error
 }
 
 impl<V, B, T> Runnable for JobCell<V, B, T>

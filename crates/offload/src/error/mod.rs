@@ -147,7 +147,10 @@ impl Error {
         Error { kind }
     }
 
-    pub(crate) fn panic(payload: Box<dyn Any + Send>) -> Self {
+    /// The error for a caught panic, with the payload's message (a `&str`
+    /// or `String` payload; any other type is named as such). The payload
+    /// itself stays with the caller, which decides how to drop it.
+    pub(crate) fn panic(payload: &(dyn Any + Send)) -> Self {
         let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
             (*s).to_owned()
         } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -95,7 +95,7 @@ pub(crate) fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, Opt
     // A payload whose destructor panics must not escape: drop it under
     // `catch_unwind` too.
     let message = catch_unwind(AssertUnwindSafe(move || {
-        Error::panic(payload)
+        Error::panic(&*payload)
             .panic_message()
             .unwrap_or_default()
             .to_owned()
