@@ -411,6 +411,81 @@ fn busy_but_well_behaved_current_thread_load_is_not_reported() {
     assert!(blaming(&reports).is_empty(), "{}", describe(&reports.all()));
 }
 
+/// Tasks that each run polls of `poll` (a tenth of the threshold: right
+/// use) and yield, until `deadline`.
+async fn long_but_legal_polls(tasks: usize, poll: Duration, deadline: Instant) {
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    black_box(spin_in_named_function(poll));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
+/// A saturated tokio worker looks at its timers only every 61 polls: with
+/// 10 ms polls, 600 ms, six thresholds. A heartbeat that waited for its
+/// timer left a healthy worker without evidence for that long, so it was
+/// blamed as CPU-bound. Wired with plain closures (the runtime-agnostic
+/// set-up: park hooks and heartbeats, no tokio counters).
+#[test]
+fn long_but_legal_polls_on_a_saturated_multi_thread_runtime_are_not_reported() {
+    let _serial = serial();
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let hooks = detector.hooks();
+    let (a, b, c, d) = (hooks.clone(), hooks.clone(), hooks.clone(), hooks);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || a.on_thread_start())
+        .on_thread_stop(move || b.on_thread_stop())
+        .on_thread_park(move || c.on_thread_park())
+        .on_thread_unpark(move || d.on_thread_unpark())
+        .build()
+        .expect("runtime");
+    for beat in detector.heartbeats(2, tokio::time::sleep) {
+        rt.spawn(beat);
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(2000);
+    rt.block_on(long_but_legal_polls(6, THRESHOLD / 10, deadline));
+    std::thread::sleep(THRESHOLD * 2);
+    let at: Vec<_> = reports
+        .all()
+        .iter()
+        .map(|(t, r)| (t.duration_since(start), r.phase()))
+        .collect();
+    assert!(
+        blaming(&reports).is_empty(),
+        "{at:?} {}",
+        describe(&reports.all())
+    );
+}
+
+/// The same on a current-thread runtime, which looks at its timers every
+/// 61 polls and at tasks woken from other threads every 31.
+#[test]
+fn long_but_legal_polls_on_a_current_thread_runtime_are_not_reported() {
+    let _serial = serial();
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let guard = detector.enter();
+    let rt = current_thread(&detector);
+    let deadline = Instant::now() + Duration::from_millis(2000);
+    rt.block_on(long_but_legal_polls(4, THRESHOLD / 10, deadline));
+    drop(rt);
+    drop(guard);
+    std::thread::sleep(THRESHOLD * 2);
+    assert!(blaming(&reports).is_empty(), "{}", describe(&reports.all()));
+}
+
 #[test]
 fn idle_runtime_is_not_reported_and_blocking_pool_may_block() {
     let _serial = serial();

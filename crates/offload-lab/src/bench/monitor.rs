@@ -38,7 +38,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
 /// A multi-thread runtime of `workers` watched by `detector`, wired with
 /// plain closures (the runtime-agnostic API: this crate does not enable
 /// offload's `tokio` feature, so no tokio counters help the detector),
-/// with one heartbeat per worker.
+/// with the detector's heartbeats for that many workers.
 fn watched_runtime(
     detector: &StallDetector,
     workers: usize,
@@ -53,8 +53,8 @@ fn watched_runtime(
         .on_thread_park(move || c.on_thread_park())
         .on_thread_unpark(move || d.on_thread_unpark())
         .build()?;
-    for _ in 0..workers {
-        rt.spawn(detector.heartbeat(tokio::time::sleep));
+    for beat in detector.heartbeats(workers, tokio::time::sleep) {
+        rt.spawn(beat);
     }
     Ok(rt)
 }
@@ -238,7 +238,7 @@ fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
         (Duration::from_secs(6), 5)
     };
     // (arrival, phase, kind, thread) of every report.
-    type Seen = (Instant, StallPhase, StallKind, Option<i32>);
+    type Seen = (Instant, StallPhase, StallKind, Option<i32>, String);
     let (tx, reports) = mpsc::channel::<Seen>();
     let detector = StallDetector::builder()
         .threshold(threshold)
@@ -247,7 +247,8 @@ fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
         .max_reports_per_minute(10_000)
         .max_starved_reports_per_minute(10_000)
         .on_report(move |r| {
-            let _ = tx.send((Instant::now(), r.phase(), r.cause().kind(), r.tid()));
+            let cause = format!("{:?} {} after {:?}", r.phase(), r.cause(), r.duration());
+            let _ = tx.send((Instant::now(), r.phase(), r.cause().kind(), r.tid(), cause));
         })
         .build()?;
     let rt = watched_runtime(&detector, 4)?;
@@ -263,7 +264,10 @@ fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     // turns into a stall (the repeat that says so). Episodes are told
     // apart by their thread: one at a time per thread.
     let mut starved_now = std::collections::HashSet::new();
-    for (_, phase, kind, tid) in reports.try_iter() {
+    for (_, phase, kind, tid, cause) in reports.try_iter() {
+        if kind.is_code_stall() {
+            eprintln!("contention: blamed: {cause}");
+        }
         match phase {
             StallPhase::Started => {
                 raised += 1;
@@ -306,7 +310,7 @@ fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
         std::thread::sleep(Duration::from_millis(500));
         let latency = reports
             .try_iter()
-            .find(|&(at, phase, kind, reported)| {
+            .find(|&(at, phase, kind, reported, _)| {
                 reported == tid
                     && at >= started
                     && phase != StallPhase::Ended

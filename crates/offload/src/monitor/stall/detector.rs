@@ -2,6 +2,7 @@
 //! [`WatchGuard`] of `enter`, heartbeats, report subscriptions) and
 //! [`Detector`], the state the handle, its hooks and its watchdog share.
 
+use super::nudge::Nudges;
 use super::reports::{ReportQueue, StallReports};
 use super::setup::Setup;
 use super::thread::{self, Clock, Slot};
@@ -15,7 +16,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The callback type of [`StallDetectorBuilder::on_report`].
 type Callback = Arc<dyn Fn(&StallReport) + Send + Sync>;
@@ -50,6 +51,8 @@ pub(crate) struct Detector {
     /// Progress probes by hook group (tokio's per-worker metrics).
     pub(crate) probes: Mutex<Vec<(u64, Probe)>>,
     pub(crate) next_group: AtomicU64,
+    /// The heartbeats, for the watchdog to wake (`nudge.rs`).
+    pub(crate) nudges: Nudges,
     /// Report subscriptions ([`StallDetector::reports`]).
     subscribers: Mutex<Vec<Weak<ReportQueue>>>,
     /// How the detector was wired to runtimes, to tell a half-installed
@@ -224,6 +227,7 @@ impl StallDetectorBuilder {
             threads: Mutex::new(Vec::new()),
             probes: Mutex::new(Vec::new()),
             next_group: AtomicU64::new(1),
+            nudges: Nudges::default(),
             subscribers: Mutex::new(Vec::new()),
             setup: Setup::default(),
             stop: AtomicBool::new(false),
@@ -371,58 +375,58 @@ impl StallDetector {
     /// A task to spawn on the watched runtime: it marks progress on
     /// whichever thread polls it, then sleeps for
     /// [`heartbeat_interval`](Self::heartbeat_interval) with the `sleep`
-    /// function you pass (e.g. `tokio::time::sleep`). A current-thread
-    /// runtime that is busy but healthy never parks: the heartbeat is what
-    /// tells the detector it still goes round. It ends when the detector
-    /// is dropped.
+    /// function you pass (e.g. `tokio::time::sleep`). A runtime that is
+    /// busy but healthy never parks: the heartbeat is what tells the
+    /// detector it still goes round. While the runtime stays busy it beats
+    /// once per pass through its worker's queue, and the detector wakes it
+    /// early when a worker goes quiet. It ends when the detector is
+    /// dropped.
+    ///
+    /// One is enough for a single-threaded executor; for a runtime with
+    /// several worker threads use [`heartbeats`](Self::heartbeats).
     pub fn heartbeat<S, F>(&self, sleep: S) -> impl Future<Output = ()> + Send + 'static
     where
         S: FnMut(Duration) -> F + Send + 'static,
         F: Future<Output = ()> + Send,
     {
-        heartbeat(Arc::downgrade(self.detector()), Duration::ZERO, sleep)
+        super::heartbeat::heartbeat(Arc::downgrade(self.detector()), sleep)
     }
-}
 
-/// The heartbeat loop, first sleeping `offset` so several heartbeats of one
-/// runtime fire at different times (and so land on different workers).
-///
-/// A busy runtime processes its timers late (a saturated tokio worker looks
-/// at them every 61 tasks), so a sleeping heartbeat would leave a busy but
-/// healthy worker without evidence of progress for long stretches, and
-/// under CPU contention long enough to look like one long poll. So when a
-/// sleep ends late, the heartbeat keeps beating through the busy stretch
-/// for an interval, yielding between beats: it is polled at each pass
-/// through its worker's queue, and stolen with the other tasks. An idle
-/// runtime wakes it on time: it only sleeps.
-pub(crate) fn heartbeat<S, F>(
-    weak: Weak<Detector>,
-    offset: Duration,
-    mut sleep: S,
-) -> impl Future<Output = ()> + Send + 'static
-where
-    S: FnMut(Duration) -> F + Send + 'static,
-    F: Future<Output = ()> + Send,
-{
-    let interval = weak
-        .upgrade()
-        .map_or(Duration::from_millis(10), |d| d.config.threshold / 8);
-    async move {
-        if !offset.is_zero() {
-            sleep(offset).await;
-        }
-        while weak.upgrade().is_some_and(|d| !d.stopped()) {
-            thread::heartbeat_polled();
-            let asleep = Instant::now();
-            sleep(interval).await;
-            if asleep.elapsed() > interval * 2 {
-                let until = Instant::now() + interval;
-                while Instant::now() < until {
-                    thread::heartbeat_polled();
-                    crate::coop::yield_now().await;
-                }
-            }
-        }
+    /// The heartbeats for a runtime of `workers` threads: spawn each of
+    /// them on it. Four per worker, so that every busy worker finds one
+    /// when it looks at the runtime's shared queue (a tokio worker whose
+    /// queue runs dry takes a batch from it: with one heartbeat per worker,
+    /// the first to look would take them all).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let detector = offload::monitor::StallDetector::builder().build()?;
+    /// let hooks = detector.hooks();
+    /// let (a, b, c, d) = (hooks.clone(), hooks.clone(), hooks.clone(), hooks);
+    /// let rt = tokio::runtime::Builder::new_multi_thread()
+    ///     .worker_threads(2)
+    ///     .enable_time()
+    ///     .on_thread_start(move || a.on_thread_start())
+    ///     .on_thread_stop(move || b.on_thread_stop())
+    ///     .on_thread_park(move || c.on_thread_park())
+    ///     .on_thread_unpark(move || d.on_thread_unpark())
+    ///     .build()?;
+    /// for beat in detector.heartbeats(2, tokio::time::sleep) {
+    ///     rt.spawn(beat);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn heartbeats<S, F>(
+        &self,
+        workers: usize,
+        sleep: S,
+    ) -> Vec<impl Future<Output = ()> + Send + 'static + use<S, F>>
+    where
+        S: FnMut(Duration) -> F + Clone + Send + 'static,
+        F: Future<Output = ()> + Send,
+    {
+        super::heartbeat::for_workers(&Arc::downgrade(self.detector()), workers, sleep)
     }
 }
 

@@ -74,6 +74,10 @@ pub(crate) struct Slot {
     /// like workers but never park). The watchdog compares counts to tell
     /// whether a thread it cleared has acted as a worker since.
     worker_evidence: AtomicU64,
+    /// Set by the watchdog while the thread, a worker, has gone a quarter
+    /// threshold without evidence; read by a heartbeat beating on it
+    /// (`heartbeat.rs`).
+    quiet: AtomicBool,
 }
 
 impl Slot {
@@ -118,6 +122,11 @@ impl Slot {
 
     pub(crate) fn worker_evidence(&self) -> u64 {
         self.worker_evidence.load(Ordering::Relaxed)
+    }
+
+    /// See `quiet`: written by the watchdog each tick.
+    pub(crate) fn set_quiet(&self, quiet: bool) {
+        self.quiet.store(quiet, Ordering::Relaxed);
     }
 
     pub(crate) fn is_dead(&self) -> bool {
@@ -185,6 +194,7 @@ pub(crate) fn register(
                 label: AtomicU64::new(local.label.get()),
                 dead: AtomicBool::new(false),
                 worker_evidence: AtomicU64::new(0),
+                quiet: AtomicBool::new(false),
             });
             slots.push(Arc::clone(&slot));
             let mut alt_stack = local.alt_stack.borrow_mut();
@@ -256,6 +266,19 @@ pub fn beat() {
             }
         }
     });
+}
+
+/// Whether the watchdog last saw this thread (a watched worker) a quarter
+/// threshold without evidence: a heartbeat beating here is needed here.
+pub(crate) fn is_quiet() -> bool {
+    LOCAL
+        .try_with(|local| {
+            local
+                .slots
+                .try_borrow()
+                .is_ok_and(|slots| slots.iter().any(|s| s.quiet.load(Ordering::Relaxed)))
+        })
+        .unwrap_or(false)
 }
 
 /// A heartbeat task is being polled on this thread: the thread is a

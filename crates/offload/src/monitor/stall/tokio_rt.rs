@@ -4,6 +4,7 @@
 //! to a built runtime; spawn named tasks.
 
 use super::detector::{self, Detector, Probe, Running, WatchGuard};
+use super::heartbeat;
 use super::setup::Setup;
 use super::thread::Slot;
 use super::{StallDetector, WorkerHooks};
@@ -192,7 +193,7 @@ impl WorkerHooks {
     }
 
     /// Attaches a built runtime (it needs its timer: `enable_time`):
-    /// spawns one heartbeat per worker, staggered, and, on a multi-thread
+    /// spawns four heartbeats per worker and, on a multi-thread
     /// runtime, lets the watchdog read tokio's stable per-worker busy-time
     /// counters. A worker publishes those counters every 61 scheduler ticks
     /// but never from inside a stuck poll, so "every core's counter moved,
@@ -235,16 +236,9 @@ impl WorkerHooks {
                 slot.mark_worker();
             }
         }
-        let interval = self.detector.config.threshold / 8;
-        for i in 0..workers {
-            let offset =
-                interval * u32::try_from(i).unwrap_or(0) / u32::try_from(workers).unwrap_or(1);
-            let offset = offset.max(Duration::from_millis(1));
-            handle.spawn(detector::heartbeat(
-                Arc::downgrade(&self.detector),
-                offset,
-                tokio::time::sleep,
-            ));
+        let weak = Arc::downgrade(&self.detector);
+        for beat in heartbeat::for_workers(&weak, workers, tokio::time::sleep) {
+            handle.spawn(beat);
         }
         // Stacks like the ones reports and role checks will look at, each
         // recorded where it runs (cheap) and resolved in the background
