@@ -74,6 +74,11 @@ fn main() {
     // dropped by a plain read, which is all a rogue needs).
     let mut tag = [0u8; 1];
     let _ = s.read_exact(&mut tag);
+    // Then the parent's settings frame, written at spawn. Read here, so
+    // that the first frame the modes below read is the call: a rogue that
+    // took the settings for its call answered (and exited) before the
+    // call was written, and the call found its worker gone instead.
+    read_call(&mut s);
     match mode.as_str() {
         "wrong-version" => {
             let mut p = b"OFLD".to_vec();

@@ -66,8 +66,9 @@
 //!
 //! Without the `tokio` feature everything works with plain closures: call
 //! the [`WorkerHooks`] methods from your runtime's thread hooks, and spawn
-//! [`StallDetector::heartbeat`] and [`LagMonitor::ticker`] with your
-//! runtime's sleep function.
+//! [`StallDetector::heartbeats`] (one set per runtime, for its number of
+//! worker threads) and [`LagMonitor::ticker`] with your runtime's sleep
+//! function.
 
 mod lag;
 mod stall;

@@ -366,8 +366,9 @@ impl StallDetector {
         StallReports::new(queue)
     }
 
-    /// How often [`heartbeat`](Self::heartbeat) beats: an eighth of the
-    /// threshold.
+    /// How long a [`heartbeat`](Self::heartbeat) waits between beats
+    /// while its runtime is idle: an eighth of the threshold (a busy
+    /// runtime sees one beat per pass through its queue).
     pub fn heartbeat_interval(&self) -> Duration {
         self.detector().config.threshold / 8
     }
