@@ -429,20 +429,13 @@ async fn long_but_legal_polls(tasks: usize, poll: Duration, deadline: Instant) {
     }
 }
 
-/// A saturated tokio worker looks at its timers only every 61 polls: with
-/// 10 ms polls, 600 ms, six thresholds. A heartbeat that waited for its
-/// timer left a healthy worker without evidence for that long, so it was
-/// blamed as CPU-bound. Wired with plain closures (the runtime-agnostic
-/// set-up: park hooks and heartbeats, no tokio counters).
-#[test]
-fn long_but_legal_polls_on_a_saturated_multi_thread_runtime_are_not_reported() {
-    let _serial = serial();
-    let reports = Reports::default();
-    let detector = reports.detector(THRESHOLD);
+/// A multi-thread runtime of `workers` wired with plain closures (the
+/// runtime-agnostic set-up: park hooks and heartbeats, no tokio counters).
+fn wired_with_closures(detector: &StallDetector, workers: usize) -> tokio::runtime::Runtime {
     let hooks = detector.hooks();
     let (a, b, c, d) = (hooks.clone(), hooks.clone(), hooks.clone(), hooks);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .on_thread_start(move || a.on_thread_start())
         .on_thread_stop(move || b.on_thread_stop())
@@ -450,9 +443,22 @@ fn long_but_legal_polls_on_a_saturated_multi_thread_runtime_are_not_reported() {
         .on_thread_unpark(move || d.on_thread_unpark())
         .build()
         .expect("runtime");
-    for beat in detector.heartbeats(2, tokio::time::sleep) {
+    for beat in detector.heartbeats(workers, tokio::time::sleep) {
         rt.spawn(beat);
     }
+    rt
+}
+
+/// A saturated tokio worker looks at its timers only every 61 polls: with
+/// 10 ms polls, 600 ms, six thresholds. A heartbeat that waited for its
+/// timer left a healthy worker without evidence for that long, so it was
+/// blamed as CPU-bound.
+#[test]
+fn long_but_legal_polls_on_a_saturated_multi_thread_runtime_are_not_reported() {
+    let _serial = serial();
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let rt = wired_with_closures(&detector, 2);
     let start = Instant::now();
     let deadline = start + Duration::from_millis(2000);
     rt.block_on(long_but_legal_polls(6, THRESHOLD / 10, deadline));
@@ -467,6 +473,102 @@ fn long_but_legal_polls_on_a_saturated_multi_thread_runtime_are_not_reported() {
         "{at:?} {}",
         describe(&reports.all())
     );
+}
+
+/// While the heartbeats move between busy workers (nudges fly: workers go
+/// quiet between heartbeats), a worker really stuck in a poll picks none
+/// up: it is reported, CPU-bound, with its function, while it lasts.
+#[test]
+fn a_real_stall_among_long_but_legal_polls_is_still_reported() {
+    let _serial = serial();
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let rt = wired_with_closures(&detector, 2);
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    let (started, ended) = rt.block_on(async {
+        let load = tokio::spawn(long_but_legal_polls(4, THRESHOLD / 10, deadline));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stall = tokio::spawn(async {
+            let started = Instant::now();
+            black_box(spin_in_named_function(STALL));
+            (started, Instant::now())
+        })
+        .await
+        .unwrap();
+        load.await.unwrap();
+        stall
+    });
+    check_stall(
+        &reports,
+        started,
+        ended,
+        "spin_in_named_function",
+        StallKind::CpuBound,
+    );
+}
+
+/// Heartbeats end with their detector (they would otherwise keep a
+/// runtime busy forever), and on an idle runtime they sleep: no spinning.
+#[test]
+fn heartbeats_sleep_on_an_idle_runtime_and_end_with_their_detector() {
+    let _serial = serial();
+    let reports = Reports::default();
+    let detector = reports.detector(THRESHOLD);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("hb-idle")
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let beats: Vec<_> = detector
+        .heartbeats(2, tokio::time::sleep)
+        .into_iter()
+        .map(|b| rt.spawn(b))
+        .collect();
+    assert_eq!(beats.len(), 8, "four per worker");
+    // Idle for a second: the runtime's threads use a small part of a core
+    // (a heartbeat that spun would use one whole). Only theirs: the
+    // detector's own threads look up symbols at start.
+    let cpu = || -> u64 {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .filter(|stat| stat.contains("(hb-idle)"))
+            .map(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .map(|f| f.parse::<u64>().unwrap())
+                    .sum::<u64>()
+            })
+            .sum()
+    };
+    let (before, at) = (cpu(), Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let ticks = cpu() - before;
+    let wall_ticks = (at.elapsed().as_secs_f64() * 100.0) as u64;
+    assert!(
+        ticks * 4 < wall_ticks,
+        "idle runtime with heartbeats used {ticks} of {wall_ticks} clock ticks"
+    );
+    let named = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(hb-idle)"))
+        .count();
+    assert_eq!(named, 2, "the runtime's threads were measured");
+    drop(detector);
+    rt.block_on(async {
+        for beat in beats {
+            tokio::time::timeout(Duration::from_secs(5), beat)
+                .await
+                .expect("a heartbeat outlived its detector by 5 s")
+                .unwrap();
+        }
+    });
 }
 
 /// The same on a current-thread runtime, which looks at its timers every
