@@ -31,12 +31,16 @@
 //! cannot end a real stall: a worker stuck in a poll picks nothing up.
 //!
 //! Left: a runtime that turns busy while every heartbeat waits, and whose
-//! queue never runs dry (tasks woken by each other, never by tokio's own
+//! queues never run dry (tasks woken by each other, never by tokio's own
 //! `yield_now`, which defers until the queue is empty), looks at a woken
 //! heartbeat only when it looks at its shared queue: every 31 polls on a
-//! current-thread runtime. With polls of 10 ms that is 310 ms, long
-//! enough to be reported. Exact evidence needs poll hooks
-//! (`WorkerHooks` with `tokio_unstable`) or `instrument`.
+//! current-thread runtime, and on a multi-thread one every 61 polls until
+//! a worker has timed its first 61 (it then looks every 2 to 127 polls,
+//! by their length). With polls of 10 ms that is 300 to 600 ms, long
+//! enough to be reported (measured: a 2-worker runtime busy from its first
+//! poll with 6 such tasks, one report 0.5 to 0.75 s in, then none). Exact
+//! evidence needs poll hooks (`WorkerHooks` with `tokio_unstable`) or
+//! `instrument`.
 
 use super::detector::Detector;
 use super::nudge::either;
