@@ -117,6 +117,7 @@ fn monitor() {
     for case in [
         "overhead",
         "detection_latency",
+        "long_polls_false_blame",
         "contention_false_blame",
         "contention_detection_latency",
     ] {
