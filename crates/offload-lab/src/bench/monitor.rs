@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 
 const SUITE: &str = "monitor";
 
+/// The poll length of issue 19's well-behaved tasks.
+const FIVE_MS: Duration = Duration::from_millis(5);
+
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     let mut lines = vec![overhead(args)?, detection_latency(args)?, long_polls(args)?];
     lines.extend(contention(args)?);
@@ -213,13 +216,13 @@ fn cpu_work(cpu: Duration) {
     black_box(x);
 }
 
-/// Tasks that each spin 5 ms and yield, until `deadline`.
-async fn well_behaved_load(tasks: usize, deadline: Instant) {
+/// Tasks that each spin `poll` and yield, until `deadline`.
+async fn well_behaved_load(tasks: usize, poll: Duration, deadline: Instant) {
     let handles: Vec<_> = (0..tasks)
         .map(|_| {
             tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    let step = Instant::now() + Duration::from_millis(5);
+                    let step = Instant::now() + poll;
                     while Instant::now() < step {
                         black_box(0u64);
                     }
@@ -302,25 +305,11 @@ fn long_polls(args: &BenchArgs) -> anyhow::Result<BenchLine> {
     };
     let (detector, reports) = recording_detector(threshold)?;
     let rt = watched_runtime(&detector, 2)?;
-    rt.block_on(async {
-        let deadline = Instant::now() + load_for;
-        let tasks: Vec<_> = (0..6)
-            .map(|_| {
-                tokio::spawn(async move {
-                    while Instant::now() < deadline {
-                        let step = Instant::now() + threshold / 10;
-                        while Instant::now() < step {
-                            black_box(0u64);
-                        }
-                        tokio::task::yield_now().await;
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            let _ = t.await;
-        }
-    });
+    rt.block_on(well_behaved_load(
+        6,
+        threshold / 10,
+        Instant::now() + load_for,
+    ));
     std::thread::sleep(threshold * 3);
     let (raised, blamed) = episodes(&reports, "long polls");
     eprintln!(
@@ -353,7 +342,7 @@ fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     std::thread::sleep(Duration::from_millis(500));
 
     // False blame: only well-behaved tasks run.
-    rt.block_on(well_behaved_load(8, Instant::now() + load_for));
+    rt.block_on(well_behaved_load(8, FIVE_MS, Instant::now() + load_for));
     std::thread::sleep(threshold * 3);
     let (raised, blamed) = episodes(&reports, "contention");
     eprintln!(
@@ -366,7 +355,7 @@ fn contention(args: &BenchArgs) -> anyhow::Result<Vec<BenchLine>> {
     for _ in 0..rounds {
         let deadline = Instant::now() + Duration::from_secs(3);
         let (started, tid) = rt.block_on(async {
-            let background = tokio::spawn(well_behaved_load(7, deadline));
+            let background = tokio::spawn(well_behaved_load(7, FIVE_MS, deadline));
             let spin = tokio::spawn(async {
                 let started = Instant::now();
                 cpu_work(Duration::from_millis(200));
