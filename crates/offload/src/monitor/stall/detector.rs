@@ -40,6 +40,14 @@ pub(crate) struct Config {
     pub(crate) report_block_in_place: bool,
 }
 
+impl Config {
+    /// How long a heartbeat waits between beats while its runtime is
+    /// idle: an eighth of the threshold.
+    pub(crate) fn heartbeat_interval(&self) -> Duration {
+        self.threshold / 8
+    }
+}
+
 /// What a detector's handle, hooks and watchdog share.
 pub(crate) struct Detector {
     /// Distinguishes this detector's slots in the thread-local lists.
@@ -370,7 +378,7 @@ impl StallDetector {
     /// while its runtime is idle: an eighth of the threshold (a busy
     /// runtime sees one beat per pass through its queue).
     pub fn heartbeat_interval(&self) -> Duration {
-        self.detector().config.threshold / 8
+        self.detector().config.heartbeat_interval()
     }
 
     /// A task to spawn on the watched runtime: it marks progress on

@@ -63,7 +63,7 @@ where
 {
     let registered = weak
         .upgrade()
-        .map(|d| (d.config.threshold / 8, d.nudges.register()));
+        .map(|d| (d.config.heartbeat_interval(), d.nudges.register()));
     async move {
         let Some((interval, nudge)) = registered else {
             return;

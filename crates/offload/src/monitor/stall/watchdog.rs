@@ -93,8 +93,8 @@ impl Watchdog {
         let late = now.saturating_sub(self.prev_now) > 2 * duration_us(self.detector.config.tick);
         let threshold = self.threshold();
         let (mut ongoing, mut suspects) = (Vec::new(), Vec::new());
-        // A worker a quarter threshold without evidence, not parked.
-        let mut quiet = false;
+        // Whether a worker went a quarter threshold without evidence.
+        let mut any_quiet = false;
         let keys: Vec<usize> = self.views.keys().copied().collect();
         for key in keys {
             let Some((slot, mut view)) = self.views.remove(&key) else {
@@ -116,8 +116,8 @@ impl Watchdog {
             let measured = view.baseline(seen.stamp).is_some();
             let quiet_worker = measured && !seen.parked && view.role(seen.evidence) == Role::Worker;
             slot.set_quiet(quiet_worker);
+            any_quiet |= quiet_worker;
             if quiet_worker {
-                quiet = true;
                 if let Some(tid) = slot.tid {
                     view.note(now, sched::on_cpu(tid), sched::state(tid));
                 }
@@ -126,7 +126,7 @@ impl Watchdog {
                 self.views.insert(key, (slot, view));
             }
         }
-        if quiet {
+        if any_quiet {
             // Busy or stuck: a heartbeat from the shared queue tells which
             // before the threshold (`nudge.rs`).
             self.detector.nudges.nudge_all();
