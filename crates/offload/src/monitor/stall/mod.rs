@@ -4,6 +4,7 @@
 mod capture;
 mod classify;
 mod detector;
+mod emit;
 mod episode;
 mod heartbeat;
 mod hooks;
