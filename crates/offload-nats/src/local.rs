@@ -2,7 +2,7 @@
 //! with JetStream in a temporary directory, for tests, demos and
 //! benchmarks. Killed and cleaned up when dropped.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -112,12 +112,26 @@ impl LocalServer {
 
     fn launch(&mut self) -> io::Result<()> {
         let log = std::fs::File::create(self.dir.join("server.log"))?;
+        // A name no other server has: readiness is this server's INFO line
+        // carrying it, not merely "something accepts on the port" (another
+        // test's server that took the port, or a TCP self-connect, which
+        // Linux allows when the source port chosen equals the destination
+        // and which then keeps our server from binding: seen in CI).
+        static LAUNCH: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "offload-local-{}-{}-{}",
+            std::process::id(),
+            self.port,
+            LAUNCH.fetch_add(1, Ordering::Relaxed)
+        );
         let mut child = Command::new(&self.program)
             .args([
                 "-a",
                 "127.0.0.1",
                 "-p",
                 &self.port.to_string(),
+                "-n",
+                &name,
                 "-js",
                 "-sd",
             ])
@@ -134,7 +148,7 @@ impl LocalServer {
             })?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if greets_as(self.port, &name) && matches!(child.try_wait(), Ok(None)) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -203,6 +217,35 @@ impl LocalServer {
     pub fn restart(&mut self) -> io::Result<()> {
         self.start_again()
     }
+}
+
+/// Whether the server listening on `port` greets with an INFO line that
+/// names it `name`. A NATS server sends INFO first thing on a connection.
+fn greets_as(port: u16, name: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    if stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .is_err()
+    {
+        return false;
+    }
+    let want = format!("\"server_name\":\"{name}\"");
+    let mut info = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    // The INFO line ends at CRLF; it is a few hundred bytes.
+    while info.len() < 16 * 1024 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => info.extend_from_slice(&buf[..n]),
+        }
+        if let Some(end) = info.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&info[..end]);
+            return line.starts_with("INFO ") && line.contains(&want);
+        }
+    }
+    false
 }
 
 impl Drop for LocalServer {

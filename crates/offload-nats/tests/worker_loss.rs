@@ -134,14 +134,18 @@ fn durable_graceful_shutdown_hands_back_what_it_holds_and_loses_nothing() {
         .await
         .unwrap();
         assert!(status.0.is_some_and(|s| s.success()), "{:?}", status.0);
-        // A new worker takes over every job, queued or handed back.
+        // A new worker takes over every job, queued or handed back, and
+        // at once: a job `a` held and did not hand back would wait out its
+        // ack wait (30 s) first (seen: a pull the shutdown dropped unread).
         let b = Fixture::new(&url).arg("--processes", 2).start();
-        for c in calls {
-            let (_pid, ppid) = tokio::time::timeout(Duration::from_secs(30), c)
-                .await
-                .expect("every call resolves")
-                .unwrap()
-                .expect("no call is lost");
+        let results = tokio::time::timeout(
+            Duration::from_secs(12),
+            futures::future::join_all(calls),
+        )
+        .await
+        .expect("every call resolves well within the ack wait");
+        for r in results {
+            let (_pid, ppid) = r.unwrap().expect("no call is lost");
             assert!(ppid == b.pid() || ppid == status.1.pid(), "{ppid}");
         }
         let m = p.metrics();

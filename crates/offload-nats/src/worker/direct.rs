@@ -11,7 +11,7 @@ use offload::proc::CallOptions;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::outbox::Reply;
-use super::{HandlerGuard, Shared, Stop};
+use super::{HandlerGuard, Refused, Shared, Stop};
 use crate::subjects::{self as s, header_u64};
 
 /// Reads the task's call subscription until shutdown; then stops
@@ -90,8 +90,11 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, _permit: OwnedSemap
     let Some(reply) = m.reply.as_ref().map(|r| r.to_string()) else {
         return;
     };
-    let Some((holding, mut stop)) = shared.hold(&reply) else {
-        return;
+    let (holding, mut stop) = match shared.hold(&reply) {
+        Ok(h) => h,
+        Err(Refused::Cancelled) => return,
+        // Shutting down before it started: its caller sends it elsewhere.
+        Err(Refused::Closed) => return send(&shared, reply, s::BUSY, Vec::new()),
     };
     let task = &shared.tasks[idx];
     // A call that came without headers is answered `ok` without them

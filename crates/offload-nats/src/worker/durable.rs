@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::direct::{encode_result, options};
-use super::{HandlerGuard, Shared, Stop};
+use super::{HandlerGuard, Refused, Shared, Stop};
 use crate::router::GONE;
 use crate::subjects::{self as s, header};
 
@@ -105,9 +105,22 @@ pub(super) async fn serve(shared: Arc<Shared>, idx: usize, consumer: PullConsume
                     }
                     None => break,
                 },
-                _ = super::stopped(&mut stopping) => return,
+                _ = super::stopped(&mut stopping) => return hand_back(&shared, batch).await,
             }
         }
+    }
+}
+
+/// Shutting down with a pull open: the server may have sent jobs to it
+/// that we have not read, and counts them as ours. Read the pull to its
+/// end (it expires within [`PULL_EXPIRES`]) and hand each job back at
+/// once; dropped unread, each would wait out its ack wait (30 s by
+/// default) before another worker got it.
+async fn hand_back(shared: &Shared, mut batch: pull::Batch) {
+    let _guard = HandlerGuard::new(&shared.handlers);
+    let until = tokio::time::Instant::now() + PULL_EXPIRES + Duration::from_secs(1);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, batch.next()).await {
+        let _ = m.ack_with(AckKind::Nak(None)).await;
     }
 }
 
@@ -136,10 +149,17 @@ async fn handle(shared: Arc<Shared>, idx: usize, m: Message, permit: Option<Owne
         dead_letter(&shared, idx, &m, &acker, &reply, delivered).await;
         return;
     }
-    let Some((holding, mut stop)) = shared.hold(&reply) else {
-        // Cancelled before we took it.
-        let _ = acker.ack().await;
-        return;
+    let (holding, mut stop) = match shared.hold(&reply) {
+        Ok(h) => h,
+        Err(Refused::Cancelled) => {
+            let _ = acker.ack().await;
+            return;
+        }
+        // Shutting down before it started: another worker takes it.
+        Err(Refused::Closed) => {
+            let _ = acker.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
     };
     let started = Instant::now();
     let mut call = shared

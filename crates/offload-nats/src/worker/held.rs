@@ -9,6 +9,11 @@
 //! its own. (Keyed by subject alone, the second holder replaced the first's
 //! switch and the first's release removed the second's: both read a
 //! dropped switch as a cancel and acked the job without a result.)
+//!
+//! The worker's shutdown closes the calls: a handler that reaches `hold`
+//! after [`HeldCalls::stop_all`] is refused, so it hands its call back
+//! (durable: nak; direct: "busy") instead of starting it on processes
+//! about to be stopped.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -47,8 +52,19 @@ impl Recent {
     }
 }
 
+/// Why [`HeldCalls::hold`] refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Its caller cancelled it before it arrived.
+    Cancelled,
+    /// The worker is shutting down: hand it back untouched.
+    Closed,
+}
+
 #[derive(Debug, Default)]
 struct State {
+    /// Set by `stop_all`: no call is taken any more.
+    closed: bool,
     /// By reply subject: each holder's token and stop switch.
     holders: HashMap<String, Vec<(u64, oneshot::Sender<Stop>)>>,
     next_token: u64,
@@ -74,11 +90,15 @@ impl HeldCalls {
     }
 
     /// Takes call `id`: the hold, and the switch that says why it must
-    /// stop; `None` if its caller cancelled it already.
-    pub(crate) fn hold(&self, id: &str) -> Option<(Hold, oneshot::Receiver<Stop>)> {
+    /// stop; refused if its caller cancelled it already or the worker
+    /// stopped taking calls.
+    pub(crate) fn hold(&self, id: &str) -> Result<(Hold, oneshot::Receiver<Stop>), Refused> {
         let mut st = self.state();
+        if st.closed {
+            return Err(Refused::Closed);
+        }
         if st.cancelled.set.contains(id) {
-            return None;
+            return Err(Refused::Cancelled);
         }
         let (tx, rx) = oneshot::channel();
         let token = st.next_token;
@@ -87,7 +107,7 @@ impl HeldCalls {
             .entry(id.to_owned())
             .or_default()
             .push((token, tx));
-        Some((Hold { token }, rx))
+        Ok((Hold { token }, rx))
     }
 
     /// Lets go of `hold` on call `id` (and of no other holder of it).
@@ -115,9 +135,14 @@ impl HeldCalls {
         }
     }
 
-    /// Stops every holder for the worker's shutdown.
+    /// Stops every holder for the worker's shutdown, and refuses calls
+    /// from now on.
     pub(crate) fn stop_all(&self) {
-        let holders: Vec<_> = self.state().holders.drain().collect();
+        let holders: Vec<_> = {
+            let mut st = self.state();
+            st.closed = true;
+            st.holders.drain().collect()
+        };
         for (_, tx) in holders.into_iter().flat_map(|(_, h)| h) {
             let _ = tx.send(Stop::Shutdown);
         }
@@ -167,7 +192,20 @@ mod tests {
         assert_eq!(held.count(), 0);
         // A cancel that overtook its call.
         held.cancel("y".into());
-        assert!(held.hold("y").is_none());
-        assert!(held.hold("z").is_some());
+        assert_eq!(held.hold("y").err(), Some(Refused::Cancelled));
+        assert!(held.hold("z").is_ok());
+    }
+
+    #[test]
+    fn after_stop_all_no_call_is_taken() {
+        let held = HeldCalls::default();
+        let (_a, mut a) = held.hold("a").unwrap();
+        held.stop_all();
+        assert_eq!(a.try_recv(), Ok(Stop::Shutdown));
+        // A handler that comes late hands its call back, whatever it is.
+        assert_eq!(held.hold("b").err(), Some(Refused::Closed));
+        held.cancel("c".into());
+        assert_eq!(held.hold("c").err(), Some(Refused::Closed));
+        assert_eq!(held.count(), 0);
     }
 }

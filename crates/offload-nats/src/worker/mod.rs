@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 pub use builder::WorkerBuilder;
 pub(crate) use builder::ensure_stream;
-pub(crate) use held::{HeldCalls, Stop};
+pub(crate) use held::{HeldCalls, Refused, Stop};
 pub(crate) use runner::{Runner, TaskEntry};
 pub(crate) use shared::{HandlerGuard, Shared};
 

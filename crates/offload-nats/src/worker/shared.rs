@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::subjects::Subjects;
 
-use super::held::{HeldCalls, Hold, Stop};
+use super::held::{HeldCalls, Hold, Refused, Stop};
 use super::{Runner, TaskEntry, outbox};
 
 /// What a worker's loops and handlers share.
@@ -43,7 +43,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Takes call `id` (see [`HeldCalls::hold`]).
-    pub(crate) fn hold(&self, id: &str) -> Option<(Hold, oneshot::Receiver<Stop>)> {
+    pub(crate) fn hold(&self, id: &str) -> Result<(Hold, oneshot::Receiver<Stop>), Refused> {
         self.held.hold(id)
     }
 
