@@ -256,3 +256,38 @@ impl Drop for LocalServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_that_accepts_but_is_not_our_server_is_not_ready() {
+        // Something listens (the kernel completes the handshake) but never
+        // greets: not a NATS server.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        assert!(!greets_as(port, "anyone"));
+        drop(silent);
+        // Nobody listens.
+        assert!(!greets_as(port, "anyone"));
+    }
+
+    #[test]
+    fn another_server_on_the_port_is_not_ours() {
+        let server = LocalServer::start().unwrap_or_else(|e| panic!("{e}"));
+        // It greets, but under its own name.
+        assert!(!greets_as(server.port(), "someone-else"));
+        // A second server cannot take the same port: `start_again` on a
+        // copy of its settings fails instead of taking the first for its own.
+        let mut twin = LocalServer {
+            program: server.program.clone(),
+            port: server.port(),
+            dir: std::env::temp_dir().join(format!("offload-nats-twin-{}", std::process::id())),
+            child: None,
+        };
+        std::fs::create_dir_all(&twin.dir).unwrap();
+        let e = twin.start_again().unwrap_err();
+        assert!(e.to_string().contains("exited at start"), "{e}");
+    }
+}

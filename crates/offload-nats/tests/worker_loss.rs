@@ -138,12 +138,10 @@ fn durable_graceful_shutdown_hands_back_what_it_holds_and_loses_nothing() {
         // at once: a job `a` held and did not hand back would wait out its
         // ack wait (30 s) first (seen: a pull the shutdown dropped unread).
         let b = Fixture::new(&url).arg("--processes", 2).start();
-        let results = tokio::time::timeout(
-            Duration::from_secs(12),
-            futures::future::join_all(calls),
-        )
-        .await
-        .expect("every call resolves well within the ack wait");
+        let results =
+            tokio::time::timeout(Duration::from_secs(12), futures::future::join_all(calls))
+                .await
+                .expect("every call resolves well within the ack wait");
         for r in results {
             let (_pid, ppid) = r.unwrap().expect("no call is lost");
             assert!(ppid == b.pid() || ppid == status.1.pid(), "{ppid}");
