@@ -206,7 +206,21 @@ impl LocalServer {
     /// The server did not start (the port was taken meanwhile, say).
     pub fn start_again(&mut self) -> io::Result<()> {
         self.stop();
-        self.launch()
+        // The port may be held for a moment: a client reconnecting while
+        // the server was down can connect to itself (Linux TCP
+        // simultaneous open when its source port happens to be this one)
+        // and hold the port until it gives up on that connection. Try for
+        // a few seconds before reporting the port taken.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.launch() {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline || e.kind() == io::ErrorKind::NotFound => {
+                    return Err(e);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 
     /// [`stop`](Self::stop), then [`start_again`](Self::start_again).
@@ -278,7 +292,7 @@ mod tests {
         let server = LocalServer::start().unwrap_or_else(|e| panic!("{e}"));
         // It greets, but under its own name.
         assert!(!greets_as(server.port(), "someone-else"));
-        // A second server cannot take the same port: `start_again` on a
+        // A second server cannot take the same port: launching one on a
         // copy of its settings fails instead of taking the first for its own.
         let mut twin = LocalServer {
             program: server.program.clone(),
@@ -287,7 +301,7 @@ mod tests {
             child: None,
         };
         std::fs::create_dir_all(&twin.dir).unwrap();
-        let e = twin.start_again().unwrap_err();
+        let e = twin.launch().unwrap_err();
         assert!(e.to_string().contains("exited at start"), "{e}");
     }
 }
