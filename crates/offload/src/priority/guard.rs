@@ -42,6 +42,9 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::readings::{
+    CpuTimes, Sample, normal_share, read_cpu_times, read_schedstat, threads_of_this_process,
+};
 use super::sys::{self, Tid};
 use crate::sync::{lock, wait};
 
@@ -73,20 +76,6 @@ const FIRST_HOLD: Duration = Duration::from_millis(200);
 const MAX_HOLD: Duration = Duration::from_secs(10);
 /// Starving again within this time of going back doubles the hold.
 const RELAPSE: Duration = Duration::from_secs(2);
-
-/// One reading of a thread's `schedstat`.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: Instant,
-    /// Nanoseconds on a core.
-    run_ns: u64,
-    /// Nanoseconds runnable, waiting for a core. The kernel adds a wait
-    /// when the wait ends (the thread gets a core), so a thread starved
-    /// for a whole tick may show none yet: hence `runnable`.
-    wait_ns: u64,
-    /// Running or waiting for a core at the reading (state `R`).
-    runnable: bool,
-}
 
 /// The share of the time a thread wanted a core that it got, over the
 /// span between two readings; `None` if it wanted a core for less than
@@ -363,74 +352,6 @@ fn next_interval(last: Duration, busy: bool) -> Duration {
     }
 }
 
-/// The ids of this process's threads now (`/proc/self/task`; none if it
-/// cannot be read).
-fn threads_of_this_process() -> impl Iterator<Item = Tid> {
-    std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<Tid>().ok())
-}
-
-/// The machine's CPU times (all CPUs, clock ticks), from `/proc/stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CpuTimes {
-    /// User and system time of normal-priority work (nice 0 or below),
-    /// interrupts included.
-    normal: u64,
-    /// Everything, idle included.
-    total: u64,
-}
-
-fn read_cpu_times() -> Option<CpuTimes> {
-    parse_cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)
-}
-
-fn parse_cpu_times(stat: &str) -> Option<CpuTimes> {
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    // user nice system idle iowait irq softirq steal (guest time is
-    // already in user and nice).
-    let [user, nice, system, idle, iowait, irq, softirq, steal] = *fields.get(..8)? else {
-        return None;
-    };
-    Some(CpuTimes {
-        normal: user + system + irq + softirq,
-        total: user + nice + system + idle + iowait + irq + softirq + steal,
-    })
-}
-
-/// The share of all CPUs that normal-priority work used between two
-/// readings.
-fn normal_share(prev: CpuTimes, now: CpuTimes) -> Option<f64> {
-    let total = now.total.checked_sub(prev.total)?;
-    let normal = now.normal.checked_sub(prev.normal)?;
-    (total > 0).then(|| normal as f64 / total as f64)
-}
-
-/// `/proc/self/task/<tid>/schedstat` (time on a core, time waiting for
-/// one, in nanoseconds; slices) and the state in `.../stat`.
-fn read_schedstat(tid: Tid) -> Option<Sample> {
-    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // The state follows the command name, which is in parentheses and may
-    // hold anything.
-    let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
-    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-    Some(Sample {
-        at: Instant::now(),
-        run_ns: fields.next()??,
-        wait_ns: fields.next()??,
-        runnable: state == "R",
-    })
-}
-
 /// Whether background threads at nice level `nice` can be guarded here:
 /// the kernel lets a thread at that level leave the idle class, and
 /// `schedstat` is readable. Tried once per process (per level) on a
@@ -616,27 +537,6 @@ mod tests {
         }
         assert_eq!(seen, [200, 400, 800, 1000, 1000, 1000]);
         assert_eq!(next_interval(i, true), TICK);
-    }
-
-    #[test]
-    fn the_machines_normal_load_comes_from_proc_stat() {
-        let a = parse_cpu_times("cpu  100 50 20 800 5 1 2 3 0 0\ncpu0 1 2 3\n").unwrap();
-        assert_eq!(
-            a,
-            CpuTimes {
-                normal: 123,
-                total: 981
-            }
-        );
-        let b = CpuTimes {
-            normal: a.normal + 50,
-            total: a.total + 100,
-        };
-        assert_eq!(normal_share(a, b), Some(0.5));
-        assert_eq!(normal_share(b, a), None, "a clock that went back");
-        assert_eq!(normal_share(a, a), None);
-        assert_eq!(parse_cpu_times("cpu0 1 2 3"), None);
-        assert_eq!(parse_cpu_times("cpu  1 2 x 4 5 6 7 8"), None);
     }
 
     #[test]

@@ -274,6 +274,7 @@ impl Sched {
 
 #[cfg(target_os = "linux")]
 mod guard;
+mod readings;
 mod sys;
 
 #[cfg(test)]
