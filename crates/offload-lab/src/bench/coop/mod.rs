@@ -273,18 +273,33 @@ impl Schedstat {
     }
 }
 
-/// Runs the countdown (or, with `steps == 0`, nothing for `idle`) beside the
-/// ticker on a fresh current-thread runtime.
-fn run_one(case: Case, steps: u64, idle: Duration) -> anyhow::Result<Run> {
+/// Runs `work` on a fresh current-thread runtime beside the ticker, which
+/// starts 20 ms before (to settle into its rhythm) and stops 5 ms after
+/// (its sleep may span the end); returns `work`'s output and the ticker's
+/// samples.
+fn beside_ticker<T, F>(work: impl FnOnce() -> F) -> anyhow::Result<(T, Vec<Sample>)>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
     rt.block_on(async move {
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = spawn_ticker(stop.clone());
-        // Let the ticker settle into its rhythm.
         tokio::time::sleep(Duration::from_millis(20)).await;
+        let out = work().await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        stop.store(true, Ordering::Relaxed);
+        let samples = tokio::time::timeout(Duration::from_secs(5), ticker).await??;
+        Ok((out, samples))
+    })
+}
 
+/// Runs the countdown (or, with `steps == 0`, nothing for `idle`) beside the
+/// ticker on a fresh current-thread runtime.
+fn run_one(case: Case, steps: u64, idle: Duration) -> anyhow::Result<Run> {
+    let ((start, end, cpu_start, cpu_end), samples) = beside_ticker(|| async move {
         let start = Instant::now();
         let cpu_start = thread_cpu();
         if steps == 0 {
@@ -292,29 +307,23 @@ fn run_one(case: Case, steps: u64, idle: Duration) -> anyhow::Result<Run> {
         } else {
             tokio::spawn(case.run(steps)).await?;
         }
-        let end = Instant::now();
-        let cpu_end = thread_cpu();
-        // Let the ticker wake once more: its sleep may span the end.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        stop.store(true, Ordering::Relaxed);
-        let samples = tokio::time::timeout(Duration::from_secs(5), ticker).await??;
-
-        let lags_ms = samples
-            .iter()
-            .filter(|s| s.from < end && s.woke > start)
-            .map(|s| s.late_ms)
-            .collect();
-        // On-CPU time of this thread (the runtime's only one) when Linux
-        // tells it: other processes sharing the machine then do not count.
-        let secs = match (cpu_start, cpu_end) {
-            (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
-            _ => end.duration_since(start).as_secs_f64(),
-        };
-        Ok(Run {
-            steps_per_s: steps as f64 / secs,
-            lags_ms,
-            cpu: Duration::from_secs_f64(secs),
-        })
+        Ok((start, Instant::now(), cpu_start, thread_cpu()))
+    })?;
+    let lags_ms = samples
+        .iter()
+        .filter(|s| s.from < end && s.woke > start)
+        .map(|s| s.late_ms)
+        .collect();
+    // On-CPU time of the runtime's only thread (this one) when Linux tells
+    // it: other processes sharing the machine then do not count.
+    let secs = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => end.duration_since(start).as_secs_f64(),
+    };
+    Ok(Run {
+        steps_per_s: steps as f64 / secs,
+        lags_ms,
+        cpu: Duration::from_secs_f64(secs),
     })
 }
 

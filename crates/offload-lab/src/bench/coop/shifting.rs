@@ -5,13 +5,11 @@
 //! budget tuned for one phase lags in another; a time slice holds in all.
 
 use std::hint::black_box;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use offload::coop::Budget;
 
-use super::{SUITE, Sample, Setting, spawn_ticker, step};
+use super::{SUITE, Sample, Setting, beside_ticker, step};
 use crate::report::{BenchLine, Better};
 
 /// The phases of the shifting loop: name, and what one step costs (zero:
@@ -87,19 +85,7 @@ fn run_shift(setting: Setting, plan: [u64; 4]) -> anyhow::Result<(Vec<Instant>, 
         _ => None,
     }
     .map(|b| b.yield_with(tokio::task::yield_now));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
-    rt.block_on(async move {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = spawn_ticker(stop.clone());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let marks = tokio::spawn(shifting_loop(plan, budget)).await?;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        stop.store(true, Ordering::Relaxed);
-        let samples = tokio::time::timeout(Duration::from_secs(5), ticker).await??;
-        Ok((marks, samples))
-    })
+    beside_ticker(|| async move { Ok(tokio::spawn(shifting_loop(plan, budget)).await?) })
 }
 
 /// The ticker's worst gap within `[a, b]`, in ms: the longest stretch of
