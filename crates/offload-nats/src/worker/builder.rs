@@ -22,7 +22,7 @@ use super::{
 
 /// Calls in flight per process of the built-in pool; see
 /// [`WorkerBuilder::pipeline_depth`].
-const DEFAULT_PIPELINE_DEPTH: usize = 4;
+const DEFAULT_PIPELINE_DEPTH: usize = 16;
 
 /// Builds a [`Worker`]. Create one with [`Worker::builder`].
 #[must_use = "a builder does nothing until `build().await` or `serve().await`"]
@@ -104,20 +104,23 @@ impl WorkerBuilder {
     }
 
     /// Calls in flight per worker process of the built-in pool (default
-    /// 4): one running, the others already in the process's socket, so
-    /// that a process never sleeps between tiny calls and every wake-up
-    /// of the threads carrying them moves several. The worker holds (and,
-    /// durable, pulls) as many calls as its processes have in flight
-    /// ([`capacity`](Self::capacity)).
+    /// 16): one running, the others already in the process's socket, so
+    /// that a process never sleeps between tiny calls. The worker holds
+    /// (and, durable, pulls) as many calls as its processes have in flight
+    /// ([`capacity`](Self::capacity)); a direct call held beyond that (the
+    /// [`queue`](Self::queue)) waits in the worker for a slot, then its
+    /// handler writes it to a process itself, with no thread woken to
+    /// carry it (see `offload::proc`'s design note).
     ///
-    /// `bench remote`'s throughput case (20k tiny calls from 64 tasks, 2
-    /// workers of 1 process, 2 cores): about 28–31k calls/s at depth 2,
-    /// 36–38k at 4, 37–45k at 8, and less again at 16 (threads outnumber
-    /// the cores). For long calls with [`queue(0)`](Self::queue), use 2 or
-    /// 1, so that a worker holds only what its processes can start soon
-    /// and the rest goes to an idle worker. Not with
-    /// [`process_pool`](Self::process_pool) (set it on that pool) or
-    /// [`in_process`](Self::in_process).
+    /// `bench remote`'s throughput case (tiny calls from 64 tasks, 2
+    /// workers of 1 process, 2 cores), as a ratio to raw NATS
+    /// request/reply in the same run: 0.26–0.34× at depth 4, 0.32–0.41× at
+    /// 8, 0.49–0.53× at 16, 0.47–0.51× at 32: a deep pipeline hides the
+    /// hand-over from one held call to the next. For long calls with
+    /// [`queue(0)`](Self::queue), use 2 or 1, so that a worker holds only
+    /// what its processes can start soon and the rest goes to an idle
+    /// worker. Not with [`process_pool`](Self::process_pool) (set it on
+    /// that pool) or [`in_process`](Self::in_process).
     pub fn pipeline_depth(mut self, depth: usize) -> Self {
         self.depth = Some(depth);
         self

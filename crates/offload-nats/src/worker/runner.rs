@@ -63,6 +63,11 @@ impl Runner {
         }
     }
 
+    /// Whether it runs calls in worker processes.
+    pub(super) fn is_processes(&self) -> bool {
+        matches!(self, Runner::Procs(_))
+    }
+
     /// Calls it has in flight at once: the process pool's (processes ×
     /// pipeline depth), or one running and one ready per thread.
     pub(super) fn in_flight(&self) -> usize {

@@ -26,7 +26,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: Vec<TaskEntry>,
     /// Direct calls held (capacity + queue).
     pub(crate) direct_slots: Arc<Semaphore>,
-    /// Durable jobs held (capacity).
+    /// Calls in the runner (capacity): a direct call waits for one before
+    /// it goes to the runner; durable jobs are pulled only with one.
     pub(crate) run_slots: Arc<Semaphore>,
     pub(crate) capacity: usize,
     pub(crate) queue: usize,

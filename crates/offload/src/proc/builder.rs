@@ -359,6 +359,7 @@ impl ProcessPoolBuilder {
             self.max_tasks_per_child,
             self.registry.as_ref().map(Registry::task_infos),
             self.workers,
+            self.depth,
         ));
         let hook = supervisor.clone();
         // Drivers started at build (and their workers, by the start hook):

@@ -32,6 +32,7 @@
 
 mod builder;
 mod call;
+mod caller_writes;
 mod child;
 mod codec;
 #[cfg(test)]

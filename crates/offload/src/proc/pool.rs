@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use super::builder::ProcessPoolBuilder;
 use super::call::{Call, CallOptions, CancelSwitch, ReplyCell};
+use super::caller_writes::BytesCall;
 use super::codec::{self, Encoded};
 use super::protocol::Body;
 use super::supervisor::{Stats, Supervisor};
@@ -109,6 +110,11 @@ pub struct ProcMetrics {
     /// Workers replaced because they passed the soft memory limit
     /// ([`max_memory_per_worker`](ProcessPoolBuilder::max_memory_per_worker)).
     pub recycled: u64,
+    /// Calls written to workers and not answered yet. Calls carried by
+    /// drivers show in `calls.running` too; small
+    /// [`call_bytes`](ProcessPool::call_bytes) calls that their caller
+    /// wrote itself show only here.
+    pub in_flight: usize,
 }
 
 impl ProcessPool {
@@ -203,6 +209,10 @@ impl ProcessPool {
         input: Vec<u8>,
         options: CallOptions,
     ) -> Call<Vec<u8>> {
+        let input = match self.call_bytes_from_caller(task, fingerprint, input, options) {
+            Ok(call) => return call,
+            Err(input) => input,
+        };
         let (job, mut call) = self.prepare::<Vec<u8>, Vec<u8>>(
             task.to_owned(),
             fingerprint,
@@ -224,6 +234,47 @@ impl ProcessPool {
         );
         call.job = Some(self.drivers.run(move || job(input)));
         call
+    }
+
+    /// The first way of [`call_bytes`](Self::call_bytes): the caller
+    /// writes a small call itself to a worker with room, and the reader of
+    /// its reply completes it (`caller_writes.rs`); no driver thread is
+    /// woken. Hands the input back when that cannot be done at once.
+    fn call_bytes_from_caller(
+        &self,
+        task: &str,
+        fingerprint: Option<u64>,
+        input: Vec<u8>,
+        options: CallOptions,
+    ) -> Result<Call<Vec<u8>>, Vec<u8>> {
+        if input.len() > super::child::CALLER_MAX_FRAME || self.drivers.is_shutdown() {
+            return Err(input);
+        }
+        let reply = Arc::new(ReplyCell::new());
+        let switch = Arc::new(CancelSwitch::default());
+        let call = Arc::new(BytesCall {
+            task: task.to_owned(),
+            fingerprint,
+            input: Encoded {
+                prefix: Vec::new(),
+                bytes: input,
+            },
+            timeout: options.timeout.or(self.supervisor.default_timeout),
+            span: tracing::Span::current().id().map(|id| id.into_u64()),
+        });
+        match self.supervisor.call_from_caller(call, &reply, &switch) {
+            Ok(()) => Ok(Call {
+                reply,
+                job: None,
+                switch,
+                on_drop: options.on_drop,
+                done: false,
+            }),
+            // Its completion, which shared it, is gone: it is ours alone.
+            Err(call) => Err(Arc::try_unwrap(call)
+                .map(|c| c.input.bytes)
+                .unwrap_or_else(|shared| shared.input.bytes.clone())),
+        }
     }
 
     /// Queues a call if there is room now; otherwise hands the input back.
@@ -350,6 +401,7 @@ impl ProcessPool {
             lost: stats.lost.load(Relaxed),
             timeouts: stats.timeouts.load(Relaxed),
             recycled: stats.recycled.load(Relaxed),
+            in_flight: self.supervisor.in_flight(),
         }
     }
 

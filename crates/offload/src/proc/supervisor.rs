@@ -63,11 +63,16 @@ impl Drop for Seat {
     }
 }
 
-/// One lane: its worker, if it has one. Held while a worker starts, so the
-/// other drivers of the lane wait for it instead of starting another.
+/// One lane: its worker, if it has one.
 #[derive(Default)]
 struct Lane {
+    /// Held only to look at or swap the worker, never across a start, so
+    /// a caller writing its own call (`caller_writes.rs`) never waits on it
+    /// for long.
     worker: Mutex<Option<Arc<WorkerProc>>>,
+    /// Held while a worker starts, so the other drivers of the lane wait
+    /// for it instead of starting another.
+    starting: Mutex<()>,
 }
 
 /// The process pool's metrics in the `metrics` facade (feature `metrics`):
@@ -240,6 +245,11 @@ pub(crate) struct Supervisor {
     /// Lanes whose workers started, and start failures, for `ready()`.
     pub(crate) readiness: Mutex<Readiness>,
     pub(crate) stats: Arc<Stats>,
+    /// Calls in flight per worker (`pipeline_depth`): the most a caller
+    /// writing its own call may find there (`caller_writes.rs`).
+    pub(crate) depth: usize,
+    /// Where the next call written by its caller looks first.
+    pub(crate) next_lane: AtomicUsize,
 }
 
 impl Supervisor {
@@ -250,6 +260,7 @@ impl Supervisor {
         max_tasks_per_child: Option<u64>,
         expected: Option<Vec<TaskInfo>>,
         workers: usize,
+        depth: usize,
     ) -> Self {
         Supervisor {
             stats: Arc::new(Stats::new(&prefix)),
@@ -263,7 +274,20 @@ impl Supervisor {
             lanes: (0..workers).map(|_| Lane::default()).collect(),
             seated: Mutex::new(vec![0; workers]),
             readiness: Mutex::new(Readiness::default()),
+            depth,
+            next_lane: AtomicUsize::new(0),
         }
+    }
+
+    /// How many lanes (workers at most) the pool has.
+    pub(crate) fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Lane `lane`'s worker as it is now, if it has one (the lock is held
+    /// only for a look or a swap, never across a start).
+    pub(crate) fn lane_worker_now(&self, lane: usize) -> Option<Arc<WorkerProc>> {
+        lock(&self.lanes[lane].worker).clone()
     }
 
     /// Starts a worker for lane `lane`, retrying twice with a short
@@ -409,19 +433,27 @@ impl Supervisor {
     /// The lane's worker, starting a fresh one if it has none, or a dead or
     /// retired one. Only one driver starts it; the others of the lane wait.
     pub(crate) fn worker(&self, lane: usize) -> Result<Arc<WorkerProc>, Error> {
-        let mut current = lock(&self.lanes[lane].worker);
-        if let Some(w) = current.as_ref() {
-            if w.is_usable() {
-                return Ok(w.clone());
-            }
+        let usable = || {
+            lock(&self.lanes[lane].worker)
+                .as_ref()
+                .filter(|w| w.is_usable())
+                .cloned()
+        };
+        if let Some(w) = usable() {
+            return Ok(w);
         }
-        let old = current.take();
+        let _starting = lock(&self.lanes[lane].starting);
+        // Another driver of the lane may have started one while we waited.
+        if let Some(w) = usable() {
+            return Ok(w);
+        }
+        let old = lock(&self.lanes[lane].worker).take();
         if old.as_ref().is_some_and(|w| w.is_over_memory()) {
             self.stats.count(Event::Recycled);
         }
         let fresh = Arc::new(self.start_worker(lane)?);
-        *current = Some(fresh.clone());
-        drop(current);
+        fresh.start_standby();
+        *lock(&self.lanes[lane].worker) = Some(fresh.clone());
         // A retired worker finishes what it was sent, then exits when its
         // last caller lets go of it.
         drop(old);
@@ -478,15 +510,7 @@ impl Supervisor {
             match result {
                 Ok(body) => return Ok(body),
                 Err(CallError::Failed(e)) => {
-                    if e.is_timeout() {
-                        self.stats.count(Event::Timeout);
-                    } else if e.is_worker_lost() {
-                        self.stats.count(Event::Lost);
-                    } else if e.is_remote_panic() {
-                        self.stats.count(Event::RemotePanic);
-                    } else if e.is_out_of_memory() {
-                        self.stats.count(Event::OutOfMemory);
-                    }
+                    self.count_failure(&e);
                     return Err(e);
                 }
                 Err(CallError::Retry) => again(&worker),
@@ -500,6 +524,19 @@ impl Supervisor {
                  retired or crashed by another call before it could start"
             )
         }))
+    }
+
+    /// Counts a call's failure by kind.
+    pub(crate) fn count_failure(&self, e: &Error) {
+        if e.is_timeout() {
+            self.stats.count(Event::Timeout);
+        } else if e.is_worker_lost() {
+            self.stats.count(Event::Lost);
+        } else if e.is_remote_panic() {
+            self.stats.count(Event::RemotePanic);
+        } else if e.is_out_of_memory() {
+            self.stats.count(Event::OutOfMemory);
+        }
     }
 
     /// After a call: replace a dead worker at once, so the pool is back at

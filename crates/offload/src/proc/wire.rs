@@ -88,6 +88,18 @@ pub(crate) fn write_frame_parts(
     body: &[&[u8]],
     max: usize,
 ) -> io::Result<()> {
+    let prefix = length_prefix(head, body, max)?;
+    let mut parts = Vec::with_capacity(2 + body.len());
+    parts.push(IoSlice::new(&prefix));
+    parts.push(IoSlice::new(head));
+    parts.extend(body.iter().map(|b| IoSlice::new(b)));
+    write_all_vectored(w, &mut parts)?;
+    w.flush()
+}
+
+/// The length prefix of a frame made of `head` and `body`; refuses a frame
+/// over `max`.
+fn length_prefix(head: &[u8], body: &[&[u8]], max: usize) -> io::Result<[u8; LEN_BYTES]> {
     let len = head.len() + body.iter().map(|b| b.len()).sum::<usize>();
     if len > max {
         return Err(io::Error::new(
@@ -97,12 +109,11 @@ pub(crate) fn write_frame_parts(
     }
     let len = u32::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame longer than 4 GiB"))?;
-    let prefix = len.to_le_bytes();
-    let mut parts = Vec::with_capacity(2 + body.len());
-    parts.push(IoSlice::new(&prefix));
-    parts.push(IoSlice::new(head));
-    parts.extend(body.iter().map(|b| IoSlice::new(b)));
-    let mut parts = &mut parts[..];
+    Ok(len.to_le_bytes())
+}
+
+/// Writes every byte of `parts` (blocking).
+fn write_all_vectored(w: &mut impl Write, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !parts.is_empty() {
         match w.write_vectored(parts) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -111,7 +122,43 @@ pub(crate) fn write_frame_parts(
             Err(e) => return Err(e),
         }
     }
-    w.flush()
+    Ok(())
+}
+
+/// Writes one frame like [`write_frame_parts`], but only if the socket
+/// takes its first bytes at once: `Ok(false)` means nothing was written
+/// (the socket's buffer is full) and the caller should write it some other
+/// way. For a caller on an async runtime's thread, which must not block.
+///
+/// Callers keep frames small and few in flight (see `child/direct.rs`), so
+/// the kernel takes the frame whole in one `sendmsg`; should it take only
+/// part of it, the rest is written blocking, since a frame cut in two
+/// would leave the stream out of step.
+pub(crate) fn try_write_frame_parts(
+    socket: &std::os::unix::net::UnixStream,
+    head: &[u8],
+    body: &[&[u8]],
+    max: usize,
+) -> io::Result<bool> {
+    let prefix = length_prefix(head, body, max)?;
+    let mut parts = Vec::with_capacity(2 + body.len());
+    parts.push(IoSlice::new(&prefix));
+    parts.push(IoSlice::new(head));
+    parts.extend(body.iter().map(|b| IoSlice::new(b)));
+    let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+    let sent = loop {
+        let mut no_fds = rustix::net::SendAncillaryBuffer::default();
+        match rustix::net::sendmsg(socket, &parts, &mut no_fds, flags) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut rest = &mut parts[..];
+    IoSlice::advance_slices(&mut rest, sent);
+    write_all_vectored(&mut &*socket, rest)?;
+    Ok(true)
 }
 
 /// Reads one frame of at most `max` bytes, all of it before `deadline`

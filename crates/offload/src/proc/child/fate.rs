@@ -109,6 +109,8 @@ impl WorkerProc {
         let everyone: Vec<Thread> = line.sleepers.drain(..).map(|(_, t)| t).collect();
         drop(line);
         everyone.iter().for_each(Thread::unpark);
+        // Calls written by their callers: the standby runs their fates.
+        self.wake_standby();
     }
 
     /// Whether a worker that died on its own ran out of memory, and how:

@@ -15,22 +15,26 @@
 //! - when the stream cannot be read to its end (a corrupt frame), the first
 //!   *two* unanswered calls may have started: both fail, none is re-sent.
 
+mod caller_writes;
 mod fate;
 mod handshake;
 mod output;
 mod reading;
 mod reaper;
 mod spawn;
+mod standby;
 
 use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ExitStatus};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+pub(crate) use caller_writes::{CALLER_MAX_FRAME, Completion, Outgoing};
 pub use output::WorkerOutput;
 pub(crate) use spawn::Launch;
 
@@ -121,6 +125,9 @@ struct Line {
     /// failed with the worker's fate); kept after that call took its
     /// outcome out of `outcomes`.
     blamed: bool,
+    /// Calls written by their callers (`caller_writes.rs`), by id: what to do
+    /// with each one's outcome. Only calls surely written are here.
+    completions: HashMap<u64, Completion>,
 }
 
 impl Line {
@@ -176,6 +183,11 @@ pub(crate) struct WorkerProc {
     stderr_tail: Option<Arc<output::Tail>>,
     /// The system's count of OOM kills when the worker started.
     oom_kills_at_start: Option<u64>,
+    /// The standby reader (`standby.rs`), once started.
+    standby: OnceLock<Thread>,
+    /// A driver holds the writer for a write that may block (on a full
+    /// socket): a caller writing its own call does not wait for it.
+    blocking_write: AtomicBool,
 }
 
 impl WorkerProc {
@@ -229,17 +241,14 @@ impl WorkerProc {
             hard_memory: launch.hard_memory,
             stderr_tail: spawned.stderr_tail,
             oom_kills_at_start,
+            standby: OnceLock::new(),
+            blocking_write: AtomicBool::new(false),
         })
     }
 
     /// Whether new calls may be sent to this worker (alive, not retired).
     pub(crate) fn is_usable(&self) -> bool {
-        let line = lock(&self.line);
-        line.outcomes.is_none()
-            && line.killed.is_none()
-            && !line.unwritable
-            && !line.retire_asked
-            && self.max_calls.is_none_or(|max| line.sent < max)
+        lock(&self.line).takes_calls(self.max_calls)
     }
 
     /// Whether the worker asked to be retired because it passed the pool's
@@ -274,12 +283,7 @@ impl WorkerProc {
         let mut writer = lock(&self.writer);
         let id = {
             let mut line = lock(&self.line);
-            if line.outcomes.is_some()
-                || line.killed.is_some()
-                || line.unwritable
-                || line.retire_asked
-                || self.max_calls.is_some_and(|max| line.sent >= max)
-            {
+            if !line.takes_calls(self.max_calls) {
                 return Err(CallError::Retry);
             }
             line.next_id += 1;
@@ -307,7 +311,10 @@ impl WorkerProc {
             line.in_flight.push_back(InFlight { id, timeout });
         }
         let body = [&input.prefix[..], &input.bytes[..]];
-        if write_frame_parts(&mut *writer, &head, &body, self.max_frame).is_err() {
+        self.blocking_write.store(true, Relaxed);
+        let written = write_frame_parts(&mut *writer, &head, &body, self.max_frame);
+        self.blocking_write.store(false, Relaxed);
+        if written.is_err() {
             // The worker is gone: ours never arrived whole, so it is sent
             // again elsewhere. A leader reading for the calls before ours
             // learns how the worker ended; with none, we find out here.
@@ -394,6 +401,8 @@ impl Drop for WorkerProc {
     /// Closes the channels (the worker exits when it has answered what it
     /// was sent) and hands the process to the background reaper.
     fn drop(&mut self) {
+        // The standby holds only a weak reference while it sleeps: let it go.
+        self.wake_standby();
         let _ = lock(&self.writer).shutdown(std::net::Shutdown::Both);
         let _ = lock(&self.control).flush();
         let process = self.process.get_mut().unwrap_or_else(|e| e.into_inner());

@@ -59,20 +59,33 @@ impl WorkerProc {
             self.file(read);
             line = lock(&self.line);
             line.reading = false;
-            let to_wake = Self::answered_sleepers(&mut line, id);
-            if !to_wake.is_empty() {
+            let mut to_wake = Self::answered_sleepers(&mut line, Some(id));
+            // Calls written by their callers whose replies we filed: ours
+            // to complete. When we stop reading and only such calls wait,
+            // the standby reads for them.
+            let ready = line.take_completions(false);
+            let standby_needed =
+                line.settled(id) && line.sleepers.is_empty() && !line.completions.is_empty();
+            if standby_needed {
+                if let Some(t) = self.standby.get() {
+                    to_wake.push(t.clone());
+                }
+            }
+            if !to_wake.is_empty() || !ready.is_empty() {
                 drop(line);
                 to_wake.iter().for_each(Thread::unpark);
+                super::caller_writes::run(ready);
                 line = lock(&self.line);
             }
         }
     }
 
-    /// After the leader (waiting for `leader`) filed a frame: takes out the
-    /// sleepers to unpark: those whose call is now answered (or settled by
-    /// the worker's end), and, if the leader's own call is answered, one
-    /// more to read next.
-    fn answered_sleepers(line: &mut Line, leader: u64) -> Vec<Thread> {
+    /// After a leader filed a frame: takes out the sleepers to unpark:
+    /// those whose call is now answered (or settled by the worker's end),
+    /// and, if the leader is a driver (waiting for call `leader`) whose
+    /// own call is answered, one more to read next. (The standby, `None`,
+    /// reads on while calls of its own wait, and hands over when it stops.)
+    pub(super) fn answered_sleepers(line: &mut Line, leader: Option<u64>) -> Vec<Thread> {
         // Kept in the order they went to sleep, so that the first left is
         // the one that has waited longest (its call nearest the front).
         let mut sleepers = std::mem::take(&mut line.sleepers);
@@ -85,7 +98,7 @@ impl WorkerProc {
             !ready
         });
         line.sleepers = sleepers;
-        if line.settled(leader) && !line.sleepers.is_empty() {
+        if leader.is_some_and(|id| line.settled(id)) && !line.sleepers.is_empty() {
             // The leader returns now: someone else reads next.
             wake.push(line.sleepers.remove(0).1);
         }
@@ -94,7 +107,7 @@ impl WorkerProc {
 
     /// Until when the leader reads: the front call's timeout plus the
     /// backstop, or the drain deadline of a killed worker.
-    fn read_deadline(&self, line: &Line) -> Option<Instant> {
+    pub(super) fn read_deadline(&self, line: &Line) -> Option<Instant> {
         if let Some((_, drain_until)) = &line.killed {
             return Some(*drain_until);
         }
@@ -104,7 +117,7 @@ impl WorkerProc {
     }
 
     /// Files what the leader read.
-    fn file(&self, read: Result<Vec<u8>, FrameError>) {
+    pub(super) fn file(&self, read: Result<Vec<u8>, FrameError>) {
         let frame = match read {
             Ok(frame) => frame,
             Err(FrameError::TimedOut) => return self.timed_out(),
