@@ -150,6 +150,25 @@ fn workers_answer_the_nats_service_api() {
             .unwrap();
         assert_eq!(echo["num_requests"], 1, "{stats}");
         assert!(stats["started"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(echo["data"]["running"], 0, "{stats}");
+        // A call running in a process shows as running (its handler wrote
+        // it to the process itself: no driver thread carries it).
+        let watch = async {
+            let mut seen = serde_json::Value::Null;
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                seen = get("$SRV.STATS.offload").await;
+                if seen["endpoints"][0]["data"]["running"] == 1 {
+                    break;
+                }
+            }
+            seen
+        };
+        let (slow, seen) = tokio::join!(p.call::<WhoAmI>(1_500), watch);
+        let data = &seen["endpoints"][0]["data"];
+        assert_eq!(data["running"], 1, "{seen}");
+        assert_eq!(data["held"], 1, "{seen}");
+        slow.unwrap();
         drop(w);
     });
 }

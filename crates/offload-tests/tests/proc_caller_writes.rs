@@ -399,3 +399,22 @@ fn unknown_tasks_and_other_versions_are_refused_on_this_path_too() {
     assert!(err.is_codec(), "{err}");
     assert_eq!(pool.metrics().started, 1);
 }
+
+#[test]
+fn an_elastic_pool_carries_bytes_calls_with_its_drivers() {
+    // In an elastic pool a worker lives as long as its drivers are busy:
+    // calls that bypassed them would let workers go under load.
+    let pool = fixture()
+        .workers(2)
+        .min_workers(1)
+        .idle_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    block(pool.ready()).unwrap();
+    let before = driver_jobs(&pool);
+    assert_eq!(
+        block(bytes_call::<Sum>(&pool, &vec![4, 5], plain())).unwrap(),
+        9
+    );
+    assert_eq!(driver_jobs(&pool), before + 1);
+}

@@ -77,13 +77,20 @@ impl Runner {
         }
     }
 
-    /// (running, queued) calls now.
+    /// (running, queued) calls now. A process pool's running calls are
+    /// those written to its processes (most are written by their handler,
+    /// not carried by a driver thread).
     pub(crate) fn load(&self) -> (usize, usize) {
-        let m = match self {
-            Runner::Procs(p) => p.metrics().calls,
-            Runner::Threads { pool, .. } => pool.metrics(),
-        };
-        (m.running, m.queued)
+        match self {
+            Runner::Procs(p) => {
+                let m = p.metrics();
+                (m.in_flight.max(m.calls.running), m.calls.queued)
+            }
+            Runner::Threads { pool, .. } => {
+                let m = pool.metrics();
+                (m.running, m.queued)
+            }
+        }
     }
 
     /// Stops it, waiting (at most 10 s) for its processes to be reaped.

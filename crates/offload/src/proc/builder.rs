@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::child::{Launch, WorkerOutput};
 use super::pool::ProcessPool;
-use super::supervisor::Supervisor;
+use super::supervisor::{Shape, Supervisor};
 use super::task::Registry;
 use super::wire::{self, DEFAULT_MAX_FRAME};
 use super::worker::marker;
@@ -358,8 +358,11 @@ impl ProcessPoolBuilder {
             self.timeout,
             self.max_tasks_per_child,
             self.registry.as_ref().map(Registry::task_infos),
-            self.workers,
-            self.depth,
+            Shape {
+                workers: self.workers,
+                depth: self.depth,
+                callers_write: self.idle_timeout.is_none(),
+            },
         ));
         let hook = supervisor.clone();
         // Drivers started at build (and their workers, by the start hook):

@@ -164,7 +164,8 @@ impl ProcessPool {
 
     /// Calls task `T` with `input` in a worker process; waits for a queue
     /// slot if the queue is full. The input is encoded on a driver thread,
-    /// not in the caller.
+    /// not in the caller (for a call whose caller writes it itself, see
+    /// [`call_bytes`](Self::call_bytes)).
     ///
     /// # Errors
     ///
@@ -197,6 +198,22 @@ impl ProcessPool {
     /// must match the worker's [`fingerprint`](super::fingerprint) of the
     /// task, or the call fails with
     /// [`Error::is_version_mismatch`] before it is sent.
+    ///
+    /// # How it travels
+    ///
+    /// A small input (up to 16 KiB) to a fixed-size pool (no
+    /// [`idle_timeout`](ProcessPoolBuilder::idle_timeout)) whose worker
+    /// has room now (fewer than `pipeline_depth` calls in flight) is
+    /// written by the calling thread itself, with one non-blocking
+    /// `sendmsg`, and completed by whichever thread reads its reply: no
+    /// driver thread carries it, so it takes no place in the driver queue
+    /// and shows in [`ProcMetrics::in_flight`], not in `calls`. This never
+    /// blocks the caller (a socket that will not take the frame at once,
+    /// or another thread's blocking write to it, sends the call the other
+    /// way). Otherwise it goes through a driver, as [`call`](Self::call)
+    /// does. The promises are the same either way: cancellation on drop,
+    /// timeouts, a call whose worker died before starting it sent again,
+    /// [`shutdown`](Self::shutdown) waiting for it.
     ///
     /// # Errors
     ///
@@ -247,7 +264,10 @@ impl ProcessPool {
         input: Vec<u8>,
         options: CallOptions,
     ) -> Result<Call<Vec<u8>>, Vec<u8>> {
-        if input.len() > super::child::CALLER_MAX_FRAME || self.drivers.is_shutdown() {
+        if !self.supervisor.callers_write
+            || input.len() > super::child::CALLER_MAX_FRAME
+            || self.drivers.is_shutdown()
+        {
             return Err(input);
         }
         let reply = Arc::new(ReplyCell::new());
@@ -380,13 +400,17 @@ impl ProcessPool {
     }
 
     /// Stops taking calls and cancels queued ones; running calls finish.
-    /// Returns how many were cancelled.
+    /// Returns how many were cancelled (calls that their callers wrote
+    /// themselves, see [`call_bytes`](Self::call_bytes), are running, never
+    /// queued).
     pub fn shutdown_now(&self) -> usize {
         self.drivers.shutdown_now()
     }
 
     /// Drains for at most `timeout`, then cancels queued calls and reports
-    /// the running ones.
+    /// the running ones that drivers carry (calls written by their callers
+    /// show in [`ProcMetrics::in_flight`]; they finish, and the workers
+    /// with them).
     pub fn shutdown_timeout(&self, timeout: Duration) -> ShutdownTimeout {
         self.drivers.shutdown_timeout(timeout)
     }
@@ -408,7 +432,11 @@ impl ProcessPool {
     /// The most calls in flight at once: workers × pipeline depth. This is
     /// also the most calls `metrics().calls.running` and a shutdown
     /// report's `still_running` can show: a call sent to a worker that is
-    /// still finishing the one before it counts as running.
+    /// still finishing the one before it counts as running. Small
+    /// [`call_bytes`](Self::call_bytes) calls written by their callers
+    /// take a worker's room too, up to `pipeline_depth` per worker; when
+    /// driver calls arrive on top of them, a worker may briefly hold up to
+    /// twice that.
     pub fn max_in_flight(&self) -> usize {
         self.drivers.max_threads()
     }

@@ -226,6 +226,18 @@ struct StartGuard {
     last_was_protocol: bool,
 }
 
+/// How many lanes a pool has, and how its calls reach them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    /// Lanes: worker processes at most.
+    pub(crate) workers: usize,
+    /// Calls in flight per worker (`pipeline_depth`).
+    pub(crate) depth: usize,
+    /// Whether callers may write small bytes calls themselves
+    /// (`caller_writes.rs`).
+    pub(crate) callers_write: bool,
+}
+
 /// Everything the driver threads of one pool share.
 pub(crate) struct Supervisor {
     pub(crate) launch: Launch,
@@ -250,6 +262,11 @@ pub(crate) struct Supervisor {
     pub(crate) depth: usize,
     /// Where the next call written by its caller looks first.
     pub(crate) next_lane: AtomicUsize,
+    /// Whether callers may write their own calls: only in a fixed-size
+    /// pool. In an elastic one a lane's worker lives as long as its
+    /// drivers, which such calls would not keep busy: the worker would be
+    /// let go and started again every `idle_timeout` under load.
+    pub(crate) callers_write: bool,
 }
 
 impl Supervisor {
@@ -259,9 +276,13 @@ impl Supervisor {
         default_timeout: Option<Duration>,
         max_tasks_per_child: Option<u64>,
         expected: Option<Vec<TaskInfo>>,
-        workers: usize,
-        depth: usize,
+        shape: Shape,
     ) -> Self {
+        let Shape {
+            workers,
+            depth,
+            callers_write,
+        } = shape;
         Supervisor {
             stats: Arc::new(Stats::new(&prefix)),
             launch,
@@ -276,6 +297,7 @@ impl Supervisor {
             readiness: Mutex::new(Readiness::default()),
             depth,
             next_lane: AtomicUsize::new(0),
+            callers_write,
         }
     }
 
