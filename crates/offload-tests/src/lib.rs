@@ -274,7 +274,9 @@ impl Task for Record {
             .append(true)
             .open(&path)
             .expect("record file");
-        writeln!(f, "{tag}").expect("record");
+        // One write of the whole line: with O_APPEND, lines from several
+        // workers never interleave.
+        f.write_all(format!("{tag}\n").as_bytes()).expect("record");
         drop(f);
         std::thread::sleep(Duration::from_millis(sleep_ms));
         tag

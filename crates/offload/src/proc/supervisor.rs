@@ -363,7 +363,6 @@ impl Supervisor {
                     self.stats.count(Event::Started);
                     lock(&self.stats.pids).insert(w.name.clone(), w.pid);
                     self.check_tasks(&w);
-                    self.readied(lane, None);
                     return Ok(w);
                 }
                 Err(e) => {
@@ -476,6 +475,8 @@ impl Supervisor {
         let fresh = Arc::new(self.start_worker(lane)?);
         fresh.start_standby();
         *lock(&self.lanes[lane].worker) = Some(fresh.clone());
+        // Ready once calls can find it in its lane.
+        self.readied(lane, None);
         // A retired worker finishes what it was sent, then exits when its
         // last caller lets go of it.
         drop(old);
