@@ -418,3 +418,21 @@ fn an_elastic_pool_carries_bytes_calls_with_its_drivers() {
     );
     assert_eq!(driver_jobs(&pool), before + 1);
 }
+
+#[test]
+fn an_input_over_the_frame_limit_fails_alone_and_the_worker_keeps_serving() {
+    let pool = fixture().workers(1).max_frame_bytes(4096).build().unwrap();
+    block(pool.ready()).unwrap();
+    let pid = block(bytes_call::<Pid>(&pool, &(), plain())).unwrap();
+    // Around the limit, where the call's header decides whether it fits.
+    for len in [4000usize, 4050, 4090, 4096, 5000, 20_000] {
+        let input = postcard::to_stdvec(&vec![7u8; len]).unwrap();
+        let r = block(pool.call_bytes(ReverseBytes::NAME, None, input, plain()));
+        match r {
+            Ok(out) => assert!(out.len() <= 4096, "{len}"),
+            Err(e) => assert!(e.is_too_large(), "{len}: {e}"),
+        }
+    }
+    assert_eq!(block(bytes_call::<Pid>(&pool, &(), plain())).unwrap(), pid);
+    assert_eq!(pool.metrics().started, 1);
+}

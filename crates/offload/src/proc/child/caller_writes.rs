@@ -183,19 +183,21 @@ impl WorkerProc {
                 Ok(())
             }
             Ok(false) | Err(_) => {
-                // Nothing of it reached the worker (a full socket, or a
-                // worker gone: then send it nothing more). The calls ahead
-                // were written whole; the first of them takes the blame
-                // for a death, as in `send`.
-                if written.is_err() {
-                    line.unwritable = true;
-                }
+                // Nothing of it reached the worker: a full socket, a frame
+                // over the limit (refused before writing; the driver path
+                // reports it), or a worker gone: then send it nothing
+                // more; the calls ahead were written whole, and the first
+                // of them takes the blame for the death, as in `send`.
+                let gone = written
+                    .as_ref()
+                    .is_err_and(|e| e.kind() != std::io::ErrorKind::InvalidInput);
                 line.in_flight.retain(|c| c.id != id);
                 line.sent -= 1;
                 if let Some(outcomes) = line.outcomes.as_mut() {
                     outcomes.remove(&id);
                 }
-                if written.is_err() {
+                if gone {
+                    line.unwritable = true;
                     line.blame_ahead |= !line.in_flight.is_empty();
                 }
                 Err(completion)
