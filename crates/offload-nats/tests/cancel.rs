@@ -95,3 +95,46 @@ fn a_dropped_call_that_has_not_started_never_runs_in_each_mode() {
         }
     });
 }
+
+#[test]
+fn a_dropped_call_waiting_for_a_slot_in_the_worker_never_runs() {
+    // One process at depth 1: the worker runs one call and holds the
+    // others, waiting for its slot, before they reach the process.
+    let server = server();
+    let _w = Fixture::new(&server.url())
+        .arg("--processes", 1)
+        .arg("--depth", 1)
+        .start();
+    run(async {
+        let p = pool(&server.url(), Mode::Direct).await;
+        let (first, second, third) = (
+            temp_path("slot-first"),
+            temp_path("slot-second"),
+            temp_path("slot-third"),
+        );
+        let a = tokio::spawn(p.call::<PidFile>((first.clone(), 1_000)));
+        let pid = pid_in(&first).await;
+        let b = tokio::spawn(p.call::<PidFile>((second.clone(), 0)));
+        let c = tokio::spawn(p.call::<PidFile>((third.clone(), 0)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.abort();
+        // The first finishes on its own; the third then takes the slot.
+        assert_eq!(a.await.unwrap().unwrap(), pid);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(10), c)
+                .await
+                .expect("the third call ran")
+                .unwrap()
+                .unwrap(),
+            pid
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !std::path::Path::new(&second).exists(),
+            "the cancelled call ran"
+        );
+        for f in [first, third] {
+            let _ = std::fs::remove_file(&f);
+        }
+    });
+}
