@@ -9,10 +9,9 @@
 mod common;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{block, eventually, fixture};
+use common::{block, eventually, fixture, record, record_file};
 use offload::Error;
 use offload::proc::{CallOptions, OnDrop, ProcessPool, Task, fingerprint};
 use offload_test_support::alive;
@@ -41,22 +40,6 @@ fn plain() -> CallOptions {
 /// is not one of them).
 fn driver_jobs(pool: &ProcessPool) -> u64 {
     pool.metrics().calls.submitted
-}
-
-fn record_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("offload-caller-writes-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn record(path: &std::path::Path, tag: &str, sleep_ms: u64) -> (String, String, u64) {
-    (
-        path.to_string_lossy().into_owned(),
-        tag.to_owned(),
-        sleep_ms,
-    )
 }
 
 /// A pool whose workers are up, so calls find them.
@@ -145,7 +128,7 @@ fn many_bytes_and_typed_calls_at_once_each_get_their_own_result() {
 #[test]
 fn in_flight_counts_calls_written_by_callers_and_stays_within_the_depth() {
     let pool = ready_pool(1, 2);
-    let path = record_file("in-flight");
+    let path = record_file("caller-writes", "in-flight");
     let calls: Vec<_> = (0..2)
         .map(|i| bytes_call::<Record>(&pool, &record(&path, &format!("c{i}"), 400), plain()))
         .collect();
@@ -175,7 +158,7 @@ fn a_dropped_running_bytes_call_stops_its_worker_and_the_call_behind_it_is_sent_
     // Depth 2: `behind` waits in the worker's socket behind `slow`. Dropping
     // `slow` stops the worker; `behind` never started there, so the
     // standby reader sends it again to the replacement: it runs once.
-    let path = record_file("dropped-running");
+    let path = record_file("caller-writes", "dropped-running");
     let pool = ready_pool(1, 2);
     let pid = block(bytes_call::<Pid>(&pool, &(), plain())).unwrap();
     let slow = bytes_call::<Record>(&pool, &record(&path, "slow", 30_000), plain());
@@ -194,7 +177,7 @@ fn a_dropped_running_bytes_call_stops_its_worker_and_the_call_behind_it_is_sent_
 
 #[test]
 fn a_bytes_call_dropped_while_queued_in_its_worker_never_runs() {
-    let path = record_file("dropped-queued");
+    let path = record_file("caller-writes", "dropped-queued");
     let pool = ready_pool(1, 2);
     let pid = block(bytes_call::<Pid>(&pool, &(), plain())).unwrap();
     let first = bytes_call::<Record>(&pool, &record(&path, "first", 300), plain());
@@ -221,7 +204,7 @@ fn a_bytes_call_dropped_while_queued_in_its_worker_never_runs() {
 
 #[test]
 fn a_detached_bytes_call_runs_to_its_end() {
-    let path = record_file("detached");
+    let path = record_file("caller-writes", "detached");
     let pool = ready_pool(1, 2);
     let pid = block(bytes_call::<Pid>(&pool, &(), plain())).unwrap();
     let mut call = Box::pin(bytes_call::<Record>(
@@ -239,7 +222,7 @@ fn a_detached_bytes_call_runs_to_its_end() {
 
 #[test]
 fn a_bytes_call_past_its_timeout_fails_alone() {
-    let path = record_file("timeout");
+    let path = record_file("caller-writes", "timeout");
     let pool = ready_pool(1, 2);
     let slow = bytes_call::<SleepMs>(&pool, &10_000, plain().timeout(Duration::from_millis(200)));
     let behind = bytes_call::<Record>(&pool, &record(&path, "behind", 0), plain());
@@ -253,7 +236,7 @@ fn a_bytes_call_past_its_timeout_fails_alone() {
 
 #[test]
 fn a_crash_fails_only_its_own_bytes_call_and_the_ones_behind_run_once() {
-    let path = record_file("crash");
+    let path = record_file("caller-writes", "crash");
     let pool = ready_pool(1, 4);
     let crash = bytes_call::<Die>(&pool, &Death::Abort, plain());
     let behind: Vec<_> = (0..3)
@@ -276,7 +259,7 @@ fn a_crash_fails_only_its_own_bytes_call_and_the_ones_behind_run_once() {
 fn a_storm_of_drops_racing_replies_loses_nothing_and_runs_nothing_twice() {
     // Callers give up at random moments, often as the reply arrives.
     // Every call kept gets its own result; none runs twice.
-    let path = record_file("storm");
+    let path = record_file("caller-writes", "storm");
     let pool = ready_pool(2, 3);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

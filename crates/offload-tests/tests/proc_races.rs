@@ -6,33 +6,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{block, eventually, fixture};
+use common::{block, eventually, fixture, record, record_file};
 use offload::proc::CallOptions;
 use offload_tests::*;
 
-/// A fresh file for `Record` to append to.
-fn record_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("offload-races-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn record(path: &std::path::Path, tag: &str, sleep_ms: u64) -> (String, String, u64) {
-    (
-        path.to_string_lossy().into_owned(),
-        tag.to_owned(),
-        sleep_ms,
-    )
-}
-
 #[test]
 fn smoke() {
-    let path = record_file("smoke");
+    let path = record_file("races", "smoke");
     let pool = fixture().workers(1).build().unwrap();
     assert_eq!(
         block(pool.call::<Record>(record(&path, "a", 0))).unwrap(),
@@ -45,7 +27,7 @@ fn smoke() {
 fn a_call_cancelled_while_queued_in_its_worker_never_runs() {
     // Depth 2: the second call waits in the worker's socket behind the
     // first. Dropping it skips it in the worker; the first is untouched.
-    let path = record_file("queued");
+    let path = record_file("races", "queued");
     let pool = fixture().workers(1).pipeline_depth(2).build().unwrap();
     let pid = block(pool.call::<Pid>(())).unwrap();
     let first = pool.call::<Record>(record(&path, "first", 300));
@@ -75,7 +57,7 @@ fn a_worker_that_cannot_stop_its_call_is_killed_at_the_backstop() {
     // The worker stops a call at its timeout itself. One that cannot (here
     // SIGSTOPped) is killed by the parent a little later; the call behind
     // it never started, so it is sent again and runs exactly once.
-    let path = record_file("backstop");
+    let path = record_file("races", "backstop");
     let pool = fixture().workers(1).pipeline_depth(2).build().unwrap();
     let pid = block(pool.call::<Pid>(())).unwrap();
     let slow = pool.call_with::<SleepMs>(
@@ -103,7 +85,7 @@ fn timeouts_racing_replies_never_run_the_next_call_twice() {
     // The first call's reply and its deadline arrive together; the next
     // call is already in the worker. Whatever wins, the next call runs
     // exactly once and succeeds.
-    let path = record_file("timeout-race");
+    let path = record_file("races", "timeout-race");
     let pool = fixture().workers(1).pipeline_depth(2).build().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -139,7 +121,7 @@ fn a_storm_of_cancellations_stops_only_the_calls_it_names() {
     // Callers give up on large-reply calls at random moments (often right
     // as the reply is written) while other calls are queued behind them.
     // Every call that was not given up on succeeds, exactly once.
-    let path = record_file("cancel-storm");
+    let path = record_file("races", "cancel-storm");
     let pool = fixture().workers(1).pipeline_depth(2).build().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -177,7 +159,7 @@ fn deep_pipelines_wake_every_waiting_caller() {
     // resolves with its own result, through calls given up at random
     // moments and a worker that dies with calls queued behind the one it
     // runs; nothing runs twice.
-    let path = record_file("deep-pipeline");
+    let path = record_file("races", "deep-pipeline");
     let pool = std::sync::Arc::new(fixture().workers(1).pipeline_depth(6).build().unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

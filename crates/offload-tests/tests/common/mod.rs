@@ -58,3 +58,22 @@ pub fn quick_calls_behind_failing_ones<F>(
         }
     }
 }
+
+/// A fresh file for the `Record` task to append to: `name` in a folder of
+/// its own for the test binary `binary` and this process.
+pub fn record_file(binary: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("offload-{binary}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// The input of a `Record` call: append `tag` to `path`, then sleep.
+pub fn record(path: &std::path::Path, tag: &str, sleep_ms: u64) -> (String, String, u64) {
+    (
+        path.to_string_lossy().into_owned(),
+        tag.to_owned(),
+        sleep_ms,
+    )
+}

@@ -3,6 +3,7 @@
 //! files each reply for its owner and wakes that owner alone, and hands
 //! the reading on when its own call is answered.
 
+use std::sync::MutexGuard;
 use std::thread::Thread;
 use std::time::Instant;
 
@@ -48,17 +49,7 @@ impl WorkerProc {
                 continue;
             }
             // Lead: read one frame for whoever it is.
-            line.reading = true;
-            let deadline = self.read_deadline(&line);
-            drop(line);
-            let read = {
-                let mut reader = lock(&self.reader);
-                spin_for_bytes(&reader, self.spin);
-                read_frame(&mut *reader, self.max_frame, deadline)
-            };
-            self.file(read);
-            line = lock(&self.line);
-            line.reading = false;
+            line = self.lead_once(line);
             let mut to_wake = Self::answered_sleepers(&mut line, Some(id));
             // Calls written by their callers whose replies we filed: ours
             // to complete. When we stop reading and only such calls wait,
@@ -78,6 +69,23 @@ impl WorkerProc {
                 line = lock(&self.line);
             }
         }
+    }
+
+    /// Reads one frame as the leader (marked `reading` meanwhile, the
+    /// line's lock let go) and files it; returns the line locked again.
+    pub(super) fn lead_once<'a>(&'a self, mut line: MutexGuard<'a, Line>) -> MutexGuard<'a, Line> {
+        line.reading = true;
+        let deadline = self.read_deadline(&line);
+        drop(line);
+        let read = {
+            let mut reader = lock(&self.reader);
+            spin_for_bytes(&reader, self.spin);
+            read_frame(&mut *reader, self.max_frame, deadline)
+        };
+        self.file(read);
+        let mut line = lock(&self.line);
+        line.reading = false;
+        line
     }
 
     /// After a leader filed a frame: takes out the sleepers to unpark:
@@ -107,7 +115,7 @@ impl WorkerProc {
 
     /// Until when the leader reads: the front call's timeout plus the
     /// backstop, or the drain deadline of a killed worker.
-    pub(super) fn read_deadline(&self, line: &Line) -> Option<Instant> {
+    fn read_deadline(&self, line: &Line) -> Option<Instant> {
         if let Some((_, drain_until)) = &line.killed {
             return Some(*drain_until);
         }
@@ -117,7 +125,7 @@ impl WorkerProc {
     }
 
     /// Files what the leader read.
-    pub(super) fn file(&self, read: Result<Vec<u8>, FrameError>) {
+    fn file(&self, read: Result<Vec<u8>, FrameError>) {
         let frame = match read {
             Ok(frame) => frame,
             Err(FrameError::TimedOut) => return self.timed_out(),

@@ -13,7 +13,6 @@ use std::sync::{Arc, Weak};
 use std::thread::Thread;
 
 use super::{WorkerProc, caller_writes};
-use crate::proc::wire::{read_frame, spin_for_bytes};
 use crate::sync::lock;
 
 /// The standby's stack: it reads frames and runs completions, which may
@@ -84,17 +83,7 @@ impl WorkerProc {
             }
             return Step::Park;
         }
-        line.reading = true;
-        let deadline = self.read_deadline(&line);
-        drop(line);
-        let read = {
-            let mut reader = lock(&self.reader);
-            spin_for_bytes(&reader, self.spin);
-            read_frame(&mut *reader, self.max_frame, deadline)
-        };
-        self.file(read);
-        let mut line = lock(&self.line);
-        line.reading = false;
+        let mut line = self.lead_once(line);
         let wake = Self::answered_sleepers(&mut line, None);
         drop(line);
         wake.iter().for_each(Thread::unpark);
