@@ -419,3 +419,89 @@ fn an_input_over_the_frame_limit_fails_alone_and_the_worker_keeps_serving() {
     assert_eq!(block(bytes_call::<Pid>(&pool, &(), plain())).unwrap(), pid);
     assert_eq!(pool.metrics().started, 1);
 }
+
+#[test]
+fn workers_killed_under_a_stream_of_bytes_calls_lose_nothing_and_run_nothing_twice() {
+    // Workers are SIGKILLed at random moments while calls written by their
+    // callers stream through them: each call ends (its result, or a worker
+    // loss for the one a worker was running), none hangs, none runs twice,
+    // and every call that got a result ran exactly once.
+    let path = record_file("caller-writes", "kill-storm");
+    let pool = ready_pool(2, 4);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let (pool, stop, done) = (pool.clone(), stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut kills = 0;
+            let mut i = 0u64;
+            let mut done_at_last_kill = 0;
+            while !stop.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(15 + (i * 7) % 20));
+                // Only once calls went through since the last kill: on a
+                // starved machine a fresh worker may take longer to start
+                // than the pause, and killing it again would stop all
+                // progress.
+                if done.load(Relaxed) < done_at_last_kill + 25 {
+                    continue;
+                }
+                done_at_last_kill = done.load(Relaxed);
+                let pids: Vec<u32> = pool.worker_pids().into_values().collect();
+                if let Some(&pid) = pids.get((i as usize) % pids.len().max(1)) {
+                    offload_test_support::sigkill(pid);
+                    kills += 1;
+                }
+                i += 1;
+            }
+            kills
+        })
+    };
+    let outcomes = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..3000u64 {
+            let (pool, path, done) = (pool.clone(), path.clone(), done.clone());
+            tasks.push(tokio::spawn(async move {
+                let tag = format!("k{i}");
+                let r = bytes_call::<Record>(&pool, &record(&path, &tag, i % 2), plain()).await;
+                done.fetch_add(1, Relaxed);
+                (tag, r)
+            }));
+        }
+        tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(tasks))
+            .await
+            .expect("hung")
+    });
+    stop.store(true, Relaxed);
+    let kills = killer.join().unwrap();
+    let counts = recorded(&path);
+    let (mut ok, mut lost) = (0, 0);
+    for o in outcomes {
+        let (tag, r) = o.unwrap();
+        match r {
+            Ok(out) => {
+                assert_eq!(out, tag);
+                assert_eq!(counts.get(&tag), Some(&1), "{tag} ran other than once");
+                ok += 1;
+            }
+            Err(e) => {
+                assert!(e.is_worker_lost() || e.is_worker_start(), "{tag}: {e}");
+                lost += 1;
+            }
+        }
+    }
+    assert!(counts.values().all(|&n| n == 1), "ran twice: {counts:?}");
+    assert!(kills > 0 && ok > 0, "kills {kills}, ok {ok}");
+    // A kill fails at most the call its worker was running.
+    assert!(lost <= kills, "{lost} calls lost to {kills} kills");
+    assert_eq!(
+        block(bytes_call::<Sum>(&pool, &vec![2, 2], plain())).unwrap(),
+        4
+    );
+    eprintln!("{kills} kills: {ok} ok, {lost} lost");
+}
