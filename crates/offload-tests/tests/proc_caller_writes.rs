@@ -505,3 +505,27 @@ fn workers_killed_under_a_stream_of_bytes_calls_lose_nothing_and_run_nothing_twi
     );
     eprintln!("{kills} kills: {ok} ok, {lost} lost");
 }
+
+#[test]
+fn a_slow_call_after_a_stream_of_quick_ones_is_not_cut_short() {
+    // After a stream of replies the standby reader keeps watching the
+    // socket for a moment; a call without a timeout that comes then and
+    // runs longer than that moment must still run to its end.
+    let pool = ready_pool(1, 4);
+    let pid = block(bytes_call::<Pid>(&pool, &(), plain())).unwrap();
+    for round in 0..5u64 {
+        let quick: Vec<_> = (0..20u64)
+            .map(|i| bytes_call::<Sum>(&pool, &vec![i, round], plain()))
+            .collect();
+        for (i, r) in block(futures::future::join_all(quick))
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(r.unwrap(), i as u64 + round);
+        }
+        let slow = block(bytes_call::<SleepMs>(&pool, &(20 + round * 10), plain()));
+        assert_eq!(slow.unwrap(), pid, "round {round}");
+    }
+    assert_eq!(pool.metrics().started, 1);
+    assert_eq!(pool.metrics().timeouts, 0);
+}
