@@ -21,6 +21,7 @@ use super::child::{CallError, Completion, Outgoing};
 use super::codec::Encoded;
 use super::protocol::Body;
 use super::supervisor::Supervisor;
+use crate::sync::lock;
 
 /// A bytes call that its caller tries to write itself; kept (shared with
 /// its completion) until its outcome is known, to be sent again if its
@@ -90,8 +91,7 @@ impl Supervisor {
     /// What happens to a call written by its caller once its outcome is
     /// known (on the thread of whoever read it): the reply goes to the
     /// caller; a call whose worker ended before starting it is sent again
-    /// as a driver would send it (on the standby reader's thread, which
-    /// may block).
+    /// as a driver would send it ([`resend`]).
     fn completion(
         self: &Arc<Self>,
         call: &Arc<BytesCall>,
@@ -109,16 +109,7 @@ impl Supervisor {
                     supervisor.count_failure(&e);
                     Err(e)
                 }
-                Err(CallError::Retry) => supervisor
-                    .call(
-                        &call.task,
-                        call.fingerprint,
-                        &call.input,
-                        call.timeout,
-                        call.span,
-                        &switch,
-                    )
-                    .map(Body::into_vec),
+                Err(CallError::Retry) => return resend(supervisor, call, reply, switch),
             };
             reply.send(result);
         })
@@ -151,5 +142,48 @@ impl Supervisor {
             .filter_map(|lane| self.lane_worker_now(lane))
             .map(|w| w.in_flight())
             .sum()
+    }
+}
+
+/// Sends `call` again, as a driver would, after its worker ended before
+/// starting it; its outcome goes to `reply`. On a thread of its own (the
+/// call may run long, and the other calls the dead worker never started
+/// must not wait for it), or on this one if no thread can be started.
+fn resend(
+    supervisor: Arc<Supervisor>,
+    call: Arc<BytesCall>,
+    reply: Arc<ReplyCell<Vec<u8>>>,
+    switch: Arc<CancelSwitch>,
+) {
+    let send = move || {
+        let result = supervisor
+            .call(
+                &call.task,
+                call.fingerprint,
+                &call.input,
+                call.timeout,
+                call.span,
+                &switch,
+            )
+            .map(Body::into_vec);
+        reply.send(result);
+    };
+    // Kept here too, so that a failed spawn (which drops its closure)
+    // does not lose the call.
+    let job = Arc::new(std::sync::Mutex::new(Some(send)));
+    let theirs = job.clone();
+    let spawned = std::thread::Builder::new()
+        .name("offload-proc-resend".into())
+        .spawn(move || {
+            let send = lock(&theirs).take();
+            if let Some(send) = send {
+                send();
+            }
+        });
+    if spawned.is_err() {
+        let send = lock(&job).take();
+        if let Some(send) = send {
+            send();
+        }
     }
 }
