@@ -5,7 +5,7 @@
 //! reader (`standby.rs`). Only when a call can go this way at once (a
 //! live worker with room, a small frame, a socket that takes it now) does
 //! it; otherwise it takes the driver path, so every bound still holds.
-//! Why: `README.md`, "Where a tiny call's CPU goes".
+//! Why: `README.md` beside `proc/`, "Calls written by their callers".
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -61,9 +61,9 @@ pub(super) type Ready = Vec<(Completion, Result<Body, CallError>)>;
 impl Line {
     /// Takes out the completions whose reply was filed, and, with
     /// `worker_gone_too`, those the worker's end settled (an error, or
-    /// `Retry` for a call it never started). Drivers take only replies:
-    /// sending a call again blocks, and a driver has its own caller to
-    /// answer first; the standby reader takes both.
+    /// `Retry` for a call it never started). Drivers take only replies
+    /// (a driver has its own caller to answer first); what a worker's end
+    /// decided is the standby reader's to deliver.
     pub(super) fn take_completions(&mut self, worker_gone_too: bool) -> Ready {
         if self.completions.is_empty() {
             return Vec::new();
