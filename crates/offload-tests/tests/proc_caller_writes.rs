@@ -529,3 +529,47 @@ fn a_slow_call_after_a_stream_of_quick_ones_is_not_cut_short() {
     assert_eq!(pool.metrics().started, 1);
     assert_eq!(pool.metrics().timeouts, 0);
 }
+
+#[test]
+fn a_caller_never_waits_for_a_driver_writing_a_large_frame() {
+    // A driver writes 48 MiB to the worker (a write that blocks on the
+    // socket until the worker has read it all) while the loop keeps
+    // submitting small bytes calls to the same worker: each submission
+    // returns at once (the caller does not wait for the writer; its call
+    // goes through a driver instead), and every call gets its result.
+    let pool = ready_pool(1, 4);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (worst, results, big) = rt.block_on(async {
+        let big = pool.call::<ReverseBytes>(vec![3u8; 48 << 20]);
+        let big = tokio::spawn(big);
+        let mut worst = Duration::ZERO;
+        let mut calls = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        let mut i = 0u64;
+        while std::time::Instant::now() < until {
+            let started = std::time::Instant::now();
+            let call = bytes_call::<Sum>(&pool, &vec![i, 1], plain());
+            worst = worst.max(started.elapsed());
+            calls.push(tokio::spawn(call));
+            i += 1;
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let results = futures::future::join_all(calls).await;
+        let big = tokio::time::timeout(Duration::from_secs(60), big)
+            .await
+            .expect("the large call ended")
+            .unwrap();
+        (worst, results, big)
+    });
+    assert!(
+        worst < Duration::from_millis(20),
+        "a submission took {worst:?}"
+    );
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap().unwrap(), i as u64 + 1);
+    }
+    assert_eq!(big.unwrap().len(), 48 << 20);
+}
