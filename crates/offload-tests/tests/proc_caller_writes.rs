@@ -53,6 +53,30 @@ fn ready_pool(workers: usize, depth: usize) -> ProcessPool {
     pool
 }
 
+/// Runs `call(i)` for every `i` in `0..n` as tasks on a 2-thread tokio
+/// runtime (callers on several threads at once) and returns their
+/// outputs in order; fails if they take longer than `within` together.
+fn on_two_threads<T, F>(n: u64, within: Duration, call: impl Fn(u64) -> F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(call(i))).collect();
+        tokio::time::timeout(within, futures::future::join_all(tasks))
+            .await
+            .expect("hung")
+            .into_iter()
+            .map(|r| r.expect("the task ran"))
+            .collect()
+    })
+}
+
 #[test]
 fn a_small_bytes_call_is_written_by_its_caller_not_carried_by_a_driver() {
     let pool = ready_pool(1, 2);
@@ -92,30 +116,18 @@ fn many_bytes_and_typed_calls_at_once_each_get_their_own_result() {
     // (drivers) share the same workers; more calls than room, so some
     // bytes calls take the driver path too.
     let pool = ready_pool(2, 4);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = rt.block_on(async {
-        let mut calls = Vec::new();
-        for i in 0..600u64 {
-            let pool = pool.clone();
-            calls.push(tokio::spawn(async move {
-                let got = if i % 3 == 0 {
-                    pool.call::<Sum>(vec![i, 7]).await
-                } else {
-                    bytes_call::<Sum>(&pool, &vec![i, 7], plain()).await
-                };
-                (i, got)
-            }));
+    let results = on_two_threads(600, Duration::from_secs(60), |i| {
+        let pool = pool.clone();
+        async move {
+            let got = if i % 3 == 0 {
+                pool.call::<Sum>(vec![i, 7]).await
+            } else {
+                bytes_call::<Sum>(&pool, &vec![i, 7], plain()).await
+            };
+            (i, got)
         }
-        tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(calls))
-            .await
-            .expect("hung")
     });
-    for r in results {
-        let (i, got) = r.unwrap();
+    for (i, got) in results {
         assert_eq!(got.unwrap(), i + 7, "call {i}");
     }
     assert!(eventually(Duration::from_secs(5), || pool
@@ -261,41 +273,27 @@ fn a_storm_of_drops_racing_replies_loses_nothing_and_runs_nothing_twice() {
     // Every call kept gets its own result; none runs twice.
     let path = record_file("caller-writes", "storm");
     let pool = ready_pool(2, 3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let outcomes = rt.block_on(async {
-        let mut tasks = Vec::new();
-        for i in 0..300u64 {
-            let pool = pool.clone();
-            let path = path.clone();
-            tasks.push(tokio::spawn(async move {
-                let tag = format!("s{i}");
-                let call = bytes_call::<Record>(&pool, &record(&path, &tag, i % 3), plain());
-                if i % 2 == 0 {
-                    // Give up after a moment that sometimes beats the reply.
-                    let wait = Duration::from_micros((i * 37) % 3000);
-                    match tokio::time::timeout(wait, call).await {
-                        Ok(r) => Some((tag, r)),
-                        Err(_) => None,
-                    }
-                } else {
-                    Some((tag, call.await))
+    let outcomes = on_two_threads(300, Duration::from_secs(90), |i| {
+        let (pool, path) = (pool.clone(), path.clone());
+        async move {
+            let tag = format!("s{i}");
+            let call = bytes_call::<Record>(&pool, &record(&path, &tag, i % 3), plain());
+            if i % 2 == 0 {
+                // Give up after a moment that sometimes beats the reply.
+                let wait = Duration::from_micros((i * 37) % 3000);
+                match tokio::time::timeout(wait, call).await {
+                    Ok(r) => Some((tag, r)),
+                    Err(_) => None,
                 }
-            }));
+            } else {
+                Some((tag, call.await))
+            }
         }
-        tokio::time::timeout(Duration::from_secs(90), futures::future::join_all(tasks))
-            .await
-            .expect("hung")
     });
     let mut kept = 0;
-    for o in outcomes {
-        if let Some((tag, r)) = o.unwrap() {
-            assert_eq!(r.unwrap(), tag);
-            kept += 1;
-        }
+    for (tag, r) in outcomes.into_iter().flatten() {
+        assert_eq!(r.unwrap(), tag);
+        kept += 1;
     }
     assert!(kept >= 150, "every odd call is kept: {kept}");
     let counts = recorded(&path);
@@ -428,11 +426,6 @@ fn workers_killed_under_a_stream_of_bytes_calls_lose_nothing_and_run_nothing_twi
     // and every call that got a result ran exactly once.
     let path = record_file("caller-writes", "kill-storm");
     let pool = ready_pool(2, 4);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let done = std::sync::Arc::new(AtomicUsize::new(0));
@@ -462,27 +455,20 @@ fn workers_killed_under_a_stream_of_bytes_calls_lose_nothing_and_run_nothing_twi
             kills
         })
     };
-    let outcomes = rt.block_on(async {
-        let mut tasks = Vec::new();
-        for i in 0..3000u64 {
-            let (pool, path, done) = (pool.clone(), path.clone(), done.clone());
-            tasks.push(tokio::spawn(async move {
-                let tag = format!("k{i}");
-                let r = bytes_call::<Record>(&pool, &record(&path, &tag, i % 2), plain()).await;
-                done.fetch_add(1, Relaxed);
-                (tag, r)
-            }));
+    let outcomes = on_two_threads(3000, Duration::from_secs(120), |i| {
+        let (pool, path, done) = (pool.clone(), path.clone(), done.clone());
+        async move {
+            let tag = format!("k{i}");
+            let r = bytes_call::<Record>(&pool, &record(&path, &tag, i % 2), plain()).await;
+            done.fetch_add(1, Relaxed);
+            (tag, r)
         }
-        tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(tasks))
-            .await
-            .expect("hung")
     });
     stop.store(true, Relaxed);
     let kills = killer.join().unwrap();
     let counts = recorded(&path);
     let (mut ok, mut lost) = (0, 0);
-    for o in outcomes {
-        let (tag, r) = o.unwrap();
+    for (tag, r) in outcomes {
         match r {
             Ok(out) => {
                 assert_eq!(out, tag);
