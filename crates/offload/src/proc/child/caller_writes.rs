@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use super::{CallError, InFlight, Line, WorkerProc};
+use super::{CallError, Line, WorkerProc};
 use crate::proc::codec::Encoded;
 use crate::proc::protocol::{Body, CallHead, encode_head};
 use crate::proc::wire::try_write_frame_parts;
@@ -147,12 +147,8 @@ impl WorkerProc {
                 return Err(completion);
             }
             line.next_id += 1;
-            line.sent += 1;
-            if line.in_flight.is_empty() {
-                line.front_started = Some(Instant::now());
-            }
             let id = line.next_id;
-            line.in_flight.push_back(InFlight { id, timeout });
+            line.push_call(id, timeout);
             id
         };
         let head = encode_head(&CallHead {

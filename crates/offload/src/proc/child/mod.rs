@@ -131,6 +131,15 @@ struct Line {
 }
 
 impl Line {
+    /// Puts call `id` in flight, in the order it is written.
+    fn push_call(&mut self, id: u64, timeout: Option<Duration>) {
+        self.sent += 1;
+        if self.in_flight.is_empty() {
+            self.front_started = Some(Instant::now());
+        }
+        self.in_flight.push_back(InFlight { id, timeout });
+    }
+
     /// Whether call `id` has nothing more to wait for: its reply is filed,
     /// the worker's end decided its fate, or it was taken back out of the
     /// line (its send failed).
@@ -303,12 +312,7 @@ impl WorkerProc {
             )));
         }
         {
-            let mut line = lock(&self.line);
-            line.sent += 1;
-            if line.in_flight.is_empty() {
-                line.front_started = Some(Instant::now());
-            }
-            line.in_flight.push_back(InFlight { id, timeout });
+            lock(&self.line).push_call(id, timeout);
         }
         let body = [&input.prefix[..], &input.bytes[..]];
         self.blocking_write.store(true, Relaxed);
