@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use offload::coop::Budget;
 
-use super::{SUITE, Sample, Setting, beside_ticker, step};
+use super::ticker::{Sample, beside_ticker};
+use super::{SUITE, Setting, step};
 use crate::report::{BenchLine, Better};
 
 /// The phases of the shifting loop: name, and what one step costs (zero:
