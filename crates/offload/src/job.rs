@@ -503,6 +503,7 @@ impl<T> Future for JobHandle<T> {
             .expect("offload::JobHandle polled after it returned Ready");
         let res = cell.poll_result(cx);
         if res.is_ready() {
+            crate::lone_caller::result_taken(Arc::as_ptr(cell) as *const ());
             self.cell = None;
         }
         res

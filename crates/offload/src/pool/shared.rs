@@ -157,6 +157,10 @@ pub(crate) struct PoolShared {
     me: Weak<PoolShared>,
 }
 
+/// The longest a submitter waits for a spinning worker to take its job
+/// (see [`PoolShared::await_pickup`]).
+const PICKUP_WAIT: std::time::Duration = std::time::Duration::from_micros(1);
+
 /// Why a job could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PushError {
@@ -267,6 +271,9 @@ impl PoolShared {
     }
 
     fn push(&self, job: Job, line_up: bool) -> Result<(), (Job, PushError)> {
+        // Recorded for every submission, so that a thread with other jobs
+        // in flight is known not to be alone.
+        let alone = crate::lone_caller::submitting(job.cell_ptr());
         let mut st = self.lock();
         if st.phase != Phase::Open {
             return Err((job, PushError::Shutdown));
@@ -286,19 +293,23 @@ impl PoolShared {
         st.queue.push_back(Queued { job, since });
         self.queue_changed(&st);
         self.counters.submitted();
-        let (wake, spawn) = if st.queue.len() <= self.spinning.load(Ordering::SeqCst) {
+        let (wake, spawn, handed) = if st.queue.len() <= self.spinning.load(Ordering::SeqCst) {
             // A spinning worker will see it (it re-checks the queue under
-            // the lock before it sleeps, so this cannot be missed).
-            (false, false)
+            // the lock before it sleeps, so this cannot be missed). If it
+            // is the only job, its caller may wait for the hand-over.
+            (false, false, st.queue.len() == 1)
         } else if st.sleeping > st.notified {
             st.notified += 1;
-            (true, false)
+            (true, false, false)
         } else {
             // Be eager: nobody is idle, so a new thread is the quickest way
             // to start this job.
-            (false, self.claim_thread(&mut st))
+            (false, self.claim_thread(&mut st), false)
         };
         drop(st);
+        if handed && alone {
+            self.await_pickup();
+        }
         if wake {
             // Outside the lock: the futex wake is a system call, and a
             // critical section that long is one a preempted pusher would
@@ -313,6 +324,23 @@ impl PoolShared {
             let _ = super::worker::spawn(self);
         }
         Ok(())
+    }
+
+    /// The job just queued is the only one, a spinning worker is about to
+    /// take it, and its caller has nothing else in flight: waits until the
+    /// queue is empty again (a worker took it, or its caller cancelled
+    /// it), for at most [`PICKUP_WAIT`]. See `README.md`, "Waiting for the
+    /// hand-over".
+    fn await_pickup(&self) {
+        let start = Instant::now();
+        let mut round: u32 = 0;
+        while self.queued_hint.load(Ordering::Acquire) != 0 {
+            std::hint::spin_loop();
+            round = round.wrapping_add(1);
+            if round % 16 == 0 && start.elapsed() >= PICKUP_WAIT {
+                break;
+            }
+        }
     }
 
     /// Mirrors the queue length into [`PoolShared::queued_hint`] (and the

@@ -142,3 +142,57 @@ fn a_refused_thread_fails_the_queued_job_only() {
     }
     assert!(!pool.is_shutdown());
 }
+
+/// A lone caller waits for a spinning worker to take its job, but only for
+/// a moment: if the worker it counted on does not take the job (here a
+/// spinner that is not really there, as when the only spinner is preempted
+/// or has just taken another job), the submission still returns at once
+/// and the job runs when a thread is free. Nothing waits for the bound
+/// twice, nothing is lost.
+#[test]
+fn a_hand_over_nobody_takes_delays_the_submitter_only_briefly() {
+    let pool = ThreadPool::builder()
+        .threads(1)
+        .spin(Duration::ZERO)
+        .build()
+        .unwrap();
+    // The pool's only thread is held by a job until the test lets it go.
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel();
+    let held = pool.run(move || {
+        started_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(Duration::from_secs(30));
+        0
+    });
+    let held = std::thread::spawn(move || futures::executor::block_on(held));
+    started_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the holding job never started");
+
+    // Pretend a worker spins: the next push counts on it and wakes nobody.
+    pool.shared.spinning.fetch_add(1, SeqCst);
+    let (tx, rx) = mpsc::channel();
+    let p = pool.clone();
+    let submitter = std::thread::spawn(move || {
+        // A fresh thread has nothing in flight: it is a lone caller.
+        let t = std::time::Instant::now();
+        let run = p.run(|| 7);
+        tx.send(t.elapsed()).unwrap();
+        futures::executor::block_on(run)
+    });
+    let waited = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the submission never returned");
+    // The bound is a microsecond; a loaded machine may deschedule the
+    // submitter in between, hence the generous margin.
+    assert!(waited < Duration::from_millis(200), "waited {waited:?}");
+    pool.shared.spinning.fetch_sub(1, SeqCst);
+
+    release_tx.send(()).unwrap();
+    assert_eq!(held.join().unwrap().unwrap(), 0);
+    assert_eq!(
+        submitter.join().unwrap().unwrap(),
+        7,
+        "the queued job ran once a thread was free"
+    );
+}
