@@ -3,6 +3,8 @@
 //! bug shows up as a failure, never as a hung CI job.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod coop;
+
 use std::future::Future;
 use std::sync::mpsc;
 use std::time::Duration;
