@@ -10,6 +10,7 @@ use super::classify::{StallCause, StallKind};
 use super::report::StallBacktrace;
 use super::sched::SchedSample;
 use super::task::TaskLabel;
+use super::thread::Slot;
 
 /// The watchdog's private view of one watched thread.
 #[derive(Default)]
@@ -125,6 +126,19 @@ pub(super) struct Seen {
     pub(super) dead: bool,
     /// How often it showed it is a runtime worker (0: never).
     pub(super) evidence: u64,
+}
+
+impl Seen {
+    /// What the watched thread of `slot` shows right now.
+    pub(super) fn read(slot: &Slot) -> Self {
+        let (parked, stamp) = slot.read();
+        Seen {
+            stamp,
+            parked,
+            dead: slot.is_dead(),
+            evidence: slot.worker_evidence(),
+        }
+    }
 }
 
 impl ThreadView {

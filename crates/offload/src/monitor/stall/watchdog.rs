@@ -83,7 +83,7 @@ impl Watchdog {
             let Some((slot, mut view)) = self.views.remove(&key) else {
                 continue;
             };
-            let seen = read(&slot);
+            let seen = Seen::read(&slot);
             match view.observe(&seen, now, late, threshold) {
                 Step::Quiet => {}
                 Step::Sample => {
@@ -585,17 +585,6 @@ impl Watchdog {
             let suppressed = self.in_place.take_suppressed();
             self.report(slot, view, StallPhase::Started, age, suppressed);
         }
-    }
-}
-
-/// What a watched thread shows right now.
-fn read(slot: &Slot) -> Seen {
-    let (parked, stamp) = slot.read();
-    Seen {
-        stamp,
-        parked,
-        dead: slot.is_dead(),
-        evidence: slot.worker_evidence(),
     }
 }
 
