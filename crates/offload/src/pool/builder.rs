@@ -146,7 +146,7 @@ impl ThreadPoolBuilder {
     /// on two cores), that core is the one the feeder needs: set
     /// `Duration::ZERO` there, and a thread sleeps as soon as the queue is
     /// empty. A caller with nothing else in flight whose job goes to a
-    /// spinning thread waits for that thread to take it (at most 1 µs; see
+    /// spinning thread waits for that thread to take it (about 1 µs at most; see
     /// [`ThreadPool`]'s "Blocking"); with no spinning there is no such wait.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.config.spin = spin;

@@ -101,7 +101,7 @@ use crate::job::{Job, JobHandle, try_submit};
 /// run user code under it; the futures they return wait without blocking.
 /// One bounded exception makes short jobs fast: a caller with nothing else
 /// in flight whose job goes to a worker spinning for work waits until that
-/// worker has taken it (about 0.2 µs, never more than 1 µs), so that a
+/// worker has taken it (about 0.2 µs, about 1 µs at most), so that a
 /// job of a few hundred nanoseconds has finished by the caller's first
 /// poll instead of after its thread parked (round trip 0.63 → 0.41 µs).
 pub struct ThreadPool {
