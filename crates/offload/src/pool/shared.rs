@@ -161,6 +161,14 @@ pub(crate) struct PoolShared {
 /// (see [`PoolShared::await_pickup`]).
 const PICKUP_WAIT: std::time::Duration = std::time::Duration::from_micros(1);
 
+/// Whether this process may run on more than one CPU. On one, a
+/// submitter waiting for a spinning worker would only keep that worker
+/// off the CPU it needs, so the hand-over wait is skipped.
+fn several_cpus() -> bool {
+    static SEVERAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
 /// Why a job could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PushError {
@@ -307,7 +315,7 @@ impl PoolShared {
             (false, self.claim_thread(&mut st), false)
         };
         drop(st);
-        if handed && alone {
+        if handed && alone && several_cpus() {
             self.await_pickup();
         }
         if wake {
