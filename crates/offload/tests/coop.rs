@@ -13,7 +13,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 mod common;
-use common::coop::{TIMEOUT, block_on_bounded, current_thread, pendings, spin, yielding_ticks};
+use common::coop::{
+    TIMEOUT, block_on_bounded, current_thread, pendings, spawn_slice_ticker, yielding_ticks,
+};
 
 /// Counts the polls of a future, to check it completed after exactly two.
 struct CountPolls<F> {
@@ -323,14 +325,7 @@ fn dropping_a_budget_mid_yield_inside_a_task() {
     // dropped inside async code, possibly half-way through a yield. Nothing
     // hangs and the runtime shuts down.
     current_thread().block_on(async {
-        let task = tokio::spawn(async {
-            let mut budget =
-                Budget::slice(Duration::from_micros(100)).yield_with(tokio::task::yield_now);
-            loop {
-                spin(Duration::from_micros(10));
-                budget.tick().await;
-            }
-        });
+        let task = spawn_slice_ticker(Duration::from_micros(100), Duration::from_micros(10));
         tokio::time::sleep(Duration::from_millis(20)).await;
         task.abort();
         let err = tokio::time::timeout(TIMEOUT, task)

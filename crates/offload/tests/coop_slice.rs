@@ -14,7 +14,7 @@ use std::task::Context;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::coop::{TIMEOUT, current_thread, pendings, spin, yielding_ticks};
+use common::coop::{TIMEOUT, current_thread, pendings, spawn_slice_ticker, spin, yielding_ticks};
 
 // ---- Budget::slice ---------------------------------------------------------
 
@@ -500,14 +500,7 @@ fn clock_thread_child() {
     // the clock parks again.
     drop(budget);
     current_thread().block_on(async {
-        let task = tokio::spawn(async {
-            let mut budget =
-                Budget::slice(Duration::from_millis(1)).yield_with(tokio::task::yield_now);
-            loop {
-                spin(Duration::from_micros(5));
-                budget.tick().await;
-            }
-        });
+        let task = spawn_slice_ticker(Duration::from_millis(1), Duration::from_micros(5));
         tokio::time::sleep(Duration::from_millis(30)).await;
         task.abort();
         let _ = tokio::time::timeout(TIMEOUT, task)

@@ -61,3 +61,16 @@ pub fn spin(d: Duration) {
         std::hint::spin_loop();
     }
 }
+
+/// Spawns, on the current tokio runtime, a task that ticks a slice budget
+/// of `slice` (yielding through tokio) after steps of `step` CPU, forever:
+/// a task to abort mid-slice.
+pub fn spawn_slice_ticker(slice: Duration, step: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut budget = Budget::slice(slice).yield_with(tokio::task::yield_now);
+        loop {
+            spin(step);
+            budget.tick().await;
+        }
+    })
+}
