@@ -336,8 +336,8 @@ impl PoolShared {
 
     /// The job just queued is the only one, a spinning worker is about to
     /// take it, and its caller has nothing else in flight: waits until the
-    /// queue is empty again (a worker took it, or its caller cancelled
-    /// it), for at most [`PICKUP_WAIT`]. See `README.md`, "Waiting for the
+    /// queue is empty again (a worker took it, or `shutdown_now` emptied
+    /// the queue), for about [`PICKUP_WAIT`] at most. See `README.md`, "Waiting for the
     /// hand-over".
     fn await_pickup(&self) {
         let start = Instant::now();
