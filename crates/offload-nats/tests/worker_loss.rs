@@ -176,3 +176,78 @@ fn direct_graceful_shutdown_finishes_the_calls_in_hand() {
         assert!(e.is_no_workers(), "{e}");
     });
 }
+
+/// A job whose deliveries all went to workers that died (the last one
+/// taken by a puller that never answers, as a worker killed right after
+/// its pull is) still reaches the dead-letter subject once a live worker
+/// is there, and its caller gets a typed worker loss. With a delivery
+/// limit on the server, that last delivery was the job's final one: it
+/// stayed in the stream and the call waited for ever.
+#[test]
+fn a_job_whose_last_delivery_died_still_reaches_the_dead_letter() {
+    use futures::StreamExt;
+    let server = server();
+    let url = server.url();
+    let worker = |url: &str| {
+        Fixture::new(url)
+            .arg("--ack-wait-ms", 300)
+            .arg("--max-deliver", 1)
+            .start()
+    };
+    let mut first = worker(&url);
+    run(async {
+        let p = pool(&url, Mode::Durable).await;
+        let path = temp_path("dead-letter");
+        let call = tokio::spawn(p.call::<PidFile>((path.clone(), 5_000)));
+        // Delivery 1: the worker starts the task and is killed.
+        let _ = pid_in(&path).await;
+        first.kill();
+        let _ = std::fs::remove_file(&path);
+
+        // Delivery 2 (the last one a limit of max_deliver + 1 allowed) goes
+        // to a puller that never acks nor dead-letters it.
+        let client = async_nats::connect(url.as_str()).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("OFFLOAD_offload").await.expect("the stream");
+        let names: Vec<String> = stream
+            .consumer_names()
+            .filter_map(|n| async move { n.ok() })
+            .collect()
+            .await;
+        // One consumer per task served; the task's is named after it.
+        let name = names
+            .iter()
+            .find(|n| n.starts_with("pidfile_"))
+            .unwrap_or_else(|| panic!("no consumer for the task: {names:?}"));
+        let consumer = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(name)
+            .await
+            .expect("the consumer");
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(10))
+            .messages()
+            .await
+            .expect("a pull");
+        let taken = tokio::time::timeout(Duration::from_secs(15), batch.next())
+            .await
+            .expect("the job is delivered again after the ack wait")
+            .expect("a message")
+            .expect("a job");
+        assert_eq!(taken.info().expect("job info").delivered, 2);
+        drop((taken, batch));
+
+        // A live worker comes: the next delivery reaches it, past its
+        // max_deliver, and it sends the job to the dead letter.
+        let _second = worker(&url);
+        let err = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("the call resolves once a live worker gets the job")
+            .unwrap()
+            .expect_err("its deliveries ran out");
+        assert!(err.is_worker_lost(), "{err}");
+        let m = p.metrics();
+        assert_eq!((m.worker_lost, m.failed), (1, 1), "{m:?}");
+    });
+}

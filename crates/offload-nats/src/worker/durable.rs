@@ -24,8 +24,13 @@ const MAX_BATCH: usize = 16;
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
 /// The task's durable consumer (created by the first worker; shared by
-/// all). Its `max_deliver` is one more than ours: the extra delivery is
-/// the one that sends the job to the dead-letter subject.
+/// all). It redelivers without limit: the worker that gets a delivery
+/// past ours sends the job to the dead-letter subject instead of running
+/// it. A limit on the server (it used to be ours + 1) stranded a job
+/// whose last delivery went to a worker killed before it could
+/// dead-letter it: JetStream never offered it again, it stayed in the
+/// stream, and its caller waited for ever (`offload-lab chaos`,
+/// `remote-kill-storm`, once under CI load: 11 of 500 calls).
 pub(super) async fn consumer(
     js: &jetstream::Context,
     shared: &Shared,
@@ -46,7 +51,7 @@ pub(super) async fn consumer(
                 filter_subject: subjects.job(task.name, task.fp),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: shared.ack_wait,
-                max_deliver: shared.max_deliver + 1,
+                max_deliver: -1,
                 max_ack_pending: 100_000,
                 ..Default::default()
             },
